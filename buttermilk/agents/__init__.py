@@ -1,0 +1,1 @@
+"""Agents shipped with Buttermilk: sentiment, lexicon matching, console review, test helpers."""

@@ -1,0 +1,65 @@
+"""Agents for tests and benchmarks: do nothing, wait, or fail on chosen records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from buttermilk.errors import AgentError, PermanentError
+from buttermilk.flows.agents import current_job
+from buttermilk.records import Record
+
+
+async def noop(
+    record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return at once: measures the batch machinery's own overhead."""
+    return {"ok": True}
+
+
+class Sleep:
+    """Wait ``seconds`` (or ``parameters["sleep"]`` when set), then answer."""
+
+    def __init__(self, seconds: float = 0.1) -> None:
+        self.seconds = seconds
+
+    async def __call__(
+        self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        seconds = float(parameters.get("sleep", self.seconds))
+        await anyio.sleep(seconds)
+        return {"slept": seconds}
+
+
+class FailOn:
+    """Raise on the chosen records.
+
+    ``records``: record ids to fail on (``parameters["fail_on"]`` adds more).
+    ``times``: fail only the first N attempts, then succeed (null: always fail).
+    ``permanent``: raise :class:`PermanentError`, which skips the remaining attempts.
+    """
+
+    def __init__(
+        self,
+        records: list[str] | None = None,
+        times: int | None = None,
+        permanent: bool = False,
+        message: str = "failing on purpose",
+    ) -> None:
+        self.records = set(records or [])
+        self.times = times
+        self.permanent = permanent
+        self.message = message
+
+    async def __call__(
+        self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        chosen = self.records | set(parameters.get("fail_on", []))
+        if record.record_id in chosen:
+            attempt = current_job().attempt
+            if self.times is None or attempt <= self.times:
+                error = PermanentError if self.permanent else AgentError
+                raise error(f"{self.message} (record {record.record_id}, attempt {attempt})")
+        return {"failed": False}

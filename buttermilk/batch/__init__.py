@@ -1,0 +1,1 @@
+"""Batches: planning, the service that runs every batch operation, and the worker."""

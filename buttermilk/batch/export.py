@@ -1,0 +1,170 @@
+"""Write a batch's jobs to JSONL, CSV or Parquet, streaming from the store.
+
+JSONL keeps results nested. CSV and Parquet flatten them into dotted columns
+(``outputs.vader.compound``); lists become JSON text. The file appears only when
+complete (written beside it, then renamed).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from buttermilk.batch.models import JobInfo
+from buttermilk.errors import InvalidOptionError
+from buttermilk.store.store import Store
+
+FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+PARQUET_CHUNK = 5_000
+
+
+def export_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidOptionError(
+            "batch.output", str(path), "the file must end in .jsonl, .csv or .parquet"
+        )
+    return fmt
+
+
+def job_row(job: JobInfo) -> dict[str, Any]:
+    """One export row: ids, status, timing, the record's fields, outputs and errors."""
+    result = job.result or {}
+    record = job.record
+    return {
+        "batch_id": job.batch_id,
+        "record_id": job.record_id,
+        "status": job.status.value,
+        "attempts": job.attempts,
+        "duration": job.duration,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error_type": job.error_type,
+        "error_message": job.error_message,
+        "content": record.content if record else None,
+        "ground_truth": record.ground_truth if record else None,
+        "metadata": record.metadata if record else None,
+        "outputs": result.get("outputs"),
+        "timings": result.get("timings"),
+    }
+
+
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted keys; lists become JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if value:
+                flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = orjson.dumps(value).decode()
+        else:
+            flat[name] = value
+    return flat
+
+
+def _rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
+    for job in store.iter_jobs(batch_id):
+        yield job_row(job)
+
+
+def _columns(store: Store, batch_id: str) -> dict[str, set[type]]:
+    """First pass: every flattened column, in order of appearance, with its value types."""
+    columns: dict[str, set[type]] = {}
+    for row in _rows(store, batch_id):
+        for key, value in flatten(row).items():
+            kinds = columns.setdefault(key, set())
+            if value is not None:
+                kinds.add(type(value))
+    return columns
+
+
+def _write_jsonl(store: Store, batch_id: str, out: Path) -> int:
+    count = 0
+    with out.open("wb") as fh:
+        for row in _rows(store, batch_id):
+            fh.write(orjson.dumps(row) + b"\n")
+            count += 1
+    return count
+
+
+def _write_csv(store: Store, batch_id: str, out: Path) -> int:
+    names = list(_columns(store, batch_id))
+    count = 0
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in _rows(store, batch_id):
+            writer.writerow(flatten(row))
+            count += 1
+    return count
+
+
+def _arrow_type(kinds: set[type]) -> Any:
+    import pyarrow as pa
+
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds and kinds <= {int, float}:
+        return pa.float64()
+    return pa.string()
+
+
+def _write_parquet(store: Store, batch_id: str, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = _columns(store, batch_id)
+    schema = pa.schema([(name, _arrow_type(kinds)) for name, kinds in columns.items()])
+    strings = {name for name, kinds in columns.items() if _arrow_type(kinds) == pa.string()}
+
+    def cell(name: str, value: Any) -> Any:
+        if value is None or name not in strings or isinstance(value, str):
+            return value
+        return orjson.dumps(value).decode()
+
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        chunk: list[dict[str, Any]] = []
+        for row in _rows(store, batch_id):
+            chunk.append({k: cell(k, v) for k, v in flatten(row).items()})
+            if len(chunk) >= PARQUET_CHUNK:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                count += len(chunk)
+                chunk = []
+        if chunk or not count:
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            count += len(chunk)
+    return count
+
+
+WRITERS: dict[str, Callable[[Store, str, Path], int]] = {
+    "jsonl": _write_jsonl,
+    "csv": _write_csv,
+    "parquet": _write_parquet,
+}
+
+
+def export_jobs(store: Store, batch_id: str, path: Path) -> int:
+    """Write every job of ``batch_id`` to ``path`` (format from its extension)."""
+    writer = WRITERS[export_format(path)]
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        count = writer(store, batch_id, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count

@@ -1,0 +1,212 @@
+"""Typed batch requests and the batch / job views the store returns."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from buttermilk.records import Record
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_BATCH
+
+
+ENDED_BATCH = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ErrorPolicy = Literal["continue", "stop"]
+TARGET_KEY = "_target_"
+
+
+def find_target_key(value: Any, path: str) -> str | None:
+    """The dotted path of the first ``_target_`` key inside ``value``, if any."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}"
+            if key == TARGET_KEY:
+                return here
+            found = find_target_key(item, here)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_target_key(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+class BatchRequest(BaseModel):
+    """Everything a user chooses when creating a batch (CLI ``batch.*`` or API body)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flow: str = Field(min_length=1, description="Name of the flow to run.")
+    shuffle: bool = Field(default=True, description="Shuffle record ids before truncating.")
+    max_records: int | None = Field(
+        default=None, ge=1, description="Run at most this many records (null: all)."
+    )
+    concurrency: int = Field(
+        default=5, ge=1, description="Most jobs of this batch at once per worker."
+    )
+    error_policy: ErrorPolicy = Field(
+        default="continue", description="continue: other jobs go on; stop: end the batch."
+    )
+    interactive: bool = Field(default=False, description="Jobs need a person at a console.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to every flow run, over the flow's own."
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Tries per job before it fails.")
+    retry_delay: float = Field(
+        default=1.0, ge=0, description="Seconds before the first retry; doubles each time."
+    )
+    job_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a job may run before it fails (null: no limit)."
+    )
+    seed: int | None = Field(default=None, description="Shuffle seed, for a repeatable order.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _no_code_in_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        found = find_target_key(value, "parameters")
+        if found:
+            raise ValueError(
+                f"{TARGET_KEY} is not allowed in parameters (found at {found}): "
+                "batch parameters are data and may not name code to instantiate"
+            )
+        return value
+
+
+class BatchInfo(BaseModel):
+    """A batch as stored."""
+
+    id: str
+    flow: str
+    status: BatchStatus
+    request: BatchRequest
+    flow_snapshot: dict[str, Any]
+    total: int
+    seed: int
+    published: bool
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return self.request.interactive
+
+
+class JobInfo(BaseModel):
+    """One job (one record of a batch) as stored."""
+
+    batch_id: str
+    record_id: str
+    seq: int
+    status: JobStatus
+    attempts: int
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    result: dict[str, Any] | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    record: Record | None = None
+
+
+class ErrorCount(BaseModel):
+    error_type: str
+    error_message: str
+    count: int
+
+
+class BatchSummary(BaseModel):
+    """A batch with its live counts, for ``status`` and ``list``."""
+
+    batch: BatchInfo
+    counts: dict[JobStatus, int]
+    common_errors: list[ErrorCount] = Field(default_factory=list)
+    now: float
+
+    @property
+    def done(self) -> int:
+        c = self.counts
+        return (
+            c.get(JobStatus.COMPLETED, 0)
+            + c.get(JobStatus.FAILED, 0)
+            + c.get(JobStatus.CANCELLED, 0)
+        )
+
+    @property
+    def progress(self) -> float:
+        """Share of jobs that have ended, 0..1."""
+        return self.done / self.batch.total if self.batch.total else 1.0
+
+    @property
+    def elapsed(self) -> float | None:
+        start = self.batch.started_at
+        if start is None:
+            return None
+        end = self.batch.finished_at or self.now
+        return max(end - start, 0.0)
+
+    @property
+    def rate(self) -> float | None:
+        """Jobs ended per second since the batch started."""
+        elapsed = self.elapsed
+        if not elapsed or not self.done:
+            return None
+        return self.done / elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until every job has ended, at the current rate."""
+        if self.batch.status.ended:
+            return 0.0
+        rate = self.rate
+        if not rate:
+            return None
+        return (self.batch.total - self.done) / rate
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain dict for ``batch.format=json`` and the HTTP API."""
+        b = self.batch
+        return {
+            "batch_id": b.id,
+            "flow": b.flow,
+            "status": b.status.value,
+            "total": b.total,
+            "counts": {status.value: self.counts.get(status, 0) for status in JobStatus},
+            "progress": round(self.progress, 4),
+            "rate": self.rate,
+            "eta_seconds": self.eta,
+            "created_at": b.created_at,
+            "started_at": b.started_at,
+            "finished_at": b.finished_at,
+            "error": b.error,
+            "published": b.published,
+            "request": b.request.model_dump(mode="json"),
+            "common_errors": [e.model_dump() for e in self.common_errors],
+        }

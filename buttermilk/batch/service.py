@@ -1,0 +1,163 @@
+"""BatchService: every batch operation, shared by the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from buttermilk.batch.export import export_jobs
+from buttermilk.batch.models import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
+from buttermilk.batch.planner import Plan, plan_records
+from buttermilk.errors import DataSourceError, QueueError
+from buttermilk.flows.catalog import FlowCatalog
+from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.runner import FlowRunner
+from buttermilk.flows.sources import check_sources
+from buttermilk.queue.base import JobMessage, Queue
+from buttermilk.store.store import Store
+
+log = logging.getLogger(__name__)
+
+PUBLISH_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class Created:
+    batch: BatchInfo
+    rows_read: int
+
+
+def new_batch_id() -> str:
+    return secrets.token_hex(6)
+
+
+def job_messages(batch: BatchInfo, record_ids: Sequence[str]) -> list[JobMessage]:
+    return [
+        JobMessage(batch_id=batch.id, record_id=rid, flow=batch.flow, interactive=batch.interactive)
+        for rid in record_ids
+    ]
+
+
+class BatchService:
+    """Create, inspect, cancel, retry and export batches over one store and one queue."""
+
+    def __init__(self, store: Store, queue: Queue, flows: FlowCatalog) -> None:
+        self.store = store
+        self.queue = queue
+        self.flows = flows
+
+    # -- create --------------------------------------------------------------------
+
+    def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Plan]:
+        flow = self.flows.get(request.flow)
+        check_sources(flow)
+        FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
+        plan = plan_records(
+            flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
+        )
+        if not plan.records:
+            raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
+        return flow, plan
+
+    async def create(self, request: BatchRequest) -> Created:
+        """Plan the batch, store it with its jobs, then publish one message per job.
+
+        If publishing fails, the batch is deleted again (messages already sent then point
+        to no batch, and workers drop them). If this process dies while publishing, the
+        batch stays unpublished and ``retry`` finishes it.
+        """
+        flow, plan = await anyio.to_thread.run_sync(self._prepare, request)
+        await self.queue.prepare(interactive=request.interactive)
+        batch = await anyio.to_thread.run_sync(
+            lambda: self.store.create_batch(
+                batch_id=new_batch_id(),
+                request=request,
+                flow_snapshot=flow.snapshot(),
+                seed=plan.seed,
+                records=plan.records,
+            )
+        )
+        try:
+            await self._publish(batch, [r.record_id for r in plan.records])
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.store.delete_batch, batch.id)
+            if isinstance(exc, Exception) and not isinstance(exc, QueueError):
+                raise QueueError(
+                    f"publishing batch {batch.id} failed, so it was removed: {exc}"
+                ) from exc
+            raise
+        await anyio.to_thread.run_sync(self._published, batch.id)
+        return Created(batch=batch.model_copy(update={"published": True}), rows_read=plan.rows_read)
+
+    def _published(self, batch_id: str) -> None:
+        self.store.mark_published(batch_id)
+        self.store.complete_if_done(batch_id)  # in case workers finished every job already
+
+    async def _publish(self, batch: BatchInfo, record_ids: Sequence[str]) -> None:
+        for start in range(0, len(record_ids), PUBLISH_CHUNK):
+            await self.queue.publish(job_messages(batch, record_ids[start : start + PUBLISH_CHUNK]))
+
+    # -- read ----------------------------------------------------------------------
+
+    def resolve(self, batch_id: str | None) -> str:
+        return self.store.resolve_id(batch_id or "")
+
+    async def summary(self, batch_id: str) -> BatchSummary:
+        """A batch with its counts and most common errors (``batch_id`` may be a prefix)."""
+        return await anyio.to_thread.run_sync(self._summary, batch_id)
+
+    def _summary(self, batch_id: str) -> BatchSummary:
+        full_id = self.store.resolve_id(batch_id)
+        batch = self.store.get_batch(full_id)
+        if batch.status == BatchStatus.RUNNING and self.store.complete_if_done(full_id):
+            batch = self.store.get_batch(full_id)  # a worker died before marking it
+        counts = self.store.job_counts([full_id])[full_id]
+        errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
+        return BatchSummary(batch=batch, counts=counts, common_errors=errors, now=time.time())
+
+    async def list(
+        self,
+        *,
+        status: BatchStatus | None = None,
+        flow: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[BatchSummary]:
+        """Batches, newest first, each with its job counts."""
+
+        def work() -> list[BatchSummary]:
+            found = self.store.list_batches(status=status, flow=flow, limit=limit, offset=offset)
+            counts = self.store.job_counts([b.id for b in found])
+            now = time.time()
+            return [BatchSummary(batch=b, counts=counts[b.id], now=now) for b in found]
+
+        return await anyio.to_thread.run_sync(work)
+
+    # -- change --------------------------------------------------------------------
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        """Cancel a live batch: no job of it starts any more, running ones stop within seconds."""
+        full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
+        return await anyio.to_thread.run_sync(self.store.cancel, full_id)
+
+    async def retry(self, batch_id: str) -> tuple[BatchInfo, int]:
+        """Requeue every job of the batch that did not complete; returns how many."""
+        full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
+        batch = await anyio.to_thread.run_sync(self.store.get_batch, full_id)
+        await self.queue.prepare(interactive=batch.interactive)
+        requeued = await anyio.to_thread.run_sync(self.store.requeue, full_id)
+        await self._publish(requeued.batch, requeued.record_ids)
+        await anyio.to_thread.run_sync(self._published, full_id)
+        return requeued.batch, len(requeued.record_ids)
+
+    async def export(self, batch_id: str, path: Path) -> int:
+        """Write the batch's jobs (results and errors) to ``path``; returns the row count."""
+        full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
+        return await anyio.to_thread.run_sync(export_jobs, self.store, full_id, path)

@@ -1,0 +1,532 @@
+"""The worker: pull jobs from the queue, run their flows, store outcomes, then ack.
+
+One task group holds everything: a receive loop, a heartbeat (extends leases, notices
+cancelled batches), bulk helpers for the store and the queue, and one task per job.
+A job runs only after the store has given it to this worker (``claim``), and its message
+is acked only after its outcome is in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from buttermilk.batch.coalesce import Coalescer
+from buttermilk.batch.models import BatchInfo, JobStatus
+from buttermilk.errors import ButtermilkError, JobTimeoutError, PermanentError
+from buttermilk.flows.agents import Console, JobContext, set_current_job
+from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.runner import FlowRunner, merge_parameters
+from buttermilk.queue.base import Delivery, Queue
+from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY = 300.0
+MAX_TRACEBACK = 8_000
+HEARTBEAT = 1.0  # seconds between checks for cancelled batches
+RECEIVE_WAIT = 1.0
+ACK_LINGER = 0.005  # acks wait a moment to go out together: their latency costs nothing
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """How one worker behaves. Every duration is in seconds."""
+
+    concurrency: int = 100
+    """Most jobs this worker holds at once, over all batches."""
+    max_jobs: int | None = None
+    """Stop after starting this many jobs (None: no limit)."""
+    idle_timeout: float | None = 10.0
+    """Stop once nothing ran and the queue stayed empty this long (None: never)."""
+    interactive: bool = False
+    """Take jobs of interactive batches (and only those)."""
+    batch_id: str | None = None
+    """Work only this batch, and stop when it ends."""
+    grace_period: float = 30.0
+    """On stop, how long running jobs may take before they are released."""
+    hold_timeout: float = 5.0
+    """A received job waiting this long for a slot of its batch goes back to the queue."""
+
+
+@dataclass
+class WorkerStats:
+    """Counts since the worker started, for progress lines."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    malformed: int = 0
+    claimed: int = 0
+    first_claim: float | None = None
+    last_end: float | None = None
+
+    @property
+    def active(self) -> float:
+        """Seconds from the first job's claim to the last job's end."""
+        if self.first_claim is None or self.last_end is None:
+            return 0.0
+        return self.last_end - self.first_claim
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class _BatchContext:
+    info: BatchInfo
+    runner: FlowRunner | None
+    load_error: BaseException | None
+    parameters: dict[str, Any]
+    limiter: anyio.CapacityLimiter
+
+
+@dataclass(eq=False)
+class _Running:
+    delivery: Delivery
+    claimed: Claimed
+    scope: anyio.CancelScope
+    cancel_reason: str | None = None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """Exponential backoff with +-10% jitter: base, 2*base, 4*base, ... capped."""
+    delay: float = min(base * 2 ** max(attempt - 1, 0), MAX_RETRY_DELAY)
+    return delay * random.uniform(0.9, 1.1)
+
+
+class Worker:
+    """Pull and run jobs until stopped, idle, or done. Call :meth:`run` once."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        options: WorkerOptions | None = None,
+        *,
+        console: Console | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.options = options or WorkerOptions()
+        self.console = console
+        self.name = worker_name()
+        self.stats = WorkerStats()
+        self._slots = self.options.concurrency
+        self._held: set[Delivery] = set()
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._waiting: dict[Delivery, anyio.CancelScope] = {}
+        self._batches: dict[str, _BatchContext] = {}
+        self._batch_locks: dict[str, anyio.Lock] = {}
+        self._freed = anyio.Event()
+        self._stopping = anyio.Event()
+        self._stopped_batches: set[str] = set()
+        self._last_activity = time.monotonic()
+        # Claims and outcomes share one store transaction per round; acks one queue call.
+        self._store_ops: Coalescer[Claim | Outcome, Claimed | Skipped | bool] = Coalescer(
+            self._exchange
+        )
+        self._acks: Coalescer[Delivery, None] = Coalescer(self._ack_many, linger=ACK_LINGER)
+
+    # -- public --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop pulling; running jobs get ``grace_period`` to finish (safe from signal tasks)."""
+        if not self._stopping.is_set():
+            log.info(
+                "stopping: no new jobs; waiting up to %.0fs for %d running",
+                self.options.grace_period,
+                len(self._running),
+            )
+            self._stopping.set()
+            for waiting in self._waiting.values():
+                waiting.cancel()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def run(self) -> WorkerStats:
+        """Work until stopped, idle ``idle_timeout``, ``max_jobs`` reached, or the batch ends."""
+        self.stats = WorkerStats()
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._store_ops.run)
+            services.start_soon(self._acks.run)
+            services.start_soon(self._heartbeat)
+            async with anyio.create_task_group() as jobs:
+                await self._receive_loop(jobs)
+                await self._drain()
+            services.cancel_scope.cancel()
+        return self.stats
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        """How many messages to take now.
+
+        Messages are taken in chunks (a quarter of the worker's capacity, at most 25)
+        rather than one per finished job, which would cost one queue round trip each.
+        """
+        held = len(self._held)
+        free = self._slots - held
+        if self.options.max_jobs is not None:
+            unclaimed = held - len(self._running)
+            left = self.options.max_jobs - self.stats.claimed - unclaimed
+            if left <= free:
+                return left
+        chunk = max(1, min(self._slots // 4, 25))
+        return free if free >= chunk or not held else 0
+
+    def _should_stop(self) -> bool:
+        opts = self.options
+        if self._stopping.is_set():
+            return True
+        if opts.max_jobs is not None and self.stats.claimed >= opts.max_jobs:
+            return True
+        if opts.batch_id is not None and opts.batch_id in self._stopped_batches and not self._held:
+            return True
+        idle = time.monotonic() - self._last_activity
+        return opts.idle_timeout is not None and not self._held and idle >= opts.idle_timeout
+
+    async def _receive_loop(self, jobs: TaskGroup) -> None:
+        while not self._should_stop():
+            free = self._free_slots()
+            if free <= 0:
+                with anyio.move_on_after(HEARTBEAT):
+                    await self._freed.wait()
+                self._freed = anyio.Event()
+                continue
+            try:
+                deliveries = await self.queue.receive(
+                    min(free, 100),
+                    interactive=self.options.interactive,
+                    batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
+                    wait=RECEIVE_WAIT,
+                )
+            except ButtermilkError as exc:
+                log.warning("receiving failed, trying again: %s", exc)
+                await anyio.sleep(1.0)
+                continue
+            if deliveries:
+                self._last_activity = time.monotonic()
+            for delivery in deliveries:
+                if self._stopping.is_set():
+                    await self._release(delivery)
+                    continue
+                self._held.add(delivery)
+                jobs.start_soon(self._handle, delivery)
+
+    async def _drain(self) -> None:
+        """Let running jobs finish; past the grace period, release them to the queue."""
+        if not self._held:
+            return
+        with anyio.move_on_after(self.options.grace_period):
+            while self._held:
+                await self._freed.wait()
+                self._freed = anyio.Event()
+        for running in list(self._running.values()):
+            running.cancel_reason = "shutdown"
+            running.scope.cancel()
+
+    async def _release(self, delivery: Delivery) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.queue.nack([delivery], 0.0)
+            except ButtermilkError as exc:
+                log.warning("could not release a message (it returns when its lease ends): %s", exc)
+
+    # -- heartbeat -----------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        lease = self.queue.lease_seconds
+        last_extend = time.monotonic()
+        while True:
+            await anyio.sleep(HEARTBEAT)
+            try:
+                await self._check_batches()
+                if time.monotonic() - last_extend >= lease / 3:
+                    last_extend = time.monotonic()
+                    await self._extend_leases(lease)
+            except ButtermilkError as exc:
+                log.warning("heartbeat failed, trying again: %s", exc)
+
+    async def _check_batches(self) -> None:
+        live = {key[0] for key in self._running}
+        if self.options.batch_id:
+            live.add(self.options.batch_id)
+        if not live:
+            return
+        statuses = await anyio.to_thread.run_sync(self.store.batch_statuses, live)
+        for batch_id, status in statuses.items():
+            if not status.ended:
+                continue
+            self._stopped_batches.add(batch_id)
+            for (bid, _rid), running in list(self._running.items()):
+                if bid == batch_id and running.cancel_reason is None:
+                    running.cancel_reason = f"batch {status.value}"
+                    running.scope.cancel()
+
+    async def _extend_leases(self, lease: float) -> None:
+        held = list(self._held)
+        if held:
+            await self.queue.extend(held, lease)
+        running = [
+            (r.claimed.batch_id, r.claimed.record_id, r.claimed.token)
+            for r in self._running.values()
+        ]
+        if running:
+            await anyio.to_thread.run_sync(self.store.extend_leases, running, time.time() + lease)
+
+    # -- bulk helpers --------------------------------------------------------------
+
+    async def _exchange(self, ops: list[Claim | Outcome]) -> list[Claimed | Skipped | bool]:
+        return await anyio.to_thread.run_sync(
+            lambda: self.store.exchange(ops, worker=self.name, lease=self.queue.lease_seconds)
+        )
+
+    async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
+        await self.queue.ack(deliveries)
+        return [None] * len(deliveries)
+
+    # -- one job -------------------------------------------------------------------
+
+    async def _batch(self, batch_id: str) -> _BatchContext | None:
+        ctx = self._batches.get(batch_id)
+        if ctx is not None:
+            return ctx
+        lock = self._batch_locks.setdefault(batch_id, anyio.Lock())
+        async with lock:
+            ctx = self._batches.get(batch_id)
+            if ctx is not None:
+                return ctx
+            try:
+                info = await anyio.to_thread.run_sync(self.store.get_batch, batch_id)
+            except LookupError:
+                return None
+            ctx = await anyio.to_thread.run_sync(self._load_batch, info)
+            self._batches[batch_id] = ctx
+            return ctx
+
+    def _load_batch(self, info: BatchInfo) -> _BatchContext:
+        runner: FlowRunner | None = None
+        error: BaseException | None = None
+        params: dict[str, Any] = {}
+        try:
+            flow = FlowConfig.model_validate(info.flow_snapshot)
+            runner = FlowRunner(flow)
+            params = merge_parameters(flow.parameters, info.request.parameters)
+        except Exception as exc:
+            log.error("batch %s: cannot set up its flow: %s", info.id, exc)
+            error = exc
+        limit = min(info.request.concurrency, self.options.concurrency)
+        return _BatchContext(info, runner, error, params, anyio.CapacityLimiter(limit))
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            await self._handle_inner(delivery)
+        except Exception:
+            log.exception("unexpected error handling a message; it returns after its lease")
+        finally:
+            self._held.discard(delivery)
+            self._last_activity = time.monotonic()
+            self._freed.set()
+
+    async def _handle_inner(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if message is None:
+            self.stats.malformed += 1
+            log.warning(
+                "dropping a malformed message (%s): %.200r", delivery.problem, delivery.body
+            )
+            await self._acks.submit(delivery)
+            return
+        ctx = await self._batch(message.batch_id)
+        if ctx is None:
+            self.stats.malformed += 1
+            log.warning(
+                "dropping a message of unknown batch %s (record %s)",
+                message.batch_id,
+                message.record_id,
+            )
+            await self._acks.submit(delivery)
+            return
+        acquired = False
+        with anyio.move_on_after(self.options.hold_timeout) as waiting:
+            self._waiting[delivery] = waiting
+            try:
+                await ctx.limiter.acquire_on_behalf_of(delivery)
+                acquired = True
+            finally:
+                del self._waiting[delivery]
+        if not acquired or self._stopping.is_set():
+            if acquired:
+                ctx.limiter.release_on_behalf_of(delivery)
+            await self._release(delivery)
+            return
+        await self._claim_and_run(delivery, ctx, message.record_id)
+
+    async def _claim_and_run(self, delivery: Delivery, ctx: _BatchContext, record_id: str) -> None:
+        batch_id = ctx.info.id
+        try:
+            result = await self._store_ops.submit(Claim(batch_id, record_id))
+        except BaseException:
+            ctx.limiter.release_on_behalf_of(delivery)
+            raise
+        if not isinstance(result, Claimed):
+            assert isinstance(result, Skipped)
+            ctx.limiter.release_on_behalf_of(delivery)
+            self.stats.skipped += 1
+            if result.reason == SkipReason.BUSY:
+                # Another worker runs it under a live lease: look again once that lease
+                # could have ended, in case that worker dies.
+                await self.queue.nack([delivery], self.queue.lease_seconds)
+            else:
+                if result.reason == SkipReason.UNKNOWN:
+                    log.warning("dropping a message for unknown job %s/%s", batch_id, record_id)
+                await self._acks.submit(delivery)
+            return
+        self.stats.claimed += 1
+        if self.stats.first_claim is None:
+            self.stats.first_claim = time.monotonic()
+        running = _Running(delivery, result, anyio.CancelScope())
+        self._running[(batch_id, record_id)] = running
+        try:
+            outcome = await self._run_job(ctx, running)
+        finally:
+            del self._running[(batch_id, record_id)]
+            # The batch's slot is for running its flow; storing the outcome and acking
+            # overlap with the next job's start.
+            ctx.limiter.release_on_behalf_of(delivery)
+        with anyio.CancelScope(shield=True):
+            await self._settle(delivery, ctx, result.attempts, outcome)
+
+    async def _run_job(self, ctx: _BatchContext, running: _Running) -> Outcome:
+        claimed = running.claimed
+        request = ctx.info.request
+        started = time.perf_counter()
+        result: dict[str, Any] | None = None
+        error: BaseException | None = ctx.load_error
+        with running.scope:
+            if ctx.runner is not None:
+                set_current_job(
+                    JobContext(
+                        batch_id=claimed.batch_id,
+                        record_id=claimed.record_id,
+                        attempt=claimed.attempts,
+                        max_attempts=request.max_attempts,
+                        interactive=request.interactive,
+                        console=self.console if request.interactive else None,
+                    )
+                )
+                try:
+                    result = await self._run_flow(ctx.runner, claimed, ctx, request.job_timeout)
+                except Exception as exc:
+                    error = exc
+        duration = time.perf_counter() - started
+        if running.scope.cancelled_caught:
+            if running.cancel_reason == "shutdown":
+                return claimed.outcome(JobStatus.PENDING, duration=duration, release=True)
+            return claimed.outcome(
+                JobStatus.CANCELLED,
+                duration=duration,
+                error_type="Cancelled",
+                error_message=running.cancel_reason or "cancelled",
+            )
+        if error is None:
+            return claimed.outcome(JobStatus.COMPLETED, duration=duration, result=result)
+        final = (
+            isinstance(error, PermanentError)
+            or error is ctx.load_error
+            or claimed.attempts >= request.max_attempts
+        )
+        return claimed.outcome(
+            JobStatus.FAILED if final else JobStatus.PENDING,
+            duration=duration,
+            error_type=type(error).__name__,
+            error_message=str(error)[:2000],
+            traceback="".join(traceback.format_exception(error))[-MAX_TRACEBACK:],
+            stop_batch=final and request.error_policy == "stop",
+        )
+
+    @staticmethod
+    async def _run_flow(
+        runner: FlowRunner, claimed: Claimed, ctx: _BatchContext, limit: float | None
+    ) -> dict[str, Any]:
+        if limit is None:
+            return await runner.run(claimed.record, ctx.parameters)
+        try:
+            with anyio.fail_after(limit):
+                return await runner.run(claimed.record, ctx.parameters)
+        except TimeoutError:
+            raise JobTimeoutError(f"job ran longer than job_timeout={limit}s") from None
+
+    async def _settle(
+        self, delivery: Delivery, ctx: _BatchContext, attempt: int, outcome: Outcome
+    ) -> None:
+        """Store the outcome, then ack or give the message back."""
+        try:
+            applied = await self._store_ops.submit(outcome)
+        except Exception as exc:  # store errors, database driver errors
+            log.error(
+                "could not store the outcome of %s/%s (it runs again later): %s",
+                outcome.batch_id,
+                outcome.record_id,
+                exc,
+            )
+            return
+        if not applied:
+            log.warning(
+                "job %s/%s was taken over by another worker; its outcome here is dropped",
+                outcome.batch_id,
+                outcome.record_id,
+            )
+        if outcome.status == JobStatus.PENDING:
+            if outcome.release:
+                await self._release(delivery)
+            else:
+                self.stats.retried += 1
+                await self.queue.nack(
+                    [delivery], retry_delay(ctx.info.request.retry_delay, attempt)
+                )
+            return
+        self.stats.last_end = time.monotonic()
+        if outcome.status == JobStatus.COMPLETED:
+            self.stats.completed += 1
+        elif outcome.status == JobStatus.FAILED:
+            self.stats.failed += 1
+            log.warning(
+                "job %s/%s failed: %s: %s",
+                outcome.batch_id,
+                outcome.record_id,
+                outcome.error_type,
+                outcome.error_message,
+            )
+        else:
+            self.stats.cancelled += 1
+        await self._acks.submit(delivery)

@@ -1,0 +1,78 @@
+"""Every error Buttermilk raises on purpose, rooted in one base class.
+
+Errors that subclass :class:`UsageError` are the user's to fix (bad options, unknown
+names, missing files): the CLI prints their message on one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class ButtermilkError(Exception):
+    """Raised for any failure Buttermilk detects itself (the root of this hierarchy)."""
+
+
+class UsageError(ButtermilkError, ValueError):
+    """Raised when a request, option or file given by the user cannot be used as it is."""
+
+
+class InvalidOptionError(UsageError):
+    """Raised when an option has a value outside what it allows."""
+
+    def __init__(self, option: str, value: object, allowed: str) -> None:
+        self.option = option
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{option}={value!r} is not allowed: {allowed}")
+
+
+class UnknownFlowError(UsageError, LookupError):
+    """Raised when a flow name matches no flow config."""
+
+    def __init__(self, name: str | None, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listed = ", ".join(known) if known else "none found"
+        if name is None:
+            msg = f"no flow given: set flow=NAME (known flows: {listed})"
+        else:
+            msg = f"unknown flow {name!r}: known flows are {listed}"
+        super().__init__(msg)
+
+
+class UnknownBatchError(UsageError, LookupError):
+    """Raised when a batch id (or id prefix) matches no batch, or more than one."""
+
+
+class DataSourceError(UsageError):
+    """Raised when a flow's data source is missing, unreadable or inconsistent."""
+
+
+class DuplicateRecordIdError(DataSourceError):
+    """Raised when two records of one flow's data sources share a record id."""
+
+
+class BatchStateError(UsageError):
+    """Raised when an operation does not fit the batch's current status."""
+
+
+class QueueError(ButtermilkError):
+    """Raised when the job queue cannot be reached or refuses an operation."""
+
+
+class StoreError(ButtermilkError):
+    """Raised when the batch store cannot be reached or refuses an operation."""
+
+
+class AgentError(ButtermilkError):
+    """Raised by an agent for a failure that is worth retrying."""
+
+
+class PermanentError(AgentError):
+    """Raised by an agent when retrying the record cannot help (bad input, refused request).
+
+    The job fails at once instead of spending its remaining attempts.
+    """
+
+
+class JobTimeoutError(AgentError, TimeoutError):
+    """Raised when a job runs longer than its batch's ``job_timeout``."""

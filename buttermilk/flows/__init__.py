@@ -1,0 +1,1 @@
+"""Flows: data sources plus an ordered list of agents, loaded by name."""

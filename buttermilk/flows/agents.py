@@ -1,0 +1,121 @@
+"""How agents are built from config and called.
+
+An agent is a callable ``agent(record, outputs, parameters)`` returning a JSON-ready
+value: ``outputs`` maps earlier agents' names to their outputs, ``parameters`` are the
+flow's parameters with the batch's on top. Async callables are awaited; plain functions
+run in a worker thread. ``_target_`` may name a class (instantiated once with the other
+keys as arguments) or a function (called with the other keys as keyword arguments).
+
+An agent that needs more about the job it runs in (the attempt number, the console of
+an interactive worker) calls :func:`current_job`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from hydra.utils import get_object
+
+from buttermilk.errors import UsageError
+from buttermilk.flows.models import AgentConfig
+from buttermilk.records import Record
+
+AgentCallable = Callable[[Record, Mapping[str, Any], Mapping[str, Any]], Any]
+
+
+class Console(Protocol):
+    """A person at a terminal, available to agents of interactive batches."""
+
+    async def ask(
+        self, record: Record, outputs: Mapping[str, Any], question: str, choices: list[str]
+    ) -> str:
+        """Show the record and earlier outputs, ask ``question``, return one of ``choices``."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What an agent may learn about the job it is running in."""
+
+    batch_id: str
+    record_id: str
+    attempt: int
+    max_attempts: int
+    interactive: bool
+    console: Console | None = None
+
+
+_current_job: ContextVar[JobContext] = ContextVar("buttermilk_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling agent runs in (raises LookupError outside of a job)."""
+    return _current_job.get()
+
+
+def set_current_job(ctx: JobContext) -> None:
+    _current_job.set(ctx)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A built agent: its name and a uniform async call."""
+
+    name: str
+    call: Callable[[Record, Mapping[str, Any], Mapping[str, Any]], Awaitable[Any]]
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if isinstance(fn, functools.partial):
+        return _is_async(fn.func)
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound method itself
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    """Import and set up one agent; a UsageError says which agent and why when it fails."""
+    try:
+        target = get_object(config.target)
+    except Exception as exc:  # hydra wraps import errors in several types
+        raise UsageError(
+            f"agent {config.name!r}: cannot import _target_ {config.target!r} ({exc})"
+        ) from None
+    kwargs = config.kwargs
+    if isinstance(target, type):
+        try:
+            fn: Any = target(**kwargs)
+        except TypeError as exc:
+            raise UsageError(
+                f"agent {config.name!r}: bad arguments for {config.target}: {exc}"
+            ) from None
+    elif callable(target):
+        fn = functools.partial(target, **kwargs) if kwargs else target
+    else:
+        raise UsageError(f"agent {config.name!r}: _target_ {config.target!r} is not callable")
+    if not callable(fn):
+        raise UsageError(f"agent {config.name!r}: {config.target} instances are not callable")
+
+    if _is_async(fn):
+
+        async def call(
+            record: Record, outputs: Mapping[str, Any], params: Mapping[str, Any]
+        ) -> Any:
+            return await fn(record, outputs, params)
+    else:
+
+        async def call(
+            record: Record, outputs: Mapping[str, Any], params: Mapping[str, Any]
+        ) -> Any:
+            return await anyio.to_thread.run_sync(
+                fn, record, outputs, params, abandon_on_cancel=True
+            )
+
+    return Agent(name=config.name, call=call)

@@ -1,0 +1,76 @@
+"""Typed shape of a flow config (``conf/flows/NAME.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FileFormat = Literal["jsonl", "json", "csv", "parquet"]
+RECORD_FIELDS = ("record_id", "content", "uri", "ground_truth")
+
+
+class FileSource(BaseModel):
+    """Records read from local files: JSONL, JSON (array), CSV or Parquet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["file"] = "file"
+    path: str = Field(description="A file path or a glob pattern (``data/*.jsonl``).")
+    format: FileFormat | None = Field(
+        default=None, description="File format; taken from the extension when not set."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Record field -> source field, e.g. {record_id: id, content: text}.",
+    )
+    id_prefix: str = Field(
+        default="", description="Prepended to every record id, to keep ids of sources apart."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_record_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(RECORD_FIELDS))
+        if unknown:
+            allowed = ", ".join(RECORD_FIELDS)
+            raise ValueError(f"unknown record field(s) {unknown}: columns may map {allowed}")
+        return value
+
+
+class AgentConfig(BaseModel):
+    """One processing step: ``_target_`` names a callable, other keys are its arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    name: str = Field(description="Key of this agent's output in the job result.")
+    target: str = Field(alias="_target_", description="Import path of a class or function.")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Arguments for the target, i.e. every key but ``name`` and ``_target_``."""
+        return dict(self.model_extra or {})
+
+
+class FlowConfig(BaseModel):
+    """A named set of data sources plus an ordered list of agents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    data: dict[str, FileSource] = Field(default_factory=dict)
+    agents: list[AgentConfig] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_agent_names(self) -> FlowConfig:
+        names = [agent.name for agent in self.agents]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"agent names must be unique in a flow; repeated: {duplicated}")
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy, stored with a batch so workers run exactly what was planned."""
+        return self.model_dump(mode="json", by_alias=True)

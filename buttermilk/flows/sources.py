@@ -1,0 +1,216 @@
+"""Read records from a flow's file sources (JSONL, JSON, CSV, Parquet; globs allowed).
+
+Rows are streamed, and a row becomes a :class:`Record` only when asked (``to_record``),
+so planning can look at every id of a large file while keeping few records in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from buttermilk.errors import DataSourceError
+from buttermilk.flows.models import FileFormat, FileSource, FlowConfig
+from buttermilk.records import Record
+
+EXTENSIONS: dict[str, FileFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+ID_FALLBACK_FIELDS = ("record_id", "id")
+CONTENT_FALLBACK_FIELDS = ("content", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """Which source field feeds each record field, for one source."""
+
+    record_id: str | None
+    content: str | None
+    uri: str | None
+    ground_truth: str | None
+    id_prefix: str
+
+    @classmethod
+    def for_source(cls, source: FileSource) -> FieldMap:
+        cols = source.columns
+        return cls(
+            record_id=cols.get("record_id"),
+            content=cols.get("content"),
+            uri=cols.get("uri"),
+            ground_truth=cols.get("ground_truth"),
+            id_prefix=source.id_prefix,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One raw row of a source, with the record id it maps to."""
+
+    record_id: str
+    fields: dict[str, Any]
+    content_field: str | None
+    uri_field: str | None
+    truth_field: str | None
+    id_field: str | None
+    location: str
+
+    def to_record(self) -> Record:
+        used = {self.id_field, self.content_field, self.uri_field, self.truth_field}
+        uri = self.fields.get(self.uri_field) if self.uri_field else None
+        return Record(
+            record_id=self.record_id,
+            content=self.fields.get(self.content_field) if self.content_field else None,
+            metadata={k: v for k, v in self.fields.items() if k not in used},
+            uri=str(uri) if uri is not None else None,
+            ground_truth=self.fields.get(self.truth_field) if self.truth_field else None,
+        )
+
+
+def content_hash(value: Any) -> str:
+    """A stable id for a record without one: a hash of its content."""
+    data = (
+        value.encode()
+        if isinstance(value, str)
+        else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    )
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def resolve_paths(name: str, source: FileSource) -> list[Path]:
+    """The files a source reads, in a stable order; an error when there are none."""
+    pattern = str(Path(source.path).expanduser())
+    if glob.has_magic(pattern):
+        paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not paths:
+            raise DataSourceError(f"data source {name!r}: no file matches {source.path!r}")
+        return paths
+    path = Path(pattern)
+    if not path.is_file():
+        raise DataSourceError(f"data source {name!r}: file not found: {source.path}")
+    return [path]
+
+
+def file_format(name: str, source: FileSource, path: Path) -> FileFormat:
+    if source.format is not None:
+        return source.format
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        allowed = ", ".join(sorted(EXTENSIONS))
+        raise DataSourceError(
+            f"data source {name!r}: cannot tell the format of {str(path)!r} from its "
+            f"extension (known: {allowed}); set format: jsonl|json|csv|parquet"
+        )
+    return fmt
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise DataSourceError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+
+
+def _iter_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise DataSourceError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise DataSourceError(f"{path}: a JSON source must hold an array of objects")
+    for index, row in enumerate(data):
+        yield f"{path}[{index}]", row
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.DictReader(fh), start=2):
+            yield f"{path}:{lineno}", row
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from None
+    index = 0
+    for chunk in parquet.iter_batches(batch_size=10_000):
+        for row in chunk.to_pylist():
+            yield f"{path}[{index}]", row
+            index += 1
+
+
+READERS = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}
+
+
+def _pick(mapped: str | None, fallbacks: tuple[str, ...], row: dict[str, Any]) -> str | None:
+    if mapped is not None:
+        return mapped
+    return next((f for f in fallbacks if f in row), None)
+
+
+def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
+    """Stream the rows of one source, with their record ids."""
+    fields = FieldMap.for_source(source)
+    for path in resolve_paths(name, source):
+        reader = READERS[file_format(name, source, path)]
+        for location, row in reader(path):
+            if not isinstance(row, dict):
+                raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
+            for mapped in (fields.record_id, fields.content):
+                if mapped is not None and mapped not in row:
+                    raise DataSourceError(f"{location}: no field {mapped!r} (mapped in columns)")
+            id_field = _pick(fields.record_id, ID_FALLBACK_FIELDS, row)
+            content_field = _pick(fields.content, CONTENT_FALLBACK_FIELDS, row)
+            if id_field is not None:
+                raw_id = row[id_field]
+                if raw_id is None or raw_id == "":
+                    raise DataSourceError(f"{location}: empty record id in field {id_field!r}")
+                record_id = str(raw_id)
+            else:
+                content = row.get(content_field) if content_field else row
+                record_id = content_hash(content)
+            yield SourceRow(
+                record_id=fields.id_prefix + record_id,
+                fields=row,
+                content_field=content_field,
+                uri_field=fields.uri or ("uri" if "uri" in row else None),
+                truth_field=fields.ground_truth
+                or ("ground_truth" if "ground_truth" in row else None),
+                id_field=id_field,
+                location=location,
+            )
+
+
+def iter_flow_rows(flow: FlowConfig) -> Iterator[SourceRow]:
+    """Stream the rows of every source of a flow, in config order."""
+    if not flow.data:
+        raise DataSourceError(f"flow {flow.name!r} has no data sources (its data: is empty)")
+    for name, source in flow.data.items():
+        yield from iter_source(name, source)
+
+
+def check_sources(flow: FlowConfig) -> None:
+    """Fail early, before any reading, when a source has no file or an unknown format."""
+    if not flow.data:
+        raise DataSourceError(f"flow {flow.name!r} has no data sources (its data: is empty)")
+    for name, source in flow.data.items():
+        for path in resolve_paths(name, source):
+            file_format(name, source, path)

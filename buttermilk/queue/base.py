@@ -1,0 +1,142 @@
+"""The job transport: one small interface, one module per implementation.
+
+Delivery is at least once. A received message stays invisible to other workers until it
+is acked, nacked (made visible again after a delay) or its lease runs out.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from buttermilk.records import Record
+
+SCHEMA_VERSION = 1
+Channel = Literal["jobs", "interactive"]
+
+
+class JobMessage(BaseModel):
+    """What a worker needs to find one job: the store holds everything else."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: int = SCHEMA_VERSION
+    batch_id: str
+    record_id: str
+    flow: str
+    interactive: bool = False
+    parameters: dict[str, Any] | None = None
+    record: Record | None = None
+
+    @property
+    def channel(self) -> Channel:
+        return "interactive" if self.interactive else "jobs"
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def decode(cls, body: bytes) -> JobMessage:
+        """Parse a message body; raises ValueError with a short reason when malformed."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ValueError("not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("v") != SCHEMA_VERSION:
+            raise ValueError(f"unknown schema version {data.get('v')!r}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(
+                f"bad field {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One received message. ``message`` is None when the body could not be parsed."""
+
+    queue: Queue
+    handle: Any
+    body: bytes
+    message: JobMessage | None
+    problem: str | None
+    delivery_attempt: int
+
+    async def ack(self) -> None:
+        await self.queue.ack([self])
+
+    async def nack(self, delay: float = 0.0) -> None:
+        await self.queue.nack([self], delay)
+
+    async def extend(self, seconds: float) -> None:
+        await self.queue.extend([self], seconds)
+
+
+def parse_body(body: bytes) -> tuple[JobMessage | None, str | None]:
+    try:
+        return JobMessage.decode(body), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+class Queue(ABC):
+    """A job queue. Use it as an async context manager, or call :meth:`aclose`."""
+
+    name: str
+    lease_seconds: float
+    #: Whether ``receive`` can keep to one batch's messages (``batch_id=``).
+    filters_by_batch: bool = False
+
+    async def prepare(self, *, interactive: bool) -> None:  # noqa: B027 - optional hook
+        """Create whatever the transport needs before publishing (topics, tables)."""
+
+    @abstractmethod
+    async def publish(self, messages: Sequence[JobMessage]) -> None:
+        """Send every message, or raise QueueError (some may have been sent by then)."""
+
+    @abstractmethod
+    async def receive(
+        self,
+        max_messages: int,
+        *,
+        interactive: bool = False,
+        batch_id: str | None = None,
+        wait: float = 1.0,
+    ) -> list[Delivery]:
+        """Lease up to ``max_messages``; waits up to ``wait`` seconds for the first one."""
+
+    @abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove the messages for good."""
+
+    @abstractmethod
+    async def nack(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        """Give the messages back, visible again after ``delay`` seconds."""
+
+    @abstractmethod
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Keep the messages leased for ``seconds`` more, from now."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and background tasks."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,1 @@
+"""Entry points: the Hydra CLI (``python -m buttermilk.runner.cli``) and what it calls."""

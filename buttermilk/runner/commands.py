@@ -1,0 +1,319 @@
+"""One function per ``batch.command``; each returns the process exit code.
+
+Results go to stdout (tables, or JSON with ``batch.format=json``); progress and logs go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from buttermilk.batch.models import BatchStatus, BatchSummary
+from buttermilk.batch.service import BatchService
+from buttermilk.batch.worker import Worker, WorkerStats
+from buttermilk.errors import UnknownFlowError, UsageError
+from buttermilk.flows.catalog import FlowCatalog
+from buttermilk.queue import Queue, open_queue
+from buttermilk.runner import render
+from buttermilk.runner.console import TerminalConsole
+from buttermilk.runner.progress import follow_batch, show_worker, worker_line
+from buttermilk.runner.settings import AppSettings, Command
+from buttermilk.store import Store, open_store
+
+log = logging.getLogger("buttermilk")
+
+EXIT_OK = 0
+EXIT_BATCH_DID_NOT_COMPLETE = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class App:
+    settings: AppSettings
+    store: Store
+    queue: Queue
+    service: BatchService
+
+    @property
+    def json(self) -> bool:
+        return self.settings.batch.format == "json"
+
+
+@asynccontextmanager
+async def open_app(settings: AppSettings, flows: FlowCatalog) -> AsyncIterator[App]:
+    store = open_store(settings.store)
+    try:
+        async with open_queue(settings.queue) as queue:
+            yield App(settings, store, queue, BatchService(store, queue, flows))
+    finally:
+        store.close()
+
+
+def choose_command(settings: AppSettings) -> Command:
+    if settings.batch.command is not None:
+        return settings.batch.command
+    if settings.flow_name:
+        log.info(
+            "no batch.command given and a flow is named: creating a batch (batch.command=create)"
+        )
+        return "create"
+    log.info("no batch.command given and no flow named: running jobs (batch.command=run)")
+    return "run"
+
+
+async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
+    command = choose_command(settings)
+    async with open_app(settings, flows) as app:
+        return await COMMANDS[command](app)
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+async def _watch_signals(on_first: Callable[[], None], hard_stop: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: ``on_first`` (graceful); second: cancel ``hard_stop``."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        first = True
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if first:
+                first = False
+                log.warning("%s: stopping gracefully (send it again to stop at once)", name)
+                on_first()
+            else:
+                log.warning("%s again: stopping now", name)
+                hard_stop.cancel()
+                return
+
+
+def _console_for(interactive: bool) -> TerminalConsole | None:
+    if not interactive:
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "batch.interactive=true needs a person at a console, but stdin is not a terminal"
+        )
+    return TerminalConsole()
+
+
+def _batch_id(app: App, command: str) -> str:
+    given = app.settings.batch.batch_id
+    if not given:
+        raise UsageError(
+            f"batch.command={command} needs batch.batch_id=ID (a unique prefix is enough)"
+        )
+    return app.store.resolve_id(given)
+
+
+def _show_summary(app: App, summary: BatchSummary) -> None:
+    if app.json:
+        render.print_json(summary.as_json())
+    else:
+        render.stdout_console().print(render.status_view(summary))
+
+
+async def _export(app: App, batch_id: str) -> None:
+    output = app.settings.batch.output
+    if output is not None:
+        rows = await app.service.export(batch_id, output)
+        log.info("wrote %d rows to %s", rows, output.resolve())
+
+
+async def _wait(app: App, batch_id: str, interactive: bool) -> int:
+    """Follow a batch until it ends; on the embedded queue, work it in this process too."""
+    worker: Worker | None = None
+    if app.queue.filters_by_batch:
+        options = app.settings.batch.worker_options(batch_id=batch_id, interactive=interactive)
+        worker = Worker(app.store, app.queue, options, console=_console_for(interactive))
+    summary: BatchSummary | None = None
+    follow = anyio.CancelScope()
+
+    def stop() -> None:
+        follow.cancel()
+        if worker is not None:
+            worker.stop()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+        async with anyio.create_task_group() as work:
+            if worker is not None:
+                # It stops by itself once it sees the batch has ended.
+                work.start_soon(worker.run)
+            with follow:
+                summary = await follow_batch(app.service, batch_id)
+            if worker is not None:
+                worker.stop()
+        tg.cancel_scope.cancel()
+    if summary is None:
+        log.warning(
+            "stopped waiting; batch %s goes on: run workers with ui=batch batch.command=run",
+            batch_id,
+        )
+        return EXIT_INTERRUPTED
+    _show_summary(app, summary)
+    await _export(app, batch_id)
+    return EXIT_OK if summary.batch.status == BatchStatus.COMPLETED else EXIT_BATCH_DID_NOT_COMPLETE
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+async def create(app: App) -> int:
+    settings = app.settings
+    flow = settings.flow_name
+    if not flow:
+        raise UnknownFlowError(None, app.service.flows.names())
+    request = settings.batch.to_request(flow)
+    if settings.batch.output is not None:
+        from buttermilk.batch.export import export_format
+
+        export_format(settings.batch.output)
+    wait_console = settings.batch.wait and request.interactive and app.queue.filters_by_batch
+    if wait_console:
+        _console_for(True)  # fail before creating anything
+    created = await app.service.create(request)
+    batch = created.batch
+    log.info(
+        "created batch %s: %d jobs of flow %s (%d records read; queue %s)",
+        batch.id,
+        batch.total,
+        batch.flow,
+        created.rows_read,
+        app.queue.name,
+    )
+    if settings.batch.wait:
+        return await _wait(app, batch.id, request.interactive)
+    if app.json:
+        render.print_json((await app.service.summary(batch.id)).as_json())
+    else:
+        print(batch.id)
+        worker_hint = "ui=batch batch.interactive=true" if request.interactive else "ui=batch"
+        log.info("run workers with: python -m buttermilk.runner.cli %s", worker_hint)
+        log.info(
+            "follow it with:   python -m buttermilk.runner.cli ui=batch batch.command=status "
+            "batch.batch_id=%s",
+            batch.id,
+        )
+    return EXIT_OK
+
+
+async def run(app: App) -> int:
+    options = app.settings.batch.worker_options()
+    worker = Worker(app.store, app.queue, options, console=_console_for(options.interactive))
+    idle = (
+        f"stops after {options.idle_timeout:g}s idle"
+        if options.idle_timeout is not None
+        else "runs until stopped"
+    )
+    log.info(
+        "worker %s: taking %sjobs from the %s queue, up to %d at once; %s",
+        worker.name,
+        "interactive " if options.interactive else "",
+        app.queue.name,
+        options.concurrency,
+        idle,
+    )
+    stats: WorkerStats | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, worker.stop, tg.cancel_scope)
+        tg.start_soon(show_worker, worker)
+        stats = await worker.run()
+        tg.cancel_scope.cancel()
+    if stats is None:
+        return EXIT_INTERRUPTED
+    line = f"worker finished in {render.duration(stats.elapsed)}: {worker_line(stats, 0)}"
+    if app.json:
+        render.print_json(
+            {
+                "worker": worker.name,
+                "elapsed": stats.elapsed,
+                "completed": stats.completed,
+                "failed": stats.failed,
+                "retried": stats.retried,
+                "cancelled": stats.cancelled,
+                "skipped": stats.skipped,
+                "malformed": stats.malformed,
+                "rate": stats.rate,
+                "active": stats.active,
+            }
+        )
+    else:
+        print(line)
+    return EXIT_OK
+
+
+async def list_batches(app: App) -> int:
+    b = app.settings.batch
+    summaries = await app.service.list(status=b.status, flow=app.settings.flow_name, limit=b.limit)
+    if app.json:
+        render.print_json([s.as_json() for s in summaries])
+    else:
+        render.stdout_console().print(render.list_view(summaries))
+    return EXIT_OK
+
+
+async def status(app: App) -> int:
+    if app.settings.batch.batch_id:
+        batch_id = _batch_id(app, "status")
+    else:
+        newest = app.store.list_batches(limit=1)
+        if not newest:
+            raise UsageError("there are no batches yet: create one with ui=batch flow=NAME")
+        batch_id = newest[0].id
+        log.info("no batch.batch_id given: showing the newest batch, %s", batch_id)
+    _show_summary(app, await app.service.summary(batch_id))
+    return EXIT_OK
+
+
+async def cancel(app: App) -> int:
+    batch_id = _batch_id(app, "cancel")
+    before = app.store.get_batch(batch_id).status
+    batch = await app.service.cancel(batch_id)
+    if before == BatchStatus.CANCELLED:
+        log.info("batch %s was already cancelled", batch_id)
+    else:
+        log.info(
+            "cancelled batch %s (was %s); its running jobs stop within seconds",
+            batch_id,
+            before.value,
+        )
+    if app.json:
+        render.print_json((await app.service.summary(batch.id)).as_json())
+    return EXIT_OK
+
+
+async def retry(app: App) -> int:
+    batch_id = _batch_id(app, "retry")
+    batch, count = await app.service.retry(batch_id)
+    log.info("requeued %d jobs of batch %s", count, batch_id)
+    if app.settings.batch.wait:
+        return await _wait(app, batch_id, batch.interactive)
+    if app.json:
+        render.print_json((await app.service.summary(batch_id)).as_json())
+    return EXIT_OK
+
+
+async def export(app: App) -> int:
+    batch_id = _batch_id(app, "export")
+    if app.settings.batch.output is None:
+        raise UsageError("batch.command=export needs batch.output=PATH (.jsonl, .csv or .parquet)")
+    await _export(app, batch_id)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[App], Awaitable[int]]] = {
+    "create": create,
+    "run": run,
+    "list": list_batches,
+    "status": status,
+    "cancel": cancel,
+    "retry": retry,
+    "export": export,
+}

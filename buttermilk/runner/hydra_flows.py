@@ -1,0 +1,69 @@
+"""Flows from Hydra's config search path: ``conf/flows/NAME.yaml`` in the package, plus any
+``flows/`` folder of a user's ``--config-dir`` or ``hydra.searchpath``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+from pydantic import ValidationError
+
+from buttermilk.errors import UnknownFlowError, UsageError
+from buttermilk.flows.models import FlowConfig
+from buttermilk.runner.settings import describe_validation_error
+
+FLOWS_GROUP = "flows"
+CONFIG_NAME = "config"
+
+
+def examples_dir() -> str:
+    """Folder of the example data shipped in the package (``${bm.examples:}``)."""
+    return str(files("buttermilk.examples"))
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("bm.examples"):
+        OmegaConf.register_new_resolver("bm.examples", examples_dir)
+
+
+class HydraFlowCatalog:
+    """Flow configs found on the running Hydra app's search path.
+
+    A flow is composed as the group option ``+flows=NAME`` of the main config, so
+    ``--config-dir`` and ``hydra.searchpath`` both work and a flow may use Hydra's defaults
+    lists and interpolations. A flow's name is its file name.
+    """
+
+    def _overrides(self) -> list[str]:
+        searchpath = HydraConfig.get().searchpath
+        return [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
+
+    def names(self) -> list[str]:
+        loader = GlobalHydra.instance().config_loader()
+        found = loader.get_group_options(
+            FLOWS_GROUP, config_name=CONFIG_NAME, overrides=self._overrides()
+        )
+        return sorted(found)
+
+    def get(self, name: str) -> FlowConfig:
+        known = self.names()
+        if name not in known:
+            raise UnknownFlowError(name, known)
+        try:
+            composed = compose(
+                config_name=CONFIG_NAME, overrides=[*self._overrides(), f"+{FLOWS_GROUP}={name}"]
+            )
+            data: Any = OmegaConf.to_container(composed[FLOWS_GROUP], resolve=True)
+        except Exception as exc:  # Hydra and OmegaConf raise many types for bad YAML
+            raise UsageError(f"flow {name!r}: cannot load its config ({exc})") from None
+        data["name"] = name
+        try:
+            return FlowConfig.model_validate(data)
+        except ValidationError as exc:
+            raise UsageError(
+                f"flow {name!r} is invalid: {describe_validation_error(exc)}"
+            ) from None

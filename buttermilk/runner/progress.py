@@ -1,0 +1,87 @@
+"""Live progress for ``run`` (a worker's counts) and ``wait`` (a batch's counts).
+
+On a terminal: a live bar or line on stderr. Otherwise (pipes, CI): a log line every
+few seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import anyio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from buttermilk.batch.models import BatchSummary, JobStatus
+from buttermilk.batch.service import BatchService
+from buttermilk.batch.worker import Worker, WorkerStats
+from buttermilk.runner.render import progress_line, rate
+
+log = logging.getLogger("buttermilk")
+
+POLL = 0.5
+LOG_EVERY = 5.0
+
+
+def worker_line(stats: WorkerStats, held: int) -> str:
+    return (
+        f"{stats.completed} completed, {stats.failed} failed, {stats.retried} retried, "
+        f"{held} in hand, rate {rate(stats.rate)}"
+    )
+
+
+async def show_worker(worker: Worker) -> None:
+    """Show the worker's counts until cancelled."""
+    if sys.stderr.isatty():
+        console = Console(stderr=True)
+        with console.status("") as status:
+            while True:
+                status.update(f"worker {worker.name}: {worker_line(worker.stats, worker.held)}")
+                await anyio.sleep(POLL)
+    last = time.monotonic()
+    while True:
+        await anyio.sleep(POLL)
+        if time.monotonic() - last >= LOG_EVERY:
+            last = time.monotonic()
+            log.info("progress: %s", worker_line(worker.stats, worker.held))
+
+
+async def follow_batch(service: BatchService, batch_id: str) -> BatchSummary:
+    """Show the batch's progress until it ends; returns its final summary."""
+    summary = await service.summary(batch_id)
+    if sys.stderr.isatty():
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(f"batch {batch_id}", total=summary.batch.total, failed=0)
+            while True:
+                bar.update(
+                    task, completed=summary.done, failed=summary.counts.get(JobStatus.FAILED, 0)
+                )
+                if summary.batch.status.ended:
+                    return summary
+                await anyio.sleep(POLL)
+                summary = await service.summary(batch_id)
+    last = time.monotonic()
+    while not summary.batch.status.ended:
+        await anyio.sleep(POLL)
+        summary = await service.summary(batch_id)
+        if time.monotonic() - last >= LOG_EVERY:
+            last = time.monotonic()
+            log.info("batch %s: %s", batch_id, progress_line(summary))
+    return summary

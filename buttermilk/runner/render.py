@@ -1,0 +1,141 @@
+"""How batches look in a terminal (rich tables) and to scripts (JSON)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from buttermilk.batch.models import BatchStatus, BatchSummary, JobStatus
+
+STATUS_STYLE = {
+    BatchStatus.PENDING: "yellow",
+    BatchStatus.RUNNING: "cyan",
+    BatchStatus.COMPLETED: "green",
+    BatchStatus.FAILED: "red",
+    BatchStatus.CANCELLED: "magenta",
+}
+
+
+def stdout_console() -> Console:
+    # Pipes and files get a fixed width, so that scripts see whole lines.
+    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def rate(value: float | None) -> str:
+    return f"{value:.1f}/s" if value else "-"
+
+
+def status_text(status: BatchStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+def progress_line(s: BatchSummary) -> str:
+    c = s.counts
+    return (
+        f"{s.done}/{s.batch.total} done ({s.progress:.0%}): "
+        f"{c.get(JobStatus.COMPLETED, 0)} completed, "
+        f"{c.get(JobStatus.FAILED, 0)} failed, {c.get(JobStatus.RUNNING, 0)} running, "
+        f"rate {rate(s.rate)}, eta {duration(s.eta)}"
+    )
+
+
+def status_view(s: BatchSummary) -> Group:
+    b = s.batch
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("batch", b.id)
+    info.add_row("flow", b.flow)
+    info.add_row("status", status_text(b.status))
+    info.add_row("progress", f"{s.done}/{b.total} ({s.progress:.1%})")
+    info.add_row("rate", rate(s.rate))
+    info.add_row("eta", duration(s.eta))
+    info.add_row("created", when(b.created_at))
+    info.add_row("started", when(b.started_at))
+    info.add_row("finished", when(b.finished_at))
+    info.add_row("elapsed", duration(s.elapsed))
+    r = b.request
+    info.add_row(
+        "options",
+        f"concurrency={r.concurrency} error_policy={r.error_policy} max_attempts={r.max_attempts} "
+        f"interactive={str(r.interactive).lower()} shuffle={str(r.shuffle).lower()} seed={b.seed}",
+    )
+    if b.error:
+        info.add_row("error", Text(b.error, style="red"))
+    if not b.published:
+        info.add_row(
+            "warning", Text("not every job was published: run batch.command=retry", style="yellow")
+        )
+    counts = Table(box=box.SIMPLE, title="jobs", title_justify="left")
+    for status in JobStatus:
+        counts.add_column(status.value, justify="right")
+    counts.add_row(*(str(s.counts.get(status, 0)) for status in JobStatus))
+    parts: list[Any] = [info, counts]
+    if s.common_errors:
+        errors = Table(box=box.SIMPLE, title="most common errors", title_justify="left")
+        errors.add_column("count", justify="right")
+        errors.add_column("type")
+        errors.add_column("message", overflow="fold")
+        for e in s.common_errors:
+            errors.add_row(str(e.count), e.error_type, e.error_message)
+        parts.append(errors)
+    return Group(*parts)
+
+
+def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
+    if not summaries:
+        return Text("no batches yet: create one with ui=batch flow=NAME")
+    table = Table(box=box.SIMPLE_HEAD)
+    for name, justify in [
+        ("batch", "left"),
+        ("flow", "left"),
+        ("status", "left"),
+        ("progress", "right"),
+        ("done/total", "right"),
+        ("failed", "right"),
+        ("rate", "right"),
+        ("created", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in summaries:
+        table.add_row(
+            s.batch.id,
+            s.batch.flow,
+            status_text(s.batch.status),
+            f"{s.progress:.0%}",
+            f"{s.done}/{s.batch.total}",
+            str(s.counts.get(JobStatus.FAILED, 0)),
+            rate(s.rate),
+            when(s.batch.created_at),
+        )
+    return table

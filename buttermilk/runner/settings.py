@@ -1,0 +1,127 @@
+"""Turn the Hydra config into typed settings: the only place that sees a DictConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from buttermilk.batch.models import BatchRequest, BatchStatus
+from buttermilk.batch.worker import WorkerOptions
+from buttermilk.errors import UsageError
+from buttermilk.queue import QueueSettings
+from buttermilk.store import StoreSettings
+
+Command = Literal["create", "run", "list", "status", "cancel", "retry", "export"]
+COMMANDS: tuple[str, ...] = Command.__args__  # type: ignore[attr-defined]
+REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first bad value and what is allowed."""
+    errors = exc.errors()
+    first = errors[0]
+    where = prefix + ".".join(str(part) for part in first["loc"])
+    reason = first["msg"].removeprefix("Value error, ")
+    reason = reason[:1].lower() + reason[1:]
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if first["type"] == "missing":
+        return f"{where} is required{more}"
+    if first["type"] == "extra_forbidden":
+        return f"{where} is not a known option{more}"
+    return f"{where}={first.get('input')!r} is not allowed: {reason}{more}"
+
+
+class BatchSettings(BaseModel):
+    """The ``batch:`` section, minus the fields of a batch request (kept raw in ``request``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Command | None = None
+    flow: str | None = None
+    wait: bool = False
+    batch_id: str | None = None
+    output: Path | None = None
+    format: Literal["table", "json"] = "table"
+    status: BatchStatus | None = None
+    limit: int = Field(default=20, ge=1)
+    max_jobs: int | None = Field(default=None, ge=1)
+    idle_timeout: float | None = Field(default=10.0, ge=0)
+    worker_concurrency: int = Field(default=100, ge=1)
+    grace_period: float = Field(default=30.0, ge=0)
+    interactive: bool = False
+    request: dict[str, Any] = Field(default_factory=dict)
+
+    def to_request(self, flow: str) -> BatchRequest:
+        """The batch request these options describe; UsageError names any bad value."""
+        try:
+            return BatchRequest.model_validate({**self.request, "flow": flow})
+        except ValidationError as exc:
+            raise UsageError(describe_validation_error(exc, "batch.")) from None
+
+    def worker_options(
+        self, *, batch_id: str | None = None, interactive: bool | None = None
+    ) -> WorkerOptions:
+        return WorkerOptions(
+            concurrency=self.worker_concurrency,
+            max_jobs=self.max_jobs if batch_id is None else None,
+            idle_timeout=self.idle_timeout if batch_id is None else None,
+            interactive=self.interactive if interactive is None else interactive,
+            batch_id=batch_id,
+            grace_period=self.grace_period,
+        )
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: str | None = None
+
+
+class AppSettings(BaseModel):
+    """Everything the CLI was configured with, typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ui: Literal["batch", "api"] = "batch"
+    flow: str | None = None
+    state_dir: Path
+    log_level: str = "INFO"
+    batch: BatchSettings
+    queue: QueueSettings
+    store: StoreSettings
+    api: ApiSettings = ApiSettings()
+
+    @property
+    def flow_name(self) -> str | None:
+        """The flow named by ``flow=`` or ``batch.flow=`` (they must agree)."""
+        if self.flow and self.batch.flow and self.flow != self.batch.flow:
+            raise UsageError(
+                f"flow={self.flow!r} and batch.flow={self.batch.flow!r} disagree: give just one"
+            )
+        return self.flow or self.batch.flow
+
+
+def settings_from_config(cfg: DictConfig) -> AppSettings:
+    """Resolve and validate the composed config; UsageError on the first bad value."""
+    try:
+        raw: Any = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # interpolation errors of several types
+        raise UsageError(f"cannot resolve the config: {exc}") from None
+    raw.pop("hydra", None)
+    batch = dict(raw.get("batch") or {})
+    # Request fields stay raw here and are validated by BatchRequest on create;
+    # ``interactive`` is also the worker's own switch (take interactive jobs).
+    request = {key: batch.pop(key) for key in list(batch) if key in REQUEST_FIELDS}
+    if "interactive" in request:
+        batch["interactive"] = request["interactive"]
+    batch["request"] = request
+    raw["batch"] = batch
+    try:
+        return AppSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc)) from None

@@ -1,0 +1,749 @@
+"""The batch store: the one source of truth about batches, jobs, results and errors.
+
+Methods are synchronous and short; async callers run them in a worker thread. Every
+state change is a conditional UPDATE, so that concurrent workers (threads, processes or
+machines) can never both claim a job or both record its outcome.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from buttermilk.batch.models import (
+    BatchInfo,
+    BatchRequest,
+    BatchStatus,
+    ErrorCount,
+    JobInfo,
+    JobStatus,
+)
+from buttermilk.errors import BatchStateError, StoreError, UnknownBatchError
+from buttermilk.records import Record
+from buttermilk.store.schema import SCHEMA_VERSION, JSONType, batches, jobs, meta, metadata
+
+INSERT_CHUNK = 5_000
+LIVE_BATCH = (BatchStatus.PENDING.value, BatchStatus.RUNNING.value)
+OPEN_JOB = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+
+
+class SkipReason(StrEnum):
+    """Why a claim did not give the job to the caller."""
+
+    DONE = "done"  # the job has ended already: the message is a duplicate
+    BUSY = "busy"  # another worker holds a live lease on it
+    BATCH_ENDED = "batch_ended"  # its batch was cancelled, failed or completed
+    UNKNOWN = "unknown"  # no such job (a deleted batch, or a foreign message)
+
+
+@dataclass(frozen=True)
+class Claim:
+    batch_id: str
+    record_id: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The caller now runs this job, and must report its outcome with ``token``."""
+
+    batch_id: str
+    record_id: str
+    token: str
+    attempts: int
+    record: Record
+
+    def outcome(self, status: JobStatus, **fields: Any) -> Outcome:
+        """How this claimed job ended (see :class:`Outcome` for the fields)."""
+        return Outcome(self.batch_id, self.record_id, self.token, status, **fields)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    batch_id: str
+    record_id: str
+    reason: SkipReason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed job ended (or why it goes back to pending)."""
+
+    batch_id: str
+    record_id: str
+    token: str
+    status: JobStatus
+    duration: float | None = None
+    result: dict[str, Any] | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    release: bool = False  # back to pending without spending an attempt (worker shutdown)
+    stop_batch: bool = False  # a final failure under error_policy=stop
+
+
+@dataclass
+class Requeued:
+    batch: BatchInfo
+    record_ids: list[str] = field(default_factory=list)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN itself
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the lock up front: a deferred transaction that upgrades to a write
+    # fails at once with SQLITE_BUSY instead of waiting for the busy timeout.
+    mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            json_serializer=_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"timeout": 30},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        url,
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+    )
+
+
+def _batch(row: RowMapping) -> BatchInfo:
+    return BatchInfo(
+        id=row["id"],
+        flow=row["flow"],
+        status=BatchStatus(row["status"]),
+        request=BatchRequest.model_validate(row["request"]),
+        flow_snapshot=row["flow_snapshot"],
+        total=row["total"],
+        seed=row["seed"],
+        published=row["published"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+    )
+
+
+def _job(row: RowMapping, *, with_record: bool = True) -> JobInfo:
+    return JobInfo(
+        batch_id=row["batch_id"],
+        record_id=row["record_id"],
+        seq=row["seq"],
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        worker=row["worker"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration=row["duration"],
+        result=row["result"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        traceback=row["traceback"],
+        record=Record.model_validate(row["record"]) if with_record else None,
+    )
+
+
+def _job_key() -> Any:
+    return and_(jobs.c.batch_id == bindparam("p_batch"), jobs.c.record_id == bindparam("p_record"))
+
+
+def _is(column: Any, *values: str) -> Any:
+    return or_(*(column == literal(v) for v in values))
+
+
+# Hot statements are built once: building a statement costs far more than running it.
+_CLAIM = (
+    update(jobs)
+    .where(
+        _job_key(),
+        or_(
+            jobs.c.status == literal(JobStatus.PENDING.value),
+            and_(
+                jobs.c.status == literal(JobStatus.RUNNING.value),
+                jobs.c.lease_until < bindparam("p_now"),
+            ),
+        ),
+        exists().where(batches.c.id == bindparam("p_batch"), _is(batches.c.status, *LIVE_BATCH)),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        claim_token=bindparam("p_token"),
+        lease_until=bindparam("p_lease"),
+        worker=bindparam("p_worker"),
+        started_at=bindparam("p_now"),
+        finished_at=None,
+    )
+    .returning(jobs.c.attempts, jobs.c.record)
+)
+_START_BATCH = (
+    update(batches)
+    .where(
+        batches.c.id == bindparam("p_batch"), batches.c.status == literal(BatchStatus.PENDING.value)
+    )
+    .values(status=BatchStatus.RUNNING.value, started_at=bindparam("p_now"))
+)
+_JOB_AND_BATCH_STATUS = (
+    select(jobs.c.status, batches.c.status)
+    .join(batches, batches.c.id == jobs.c.batch_id)
+    .where(_job_key())
+)
+_OWNED = and_(
+    _job_key(),
+    jobs.c.claim_token == bindparam("p_token"),
+    jobs.c.status == literal(JobStatus.RUNNING.value),
+)
+_OUTCOME_VALUES: dict[str, Any] = {
+    "status": bindparam("p_status"),
+    "duration": bindparam("p_duration"),
+    "result": bindparam("p_result", type_=JSONType),
+    "error_type": bindparam("p_error_type"),
+    "error_message": bindparam("p_error_message"),
+    "traceback": bindparam("p_traceback"),
+    "lease_until": None,
+    "finished_at": bindparam("p_finished"),
+}
+_FINISH = update(jobs).where(_OWNED).values(**_OUTCOME_VALUES)
+_RELEASE = (
+    update(jobs)
+    .where(_OWNED)
+    .values(**_OUTCOME_VALUES, attempts=jobs.c.attempts - 1, started_at=None)
+)
+_EXTEND = (
+    update(jobs)
+    .where(_job_key(), jobs.c.claim_token == bindparam("p_token"))
+    .values(lease_until=bindparam("p_lease"))
+)
+_LOCK_BATCHES = (
+    select(batches.c.id)
+    .where(batches.c.id.in_(bindparam("p_batches", expanding=True)))
+    .order_by(batches.c.id)
+    .with_for_update()
+)
+_COMPLETE = (
+    update(batches)
+    .where(
+        batches.c.id == bindparam("p_batch"),
+        batches.c.status == literal(BatchStatus.RUNNING.value),
+        batches.c.published.is_(True),
+        ~exists().where(jobs.c.batch_id == bindparam("p_batch"), _is(jobs.c.status, *OPEN_JOB)),
+    )
+    .values(status=BatchStatus.COMPLETED.value, finished_at=bindparam("p_now"))
+)
+
+
+class Store:
+    """Batches and jobs in a SQL database (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if is_sqlite else nullcontext()
+        )
+        try:
+            self.engine = make_engine(url)
+            self._init_schema()
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot open the batch store at {self.safe_url}: {exc.orig}"
+            ) from None
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        # SQLite allows one writer at a time; threads of this process queue on a lock
+        # here rather than in SQLite's busy handler, which sleeps for milliseconds.
+        with (
+            self._write_lock,
+            self.engine.connect().execution_options(write=True) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            version = conn.execute(
+                select(meta.c.value).where(meta.c.key == "schema_version")
+            ).scalar()
+            if version is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the batch store at {self.safe_url} has schema version {version}, newer than "
+                    f"this Buttermilk understands ({SCHEMA_VERSION}); upgrade Buttermilk"
+                )
+
+    # -- batches -------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        *,
+        batch_id: str,
+        request: BatchRequest,
+        flow_snapshot: dict[str, Any],
+        seed: int,
+        records: Sequence[Record],
+    ) -> BatchInfo:
+        """Store a batch and one pending job per record, all in one transaction."""
+        now = time.time()
+        row = {
+            "id": batch_id,
+            "flow": request.flow,
+            "status": BatchStatus.PENDING.value,
+            "request": request.model_dump(mode="json"),
+            "flow_snapshot": flow_snapshot,
+            "total": len(records),
+            "seed": seed,
+            "published": False,
+            "created_at": now,
+        }
+        with self._write() as conn:
+            conn.execute(insert(batches), row)
+            for start in range(0, len(records), INSERT_CHUNK):
+                chunk = records[start : start + INSERT_CHUNK]
+                conn.execute(
+                    insert(jobs),
+                    [
+                        {
+                            "batch_id": batch_id,
+                            "record_id": rec.record_id,
+                            "seq": start + offset,
+                            "status": JobStatus.PENDING.value,
+                            "attempts": 0,
+                            "record": rec.model_dump(mode="json"),
+                        }
+                        for offset, rec in enumerate(chunk)
+                    ],
+                )
+        return _batch(row | {"started_at": None, "finished_at": None, "error": None})  # type: ignore[arg-type]
+
+    def mark_published(self, batch_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(published=True))
+
+    def delete_batch(self, batch_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(jobs).where(jobs.c.batch_id == batch_id))
+            conn.execute(delete(batches).where(batches.c.id == batch_id))
+
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the one batch whose id is, or starts with, ``id_or_prefix``."""
+        prefix = id_or_prefix.strip()
+        if not prefix:
+            raise UnknownBatchError("no batch id given: set batch.batch_id=ID (a prefix is enough)")
+        with self._read() as conn:
+            exact = conn.execute(select(batches.c.id).where(batches.c.id == prefix)).scalar()
+            if exact:
+                return str(exact)
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            found = (
+                conn.execute(
+                    select(batches.c.id)
+                    .where(batches.c.id.like(f"{escaped}%", escape="\\"))
+                    .limit(3)
+                )
+                .scalars()
+                .all()
+            )
+        if not found:
+            raise UnknownBatchError(
+                f"unknown batch id {prefix!r}: no batch has this id or prefix "
+                "(batch.command=list shows them)"
+            )
+        if len(found) > 1:
+            raise UnknownBatchError(
+                f"batch id prefix {prefix!r} matches several batches ({', '.join(found)}, ...): "
+                "give more characters"
+            )
+        return str(found[0])
+
+    def get_batch(self, batch_id: str) -> BatchInfo:
+        with self._read() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+        if row is None:
+            raise UnknownBatchError(f"unknown batch id {batch_id!r}")
+        return _batch(row)
+
+    def list_batches(
+        self,
+        *,
+        status: BatchStatus | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[BatchInfo]:
+        query = select(batches).order_by(batches.c.created_at.desc(), batches.c.id)
+        if status is not None:
+            query = query.where(batches.c.status == status.value)
+        if flow is not None:
+            query = query.where(batches.c.flow == flow)
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
+        return [_batch(row) for row in rows]
+
+    def count_batches(self, *, status: BatchStatus | None = None, flow: str | None = None) -> int:
+        query = select(func.count()).select_from(batches)
+        if status is not None:
+            query = query.where(batches.c.status == status.value)
+        if flow is not None:
+            query = query.where(batches.c.flow == flow)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def job_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[JobStatus, int]]:
+        """Jobs per status for each batch (an index range scan per batch)."""
+        counts: dict[str, dict[JobStatus, int]] = {bid: {} for bid in batch_ids}
+        if not batch_ids:
+            return counts
+        query = (
+            select(jobs.c.batch_id, jobs.c.status, func.count())
+            .where(jobs.c.batch_id.in_(batch_ids))
+            .group_by(jobs.c.batch_id, jobs.c.status)
+        )
+        with self._read() as conn:
+            for batch_id, status, count in conn.execute(query):
+                counts[batch_id][JobStatus(status)] = int(count)
+        return counts
+
+    def common_errors(self, batch_id: str, limit: int = 5) -> list[ErrorCount]:
+        count = func.count().label("n")
+        query = (
+            select(jobs.c.error_type, jobs.c.error_message, count)
+            .where(jobs.c.batch_id == batch_id, jobs.c.status == JobStatus.FAILED.value)
+            .group_by(jobs.c.error_type, jobs.c.error_message)
+            .order_by(count.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [
+                ErrorCount(error_type=t or "", error_message=m or "", count=int(n))
+                for t, m, n in conn.execute(query)
+            ]
+
+    def batch_statuses(self, batch_ids: Iterable[str]) -> dict[str, BatchStatus]:
+        ids = list(batch_ids)
+        if not ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(select(batches.c.id, batches.c.status).where(batches.c.id.in_(ids)))
+            return {bid: BatchStatus(status) for bid, status in rows}
+
+    def cancel(self, batch_id: str, reason: str = "cancelled by user") -> BatchInfo:
+        """End a live batch as cancelled; its pending jobs (and abandoned running ones) too.
+
+        Cancelling a cancelled batch changes nothing; a completed or failed batch cannot be
+        cancelled. Jobs running on live workers are cancelled by those workers.
+        """
+        now = time.time()
+        with self._write() as conn:
+            status = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).scalar()
+            if status is None:
+                raise UnknownBatchError(f"unknown batch id {batch_id!r}")
+            if status in (BatchStatus.COMPLETED.value, BatchStatus.FAILED.value):
+                raise BatchStateError(
+                    f"batch {batch_id} has already ended ({status}); nothing to cancel"
+                )
+            if status != BatchStatus.CANCELLED.value:
+                conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id)
+                    .values(status=BatchStatus.CANCELLED.value, finished_at=now, error=reason)
+                )
+                self._cancel_open_jobs(conn, batch_id, now)
+        return self.get_batch(batch_id)
+
+    @staticmethod
+    def _cancel_open_jobs(conn: Connection, batch_id: str, now: float) -> None:
+        conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.batch_id == batch_id,
+                or_(
+                    jobs.c.status == JobStatus.PENDING.value,
+                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now),
+                ),
+            )
+            .values(status=JobStatus.CANCELLED.value, finished_at=now)
+        )
+
+    def requeue(self, batch_id: str) -> Requeued:
+        """Make every job that did not complete runnable again, with a fresh attempt budget.
+
+        Failed and cancelled jobs go back to pending. Pending jobs are listed for
+        republishing only when their messages may be gone (the batch ended, or publishing
+        never finished). The batch becomes live again.
+        """
+        with self._write() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+            if row is None:
+                raise UnknownBatchError(f"unknown batch id {batch_id!r}")
+            batch = _batch(row)
+            wanted = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+            if batch.status.ended or not batch.published:
+                wanted.append(JobStatus.PENDING.value)
+            ids = list(
+                conn.execute(
+                    select(jobs.c.record_id)
+                    .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(wanted))
+                    .order_by(jobs.c.seq)
+                ).scalars()
+            )
+            if not ids:
+                raise BatchStateError(
+                    f"batch {batch_id} has nothing to retry: "
+                    "no failed, cancelled or unpublished jobs"
+                )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(wanted))
+                .values(
+                    status=JobStatus.PENDING.value,
+                    attempts=0,
+                    claim_token=None,
+                    lease_until=None,
+                    finished_at=None,
+                    error_type=None,
+                    error_message=None,
+                    traceback=None,
+                )
+            )
+            new_status = BatchStatus.RUNNING if batch.started_at else BatchStatus.PENDING
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(status=new_status.value, finished_at=None, error=None, published=False)
+            )
+        return Requeued(batch=self.get_batch(batch_id), record_ids=ids)
+
+    # -- jobs ----------------------------------------------------------------------
+
+    def claim(
+        self, claims: Sequence[Claim], *, worker: str, lease: float
+    ) -> list[Claimed | Skipped]:
+        """Try to start each job; a job goes to at most one live claimer at a time.
+
+        A job can be claimed when it is pending, or running under a lease that has
+        expired (its worker died), and only while its batch is live.
+        """
+        return self.exchange(claims, worker=worker, lease=lease)  # type: ignore[return-value]
+
+    def exchange(
+        self, ops: Sequence[Claim | Outcome], *, worker: str, lease: float
+    ) -> list[Claimed | Skipped | bool]:
+        """Record outcomes and claim jobs in one transaction; a result per op, in order.
+
+        An outcome gives True, or False where its claim was lost meanwhile (another
+        worker took the job over). A claim gives Claimed or Skipped. Batch rows are
+        locked first, in id order, so concurrent exchanges cannot deadlock (PostgreSQL).
+        """
+        now = time.time()
+        results: list[Claimed | Skipped | bool] = []
+        outcome_batches = {op.batch_id for op in ops if isinstance(op, Outcome)}
+        started: set[str] = set()
+        with self._write() as conn:
+            conn.execute(_LOCK_BATCHES, {"p_batches": sorted({op.batch_id for op in ops})})
+            for op in ops:
+                if isinstance(op, Outcome):
+                    results.append(self._record_outcome(conn, op, now))
+                    continue
+                token = secrets.token_hex(8)
+                row = conn.execute(
+                    _CLAIM,
+                    {
+                        "p_batch": op.batch_id,
+                        "p_record": op.record_id,
+                        "p_now": now,
+                        "p_token": token,
+                        "p_lease": now + lease,
+                        "p_worker": worker,
+                    },
+                ).first()
+                if row is not None:
+                    started.add(op.batch_id)
+                    record = Record.model_validate(row[1])
+                    results.append(Claimed(op.batch_id, op.record_id, token, int(row[0]), record))
+                else:
+                    results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
+            for batch_id in started:
+                conn.execute(_START_BATCH, {"p_batch": batch_id, "p_now": now})
+            for batch_id in sorted(outcome_batches):
+                conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": now})
+        return results
+
+    @staticmethod
+    def _skip_reason(conn: Connection, c: Claim) -> SkipReason:
+        row = conn.execute(
+            _JOB_AND_BATCH_STATUS, {"p_batch": c.batch_id, "p_record": c.record_id}
+        ).first()
+        if row is None:
+            return SkipReason.UNKNOWN
+        job_status, batch_status = row
+        if job_status not in OPEN_JOB:
+            return SkipReason.DONE
+        if batch_status not in LIVE_BATCH:
+            return SkipReason.BATCH_ENDED
+        return SkipReason.BUSY
+
+    def extend_leases(self, held: Sequence[tuple[str, str, str]], until: float) -> None:
+        """Push back the lease of running jobs: (batch_id, record_id, token) each."""
+        if not held:
+            return
+        params = [{"p_batch": b, "p_record": r, "p_token": t, "p_lease": until} for b, r, t in held]
+        with self._write() as conn:
+            conn.execute(_EXTEND, params)
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record how claimed jobs ended; False where the claim was lost meanwhile.
+
+        In the same transaction, a batch none of whose jobs is pending or running any
+        more becomes completed. The batch rows are locked first (PostgreSQL), so of two
+        workers finishing a batch's last two jobs at once, the later one sees both.
+        """
+        return self.exchange(outcomes, worker="", lease=0)  # type: ignore[return-value]
+
+    def _record_outcome(self, conn: Connection, o: Outcome, now: float) -> bool:
+        params = {
+            "p_batch": o.batch_id,
+            "p_record": o.record_id,
+            "p_token": o.token,
+            "p_status": o.status.value,
+            "p_duration": o.duration,
+            "p_result": o.result,
+            "p_error_type": o.error_type,
+            "p_error_message": o.error_message,
+            "p_traceback": o.traceback,
+            "p_finished": None if o.status == JobStatus.PENDING else now,
+        }
+        done = bool(conn.execute(_RELEASE if o.release else _FINISH, params).rowcount)
+        if done and o.stop_batch:
+            self._stop_batch(conn, o, now)
+        return done
+
+    def _stop_batch(self, conn: Connection, o: Outcome, now: float) -> None:
+        stopped = conn.execute(
+            update(batches)
+            .where(batches.c.id == o.batch_id, batches.c.status.in_(LIVE_BATCH))
+            .values(
+                status=BatchStatus.FAILED.value,
+                finished_at=now,
+                error=f"stopped by error_policy=stop: record {o.record_id!r} failed "
+                f"({o.error_type}: {o.error_message})",
+            )
+        ).rowcount
+        if stopped:
+            self._cancel_open_jobs(conn, o.batch_id, now)
+
+    def complete_if_done(self, batch_id: str) -> bool:
+        """Mark a running batch completed if none of its jobs is pending or running."""
+        with self._write() as conn:
+            conn.execute(_LOCK_BATCHES, {"p_batches": [batch_id]})
+            return bool(
+                conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": time.time()}).rowcount
+            )
+
+    def get_job(self, batch_id: str, record_id: str) -> JobInfo:
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(jobs).where(jobs.c.batch_id == batch_id, jobs.c.record_id == record_id)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise UnknownBatchError(f"batch {batch_id} has no job for record {record_id!r}")
+        return _job(row)
+
+    def iter_jobs(
+        self,
+        batch_id: str,
+        *,
+        status: JobStatus | None = None,
+        after_seq: int = -1,
+        limit: int | None = None,
+        chunk: int = 1_000,
+    ) -> Iterator[JobInfo]:
+        """Jobs of a batch in planned order, read in chunks (never all at once)."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = chunk if remaining is None else min(chunk, remaining)
+            query = select(jobs).where(jobs.c.batch_id == batch_id, jobs.c.seq > after_seq)
+            if status is not None:
+                query = query.where(jobs.c.status == status.value)
+            with self._read() as conn:
+                rows = conn.execute(query.order_by(jobs.c.seq).limit(size)).mappings().all()
+            for row in rows:
+                yield _job(row)
+            if len(rows) < size:
+                return
+            after_seq = rows[-1]["seq"]
+            if remaining is not None:
+                remaining -= len(rows)
