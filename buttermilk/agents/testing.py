@@ -39,6 +39,8 @@ class FailOn:
     ``records``: record ids to fail on (``parameters["fail_on"]`` adds more).
     ``times``: fail only the first N attempts, then succeed (null: always fail).
     ``permanent``: raise :class:`PermanentError`, which skips the remaining attempts.
+    ``parameters["fail_while"]``: a file path; fail only while that file exists (lets a
+    test "fix" a record between a run and its retry).
     """
 
     def __init__(
@@ -57,9 +59,21 @@ class FailOn:
         self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> dict[str, Any]:
         chosen = self.records | set(parameters.get("fail_on", []))
-        if record.record_id in chosen:
+        switch = parameters.get("fail_while")
+        if record.record_id in chosen and (switch is None or await anyio.Path(switch).exists()):
             attempt = current_job().attempt
             if self.times is None or attempt <= self.times:
                 error = PermanentError if self.permanent else AgentError
                 raise error(f"{self.message} (record {record.record_id}, attempt {attempt})")
         return {"failed": False}
+
+
+def tally(
+    record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Append the record id to the file ``parameters["tally_file"]``: counts runs per record."""
+    path = parameters.get("tally_file")
+    if path:
+        with open(path, "a") as fh:  # one short append per run: atomic on local files
+            fh.write(f"{record.record_id}\n")
+    return {"tallied": bool(path)}

@@ -84,6 +84,11 @@ class BatchRequest(BaseModel):
     )
     seed: int | None = Field(default=None, description="Shuffle seed, for a repeatable order.")
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
     @field_validator("parameters")
     @classmethod
     def _no_code_in_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,12 @@ class Created:
     rows_read: int
 
 
+ID_FIRST_CHARS = "abcdfghjkmnpqrstuvwxyz"  # no "e": "1e5" style ids would parse as numbers
+
+
 def new_batch_id() -> str:
-    return secrets.token_hex(6)
+    """12 characters, starting with a letter so that no command line reads it as a number."""
+    return secrets.choice(ID_FIRST_CHARS) + secrets.token_hex(6)[1:]
 
 
 def job_messages(batch: BatchInfo, record_ids: Sequence[str]) -> list[JobMessage]:

@@ -147,7 +147,7 @@ async def _wait(app: App, batch_id: str, interactive: bool) -> int:
                 # It stops by itself once it sees the batch has ended.
                 work.start_soon(worker.run)
             with follow:
-                summary = await follow_batch(app.service, batch_id)
+                summary = await follow_batch(app.service, batch_id, live=not interactive)
             if worker is not None:
                 worker.stop()
         tg.cancel_scope.cancel()

@@ -40,8 +40,12 @@ def worker_line(stats: WorkerStats, held: int) -> str:
 
 
 async def show_worker(worker: Worker) -> None:
-    """Show the worker's counts until cancelled."""
-    if sys.stderr.isatty():
+    """Show the worker's counts until cancelled.
+
+    A live line on a terminal; plain log lines elsewhere, and for interactive workers,
+    whose questions to the person must not be redrawn over.
+    """
+    if sys.stderr.isatty() and worker.console is None:
         console = Console(stderr=True)
         with console.status("") as status:
             while True:
@@ -55,10 +59,13 @@ async def show_worker(worker: Worker) -> None:
             log.info("progress: %s", worker_line(worker.stats, worker.held))
 
 
-async def follow_batch(service: BatchService, batch_id: str) -> BatchSummary:
-    """Show the batch's progress until it ends; returns its final summary."""
+async def follow_batch(service: BatchService, batch_id: str, *, live: bool = True) -> BatchSummary:
+    """Show the batch's progress until it ends; returns its final summary.
+
+    ``live=False`` logs lines instead of drawing a bar (a person answers questions here).
+    """
     summary = await service.summary(batch_id)
-    if sys.stderr.isatty():
+    if live and sys.stderr.isatty():
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),

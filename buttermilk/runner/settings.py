@@ -37,7 +37,8 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
 class BatchSettings(BaseModel):
     """The ``batch:`` section, minus the fields of a batch request (kept raw in ``request``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A batch id prefix typed as digits reaches us as a number: take it as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     command: Command | None = None
     flow: str | None = None

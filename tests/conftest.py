@@ -1,0 +1,147 @@
+"""Shared fixtures: a private state folder and dataset per test, and the real CLI.
+
+Every test gets its own ``BUTTERMILK_HOME`` (queue and store files) and
+``BUTTERMILK_DATA`` (datasets), and runs the CLI as a subprocess with the test flows
+of ``tests/conf`` on Hydra's search path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buttermilk.store.store import Store
+
+TESTS_CONF = Path(__file__).parent / "conf"
+CLI = [sys.executable, "-m", "buttermilk.runner.cli"]
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.1
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for: {message}")
+        time.sleep(interval)
+
+
+def write_records(path: Path, count: int, *, prefix: str = "r", start: int = 0) -> list[str]:
+    """A JSONL dataset of ``count`` short texts; returns the record ids."""
+    ids = [f"{prefix}{i:05d}" for i in range(start, start + count)]
+    with path.open("w") as fh:
+        for n, rid in enumerate(ids):
+            mood = "love it, great value" if n % 2 else "awful, it broke"
+            fh.write(json.dumps({"id": rid, "text": f"record {rid}: {mood}", "n": n}) + "\n")
+    return ids
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        command = " ".join(self.args)
+        return (
+            f"$ {command}\nexit {self.returncode}\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+
+@dataclass
+class Env:
+    """One test's private installation: state folder, data folder, and the CLI."""
+
+    home: Path
+    data: Path
+    extra: dict[str, str] = field(default_factory=dict)
+    base_args: list[str] = field(default_factory=list)
+
+    @property
+    def environ(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BUTTERMILK_HOME=str(self.home),
+            BUTTERMILK_DATA=str(self.data),
+            BUTTERMILK_LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra)
+        return env
+
+    def args(self, *args: str) -> list[str]:
+        return [*CLI, "ui=batch", f"hydra.searchpath=[file://{TESTS_CONF}]", *self.base_args, *args]
+
+    def cli(self, *args: str, timeout: float = 120, stdin: str | None = None) -> Result:
+        """Run the CLI to completion."""
+        full = self.args(*args)
+        proc = subprocess.run(
+            full, env=self.environ, capture_output=True, text=True, timeout=timeout, input=stdin
+        )
+        return Result(full, proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, timeout: float = 120) -> Result:
+        """Run the CLI and fail the test unless it exits 0."""
+        result = self.cli(*args, timeout=timeout)
+        assert result.returncode == 0, str(result)
+        return result
+
+    def popen(self, *args: str, log_name: str = "proc") -> subprocess.Popen[str]:
+        """Start the CLI in the background; its output goes to a log file in the state folder."""
+        with (self.home / f"{log_name}.log").open("w") as log:
+            return subprocess.Popen(
+                self.args(*args), env=self.environ, stdout=log, stderr=subprocess.STDOUT, text=True
+            )
+
+    def create(self, flow: str, *args: str) -> str:
+        """Create a batch; returns its id."""
+        return str(
+            self.ok(f"flow={flow}", "batch.command=create", "batch.format=json", *args).json()[
+                "batch_id"
+            ]
+        )
+
+    def status(self, batch_id: str) -> dict[str, Any]:
+        return dict(
+            self.ok(
+                "batch.command=status", f"batch.batch_id={batch_id}", "batch.format=json"
+            ).json()
+        )
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.home}/batches.db")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    home = tmp_path / "home"
+    data = tmp_path / "data"
+    home.mkdir()
+    data.mkdir()
+    yield Env(home=home, data=data)
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Kill a background CLI process if it still runs (cleanup)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=timeout)

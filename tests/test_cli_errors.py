@@ -1,0 +1,137 @@
+"""Bad input: a one-line error naming the value and what is allowed, exit code 2, and
+nothing half-created."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Env, write_records
+
+from buttermilk.batch.models import BatchRequest
+from buttermilk.queue.local import LocalQueue
+from buttermilk.records import Record
+
+BAD_CREATES = [
+    pytest.param(["flow=nope"], ["unknown flow 'nope'", "sentiment", "t_work"], id="unknown-flow"),
+    pytest.param(
+        ["flow=t_work", "batch.concurrency=0"],
+        ["batch.concurrency=0", "greater than or equal to 1"],
+        id="concurrency-0",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.max_records=-1"],
+        ["batch.max_records=-1", "greater than or equal to 1"],
+        id="max-records--1",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.error_policy=maybe"],
+        ["batch.error_policy='maybe'", "'continue' or 'stop'"],
+        id="error-policy-maybe",
+    ),
+    pytest.param(
+        ["flow=t_missing"], ["file not found", "no-such-file.jsonl"], id="missing-data-file"
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.parameters={model:{_target_:os.system}}"],
+        ["_target_ is not allowed in parameters", "parameters.model._target_"],
+        id="target-in-parameters",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.max_attempts=0"], ["batch.max_attempts=0"], id="max-attempts-0"
+    ),
+    pytest.param(["batch.command=create"], ["no flow given", "t_work"], id="no-flow"),
+    pytest.param(
+        ["flow=t_work", "batch.flow=sentiment"],
+        ["flow='t_work'", "batch.flow='sentiment'"],
+        id="two-flows",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.output=out.xlsx", "batch.wait=true"],
+        ["batch.output='out.xlsx'", ".jsonl, .csv or .parquet"],
+        id="bad-output-extension",
+    ),
+]
+
+
+def assert_one_line_error(env: Env, args: list[str], expected: list[str]) -> None:
+    result = env.cli(*args)
+    assert result.returncode == 2, str(result)
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], str(result)
+    for part in expected:
+        assert part in errors[0], f"{part!r} not in {errors[0]!r}"
+
+
+def assert_nothing_created(env: Env) -> None:
+    assert env.ok("batch.command=list", "batch.format=json").json() == []
+    queue = LocalQueue(env.home / "queue.db")
+    assert queue.depth() == 0
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_CREATES)
+def test_a_bad_create_exits_2_with_one_line_and_creates_nothing(
+    env: Env, args: list[str], expected: list[str]
+) -> None:
+    write_records(env.data / "records.jsonl", 5)
+
+    assert_one_line_error(env, args, expected)
+
+    assert_nothing_created(env)
+
+
+def test_duplicate_record_ids_are_refused_naming_them(env: Env) -> None:
+    (env.data / "records.jsonl").write_text(
+        '{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n{"id": "a", "text": "three"}\n'
+    )
+
+    assert_one_line_error(env, ["flow=t_work"], ["duplicate record ids", "'a'", "records.jsonl:3"])
+
+    assert_nothing_created(env)
+
+
+@pytest.mark.parametrize("command", ["status", "cancel", "retry", "export"])
+def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
+    assert_one_line_error(
+        env,
+        [f"batch.command={command}", "batch.batch_id=zz404", "batch.output=x.jsonl"],
+        ["unknown batch id 'zz404'"],
+    )
+
+
+@pytest.mark.parametrize("command", ["cancel", "retry", "export"])
+def test_commands_on_one_batch_need_its_id(env: Env, command: str) -> None:
+    assert_one_line_error(
+        env, [f"batch.command={command}"], [f"batch.command={command} needs batch.batch_id"]
+    )
+
+
+def test_an_unknown_command_is_refused_with_the_allowed_ones(env: Env) -> None:
+    assert_one_line_error(
+        env, ["batch.command=frobnicate"], ["batch.command='frobnicate'", "'create'", "'export'"]
+    )
+
+
+def test_an_unknown_option_is_refused_by_hydra_with_exit_code_2(env: Env) -> None:
+    result = env.cli("batch.colour=blue")
+
+    assert result.returncode == 2
+    assert "batch.colour" in result.stderr
+
+
+def test_an_ambiguous_batch_id_prefix_lists_the_matches(env: Env) -> None:
+    store = env.store()
+    for batch_id in ("kab123", "kab456"):
+        store.create_batch(
+            batch_id=batch_id,
+            request=BatchRequest(flow="t_work"),
+            flow_snapshot={},
+            seed=1,
+            records=[Record(record_id="r1", content="x")],
+        )
+
+    assert_one_line_error(
+        env,
+        ["batch.command=status", "batch.batch_id=kab"],
+        ["batch id prefix 'kab' matches several batches", "kab123", "kab456"],
+    )
+    assert "kab456" in env.ok("batch.command=status", "batch.batch_id=kab4").stdout

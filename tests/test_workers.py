@@ -1,0 +1,150 @@
+"""Workers under failure: killed processes, long jobs, malformed messages, routing."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import Env, stop_process, wait_until, write_records
+
+from buttermilk.batch.models import JobStatus
+from buttermilk.queue.local import LocalQueue
+
+
+def counts(env: Env, batch_id: str) -> dict[str, int]:
+    return dict(env.status(batch_id)["counts"])
+
+
+def tallies(path: Path) -> Counter[str]:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_mid_run_every_record_completes_exactly_once(env: Env) -> None:
+    ids = write_records(env.data / "records.jsonl", 300)
+    tally = env.data / "tally.txt"
+    batch_id = env.create(
+        "t_work", "batch.concurrency=8", f"batch.parameters={{sleep:0.05,tally_file:'{tally}'}}"
+    )
+    common = (
+        "batch.command=run",
+        "batch.idle_timeout=null",
+        "batch.worker_concurrency=8",
+        "queue.lease_seconds=3",
+    )
+    doomed = env.popen(*common, log_name="doomed")
+    survivor = env.popen(*common, log_name="survivor")
+    try:
+        wait_until(lambda: counts(env, batch_id)["completed"] >= 60, 60, "60 jobs completed")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+
+        wait_until(lambda: env.status(batch_id)["status"] == "completed", 90, "batch completed")
+    finally:
+        stop_process(doomed)
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=30) == 0
+
+    jobs = list(env.store().iter_jobs(batch_id))
+    assert sorted(job.record_id for job in jobs) == sorted(ids)
+    assert all(job.status == JobStatus.COMPLETED and job.result for job in jobs)
+    runs = tallies(tally)
+    assert set(runs) == set(ids), "every record ran"
+    twice = [rid for rid, n in runs.items() if n > 1]
+    assert all(runs[rid] <= 2 for rid in runs)
+    # Only what the killed worker held (at most 8 running jobs) may have run twice.
+    assert len(twice) <= 8, twice
+    retried = [job.record_id for job in jobs if job.attempts > 1]
+    assert len(retried) <= 8 and set(twice) <= set(retried)
+
+
+@pytest.mark.slow
+def test_a_job_longer_than_its_lease_is_not_redelivered_while_it_runs(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 1)
+    tally = env.data / "tally.txt"
+    batch_id = env.create("t_work", f"batch.parameters={{sleep:5,tally_file:'{tally}'}}")
+    worker_args = ("batch.command=run", "batch.idle_timeout=null", "queue.lease_seconds=1.5")
+    first = env.popen(*worker_args, log_name="w1")
+    second = env.popen(*worker_args, log_name="w2")
+    try:
+        wait_until(lambda: env.status(batch_id)["status"] == "completed", 30, "batch completed")
+    finally:
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+
+    assert tallies(tally) == Counter({"r00000": 1})
+    job = env.store().get_job(batch_id, "r00000")
+    assert job.attempts == 1 and job.duration is not None and job.duration >= 5
+
+
+def test_a_batch_never_runs_more_jobs_at_once_than_its_concurrency(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 24)
+    batch_id = env.create("t_work", "batch.concurrency=3", "batch.parameters={sleep:0.3}")
+    worker = env.popen(
+        "batch.command=run", "batch.idle_timeout=null", "batch.worker_concurrency=20", log_name="w"
+    )
+    peak = 0
+    try:
+
+        def done() -> bool:
+            nonlocal peak
+            status = env.status(batch_id)
+            peak = max(peak, status["counts"]["running"])
+            return bool(status["status"] == "completed")
+
+        wait_until(done, 60, "batch completed", interval=0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert 1 <= peak <= 3
+
+
+def test_malformed_messages_are_dropped_and_the_worker_goes_on(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 5)
+    batch_id = env.create("t_work")
+    queue = LocalQueue(env.home / "queue.db")
+    queue.publish_raw(b"this is not json")
+    queue.publish_raw(b'{"v": 99, "batch_id": "x"}')
+    queue.publish_raw(b'{"v": 1, "record_id": "r1", "flow": "t_work"}')
+    queue.publish_raw(b'{"v": 1, "batch_id": "knope1234567", "record_id": "r1", "flow": "t_work"}')
+
+    run = env.ok("batch.command=run", "batch.idle_timeout=0.5", "batch.format=json")
+
+    assert run.json()["completed"] == 5 and run.json()["malformed"] == 4
+    assert env.status(batch_id)["status"] == "completed"
+    assert queue.depth() == 0
+    for reason in (
+        "not JSON",
+        "unknown schema version 99",
+        "bad field batch_id",
+        "unknown batch knope1234567",
+    ):
+        assert run.stderr.count(reason) == 1, (reason, run.stderr)
+
+
+def test_interactive_jobs_reach_only_interactive_workers(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 3)
+    interactive = env.create("t_review", "batch.interactive=true")
+    plain = env.create("t_review")
+
+    run = env.ok("batch.command=run", "batch.idle_timeout=0.5", "batch.format=json")
+
+    assert run.json()["completed"] == 3
+    assert env.status(plain)["status"] == "completed"
+    assert env.status(interactive)["counts"]["pending"] == 3
+    job = next(iter(env.store().iter_jobs(plain)))
+    assert job.result is not None
+    assert job.result["outputs"]["review"] == {
+        "skipped": True,
+        "reason": "batch is not interactive",
+    }
+
+
+def test_an_interactive_worker_needs_a_console(env: Env) -> None:
+    result = env.cli("batch.command=run", "batch.interactive=true")
+
+    assert result.returncode == 2
+    assert "stdin is not a terminal" in result.stderr
