@@ -1,0 +1,45 @@
+"""The benchmark script runs end to end in quick mode and prints its full table.
+
+Only the shape of the output is checked: the figures depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "core.py"
+ROWS = (
+    "concurrency efficiency (worker elapsed)",
+    "concurrency efficiency (process wall)",
+    "create rate (in-process)",
+    "create rate (CLI process)",
+    "run rate (concurrency=5)",
+    "run rate (concurrency=50)",
+    "planning peak memory (CLI create)",
+    "planning time",
+)
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    report = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    lines = proc.stdout.splitlines()
+    assert "QUICK MODE" in lines[0], report
+    header = next(line for line in lines if line.startswith("benchmark"))
+    assert header.split() == ["benchmark", "measured", "goal", "result", "notes"], report
+    for row in ROWS:
+        matching = [line for line in lines if line.startswith(row + " ")]
+        assert len(matching) == 1, f"no single row {row!r}\n{report}"
+        assert "ERROR" not in matching[0].split(), report
