@@ -42,7 +42,9 @@ def setup_logging(level: str) -> None:
 
 def serve(settings: AppSettings) -> int:
     if settings.ui == "api":
-        raise UsageError("ui=api is not available in this version")
+        from buttermilk.api.server import serve_api  # FastAPI is imported only for ui=api
+
+        return anyio.run(serve_api, settings, HydraFlowCatalog())
     return anyio.run(dispatch, settings, HydraFlowCatalog())
 
 

@@ -1,0 +1,46 @@
+"""``create_app``: the FastAPI application over one BatchService."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from buttermilk import __version__
+from buttermilk.api import dashboard, routes
+from buttermilk.api.auth import require_token
+from buttermilk.api.errors import documented, install_error_handlers
+from buttermilk.batch.service import BatchService
+
+DESCRIPTION = """\
+Create, follow, cancel and read batches of a Buttermilk flow.
+
+Every error answers with one shape: `{"error": {"code", "message", "field"}}`.
+When the server has a token, every `/api` request needs `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(
+    service: BatchService,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    token: str | None = None,
+) -> FastAPI:
+    """The API (``/api``, docs at ``/docs``) and the dashboard (``/``) over ``service``.
+
+    ``defaults``: BatchRequest fields for what a create body leaves out (the server's
+    ``batch.*`` settings). ``token``: when set, every ``/api`` request must carry it.
+    """
+    app = FastAPI(title="Buttermilk batch", version=__version__, description=DESCRIPTION)
+    app.state.service = service
+    app.state.defaults = dict(defaults or {})
+    install_error_handlers(app)
+    if token:
+        app.include_router(
+            routes.router, dependencies=[Depends(require_token(token))], responses=documented(401)
+        )
+    else:
+        app.include_router(routes.router)
+    dashboard.install_dashboard(app)
+    return app

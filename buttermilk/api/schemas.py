@@ -1,0 +1,136 @@
+"""Request and response bodies of the HTTP API.
+
+The create body uses the API's own field names (``flow_name``, ``flow_parameters``); it is
+turned into a :class:`BatchRequest`, so every rule about a batch request is checked in one
+place, the same for the CLI and the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
+
+# API body field -> BatchRequest field, where the names differ.
+API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
+REQUEST_TO_API = {core: api for api, core in API_TO_REQUEST.items()}
+
+
+def api_field(request_field: str) -> str:
+    """The API's name for a BatchRequest field."""
+    return REQUEST_TO_API.get(request_field, request_field)
+
+
+class CreateBatch(BaseModel):
+    """``POST /api/batches``. Fields left out take the server's ``batch.*`` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
+    shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
+    max_records: int | None = Field(
+        default=None, description="Run at most this many records (null: all)."
+    )
+    concurrency: int | None = Field(
+        default=None, description="Most jobs of this batch at once per worker."
+    )
+    error_policy: ErrorPolicy | None = Field(
+        default=None, description="continue: other jobs go on; stop: the first failure ends it."
+    )
+    interactive: bool | None = Field(
+        default=None, description="Jobs need a person at a console (interactive workers only)."
+    )
+    flow_parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="Passed to every flow run, over the flow's own parameters. Data only: "
+        "a _target_ key anywhere is refused.",
+    )
+
+    def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
+        """The batch request: the server's defaults, then every field the body sets.
+
+        Raises pydantic's ValidationError with BatchRequest's field names.
+        """
+        given = {
+            API_TO_REQUEST.get(name, name): getattr(self, name) for name in self.model_fields_set
+        }
+        return BatchRequest.model_validate({**defaults, **given})
+
+
+class ErrorCountView(BaseModel):
+    error_type: str
+    error_message: str
+    count: int
+
+
+class BatchView(BaseModel):
+    """A batch with its live counts (``BatchSummary.as_json()``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch_id: str
+    flow: str
+    status: str
+    total: int
+    counts: dict[str, int] = Field(description="Jobs per status.")
+    progress: float = Field(description="Share of jobs that have ended, 0..1.")
+    rate: float | None = Field(description="Jobs ended per second since the batch started.")
+    eta_seconds: float | None = Field(description="Seconds until every job has ended.")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    published: bool
+    request: dict[str, Any] = Field(description="The stored batch request.")
+    common_errors: list[ErrorCountView] = Field(
+        description="Most common errors of failed jobs (only on GET /api/batches/{batch_id})."
+    )
+
+
+class BatchPage(BaseModel):
+    items: list[BatchView] = Field(description="Newest first.")
+    total: int = Field(description="Batches matching the filters, over all pages.")
+    limit: int
+    offset: int
+
+
+class JobView(BaseModel):
+    """One job in a list: its status, timing and error, without the record and traceback."""
+
+    batch_id: str
+    record_id: str
+    seq: int = Field(description="Position in the batch's planned order.")
+    status: JobStatus
+    attempts: int
+    worker: str | None
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    result: dict[str, Any] | None
+    error_type: str | None
+    error_message: str | None
+
+
+class JobPage(BaseModel):
+    items: list[JobView] = Field(description="In planned order.")
+    total: int = Field(description="Jobs matching the filter, over all pages.")
+    limit: int
+    next_after_seq: int | None = Field(
+        description="Pass as after_seq for the next page; null on the last page."
+    )
+
+
+class FlowView(BaseModel):
+    name: str
+    description: str = ""
+    data: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Data sources by name."
+    )
+    agents: list[str] = Field(default_factory=list, description="Agent names, in order.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="The flow's default parameters."
+    )
+    error: str | None = Field(default=None, description="Why the flow config cannot be loaded.")

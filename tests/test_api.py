@@ -1,0 +1,393 @@
+"""The HTTP API through a real ``ui=api`` server process on loopback, with httpx.
+
+Each test starts its own server (``python -m buttermilk.runner.cli ui=api``) on a free
+port over the test's private state folder, so batches created with the API are seen by
+the CLI and by workers started with ``batch.command=run``, and the other way round.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Env, stop_process, wait_until, write_records
+
+START_TIMEOUT = 30.0
+FAIL_ON = ["r00001", "r00004"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ApiServer:
+    proc: subprocess.Popen[str]
+    url: str
+    client: httpx.Client
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def api_server(env: Env, *args: str, token: str | None = None) -> Iterator[ApiServer]:
+    """A ``ui=api`` server on a free loopback port, killed afterwards.
+
+    ``token`` goes to the client's Authorization header (the server's own token comes
+    from ``args`` or the environment).
+    """
+    env.extra.setdefault("BUTTERMILK_API_TOKEN", "")  # not the caller's own token
+    port = free_port()
+    log_name = f"api-{port}"
+    proc = env.popen("ui=api", f"api.port={port}", *args, log_name=log_name)
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    server = ApiServer(
+        proc,
+        url,
+        httpx.Client(base_url=url, headers=headers, timeout=30),
+        env.home / f"{log_name}.log",
+    )
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"the API server exited with {proc.returncode}:\n{server.log}")
+        try:
+            return httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, START_TIMEOUT, f"the API server to answer on {url}")
+        yield server
+    finally:
+        server.client.close()
+        stop_process(proc)  # a clean stop on SIGTERM is tested on its own
+
+
+@pytest.fixture
+def api(env: Env) -> Iterator[ApiServer]:
+    """A server whose create defaults differ from the built-in ones (concurrency 3, one attempt)."""
+    with api_server(
+        env, "batch.concurrency=3", "batch.max_attempts=1", "batch.retry_delay=0"
+    ) as server:
+        yield server
+
+
+def create(api: ApiServer, **body: Any) -> dict[str, Any]:
+    response = api.client.post("/api/batches", json={"flow_name": "t_work", **body})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The body's error object, after checking the status and the one error shape."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "field"}
+    assert body["error"]["message"]
+    return dict(body["error"])
+
+
+def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_value(
+    env: Env, api: ApiServer
+) -> None:
+    write_records(env.data / "records.jsonl", 12)
+    invalid: list[tuple[Any, str | None, str]] = [
+        ({"flow_name": "t_work", "concurrency": 0}, "concurrency", "greater than or equal to 1"),
+        ({"flow_name": "t_work", "max_records": 0}, "max_records", "greater than or equal to 1"),
+        ({"flow_name": "t_work", "error_policy": "maybe"}, "error_policy", "'continue' or 'stop'"),
+        ({"flow_name": "t_work", "shuffle": None}, "shuffle", "valid boolean"),
+        ({"flow_name": "t_work", "flow_parameters": [1]}, "flow_parameters", "valid dictionary"),
+        (
+            {
+                "flow_name": "t_work",
+                "flow_parameters": {"model": {"steps": [{"_target_": "os.system"}]}},
+            },
+            "flow_parameters",
+            "_target_ is not allowed",
+        ),
+        ({"shuffle": True}, "flow_name", "flow_name is required"),
+        ({"flow_name": "t_work", "parameters": {}}, "parameters", "not a known field"),
+        ({"flow_name": "no_such_flow"}, "flow_name", "unknown flow 'no_such_flow'"),
+        ({"flow_name": "t_missing"}, "flow_name", "file not found"),
+        ([], None, "not a JSON object"),
+    ]
+    for body, field, fragment in invalid:
+        error = error_of(api.client.post("/api/batches", json=body), 422)
+        assert error["field"] == field, (body, error)
+        assert fragment in error["message"], (body, error)
+    not_json = api.client.post(
+        "/api/batches", content=b"{flow_name", headers={"Content-Type": "application/json"}
+    )
+    assert "not valid JSON" in error_of(not_json, 422)["message"]
+    assert (
+        error_of(api.client.post("/api/batches", json={"flow_name": "nope"}), 422)["code"]
+        == "unknown_flow"
+    )
+    assert api.client.get("/api/batches").json()["total"] == 0
+
+    response = api.client.post(
+        "/api/batches",
+        json={
+            "flow_name": "t_work",
+            "max_records": 5,
+            "shuffle": False,
+            "flow_parameters": {"sleep": 0},
+        },
+    )
+
+    assert response.status_code == 201, response.text
+    batch = response.json()
+    assert response.headers["location"] == f"/api/batches/{batch['batch_id']}"
+    assert batch["status"] == "pending" and batch["total"] == 5 and batch["flow"] == "t_work"
+    assert batch["counts"] == {
+        "pending": 5,
+        "running": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    request = batch["request"]
+    assert request["concurrency"] == 3 and request["max_attempts"] == 1  # the server's batch.*
+    assert request["shuffle"] is False and request["parameters"] == {"sleep": 0}
+    assert request["error_policy"] == "continue" and request["interactive"] is False
+    # The CLI sees the batch the API created: one store, one service.
+    assert env.status(batch["batch_id"])["total"] == 5
+
+
+def test_batches_are_listed_newest_first_found_by_id_prefix_and_cancelled_idempotently(
+    env: Env, api: ApiServer
+) -> None:
+    write_records(env.data / "records.jsonl", 4)
+    ids = [create(api)["batch_id"] for _ in range(3)]
+    review = create(api, flow_name="t_review")["batch_id"]
+
+    cancelled = api.client.delete(f"/api/batches/{ids[1][:8]}")
+    again = api.client.delete(f"/api/batches/{ids[1]}")
+
+    assert cancelled.status_code == again.status_code == 200
+    assert cancelled.json()["status"] == again.json()["status"] == "cancelled"
+    assert cancelled.json()["counts"]["cancelled"] == 4
+    assert again.json()["finished_at"] == cancelled.json()["finished_at"]
+    assert env.status(ids[1])["status"] == "cancelled"
+
+    newest_first = [review, *reversed(ids)]
+    first = api.client.get("/api/batches", params={"limit": 3}).json()
+    second = api.client.get("/api/batches", params={"limit": 3, "offset": 3}).json()
+    assert [b["batch_id"] for b in first["items"]] == newest_first[:3]
+    assert [b["batch_id"] for b in second["items"]] == newest_first[3:]
+    assert first["total"] == second["total"] == 4
+    assert (first["limit"], second["offset"]) == (3, 3)
+    assert first["items"][0]["counts"]["pending"] == 4 and first["items"][0]["progress"] == 0
+    only_cancelled = api.client.get("/api/batches", params={"status": "cancelled"}).json()
+    assert [b["batch_id"] for b in only_cancelled["items"]] == [ids[1]]
+    assert only_cancelled["total"] == 1
+    work = api.client.get("/api/batches", params={"flow": "t_work", "status": "pending"}).json()
+    assert [b["batch_id"] for b in work["items"]] == [ids[2], ids[0]] and work["total"] == 2
+    assert error_of(api.client.get("/api/batches", params={"limit": 0}), 422)["field"] == "limit"
+    assert (
+        error_of(api.client.get("/api/batches", params={"status": "done"}), 422)["field"]
+        == "status"
+    )
+
+    full = api.client.get(f"/api/batches/{review}").json()
+    by_prefix = api.client.get(f"/api/batches/{review[:6]}").json()
+    assert full["batch_id"] == by_prefix["batch_id"] == review and full["flow"] == "t_review"
+    assert {
+        "status",
+        "counts",
+        "progress",
+        "rate",
+        "eta_seconds",
+        "created_at",
+        "common_errors",
+    } <= set(full)
+    for path in ("", "/jobs", "/jobs/r00000", "/results", "/results?format=csv"):
+        error = error_of(api.client.get(f"/api/batches/ffffffffffff{path}"), 404)
+        assert error["code"] == "not_found" and "ffffffffffff" in error["message"]
+    assert error_of(api.client.delete("/api/batches/ffffffffffff"), 404)["code"] == "not_found"
+    assert (
+        "nobody" in error_of(api.client.get(f"/api/batches/{review}/jobs/nobody"), 404)["message"]
+    )
+
+
+def test_jobs_results_and_common_errors_of_a_batch_a_worker_ran(
+    env: Env, api: ApiServer, tmp_path: Path
+) -> None:
+    write_records(env.data / "records.jsonl", 8)
+    batch_id = create(api, flow_parameters={"fail_on": FAIL_ON})["batch_id"]
+
+    env.ok("batch.command=run", "batch.idle_timeout=0.5")
+
+    batch = api.client.get(f"/api/batches/{batch_id}").json()
+    assert batch["status"] == "completed" and batch["progress"] == 1
+    assert batch["counts"]["completed"] == 6 and batch["counts"]["failed"] == 2
+    assert batch["rate"] > 0 and batch["started_at"] and batch["finished_at"]
+    errors = batch["common_errors"]  # the message names the record: one error per record
+    assert [(e["count"], e["error_type"]) for e in errors] == [(1, "AgentError")] * 2
+    assert sorted(rid for e in errors for rid in FAIL_ON if rid in e["error_message"]) == FAIL_ON
+
+    pages: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 3}
+    while True:
+        page = api.client.get(f"/api/batches/{batch_id}/jobs", params=params).json()
+        pages.append(page)
+        if page["next_after_seq"] is None:
+            break
+        params["after_seq"] = page["next_after_seq"]
+    jobs = [job for page in pages for job in page["items"]]
+    assert [len(page["items"]) for page in pages] == [3, 3, 2]
+    assert [job["seq"] for job in jobs] == list(range(8)) and pages[0]["total"] == 8
+    assert "record" not in jobs[0] and "traceback" not in jobs[0]
+    failed = api.client.get(f"/api/batches/{batch_id}/jobs", params={"status": "failed"}).json()
+    assert sorted(job["record_id"] for job in failed["items"]) == FAIL_ON and failed["total"] == 2
+
+    one = api.client.get(f"/api/batches/{batch_id}/jobs/{FAIL_ON[0]}").json()
+    assert one["status"] == "failed" and one["error_type"] == "AgentError"
+    assert "failing on purpose" in one["error_message"] and "Traceback" in one["traceback"]
+    assert one["record"]["record_id"] == FAIL_ON[0] and FAIL_ON[0] in one["record"]["content"]
+    ok = api.client.get(f"/api/batches/{batch_id[:5]}/jobs/r00000").json()
+    assert ok["status"] == "completed" and ok["result"]["outputs"]["check"] == {"failed": False}
+
+    # The streamed results are exactly the rows the CLI's export writes.
+    exported = tmp_path / "export.jsonl"
+    env.ok("batch.command=export", f"batch.batch_id={batch_id}", f"batch.output={exported}")
+    streamed = api.client.get(f"/api/batches/{batch_id}/results")
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    assert [json.loads(line) for line in streamed.text.splitlines()] == [
+        json.loads(line) for line in exported.read_text().splitlines()
+    ]
+    exported_csv = tmp_path / "export.csv"
+    env.ok("batch.command=export", f"batch.batch_id={batch_id}", f"batch.output={exported_csv}")
+    streamed_csv = api.client.get(f"/api/batches/{batch_id}/results", params={"format": "csv"})
+    assert streamed_csv.headers["content-type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(streamed_csv.text))) == list(
+        csv.reader(io.StringIO(exported_csv.read_text()))
+    )
+    assert (
+        error_of(api.client.get(f"/api/batches/{batch_id}/results?format=xml"), 422)["field"]
+        == "format"
+    )
+
+    # An ended batch cannot be cancelled.
+    conflict = error_of(api.client.delete(f"/api/batches/{batch_id}"), 409)
+    assert conflict["code"] == "conflict" and "completed" in conflict["message"]
+    assert api.client.get(f"/api/batches/{batch_id}").json()["status"] == "completed"
+
+
+def test_results_stream_every_job_of_a_large_batch_in_planned_order(
+    env: Env, api: ApiServer
+) -> None:
+    ids = write_records(env.data / "records.jsonl", 1_250)  # several chunks of the stream
+    batch_id = create(api, shuffle=False)["batch_id"]
+
+    with api.client.stream("GET", f"/api/batches/{batch_id}/results") as response:
+        assert response.status_code == 200
+        rows = [json.loads(line) for line in response.iter_lines() if line]
+
+    assert [row["record_id"] for row in rows] == ids
+    assert {row["status"] for row in rows} == {"pending"}
+
+
+def test_flows_docs_and_the_dashboard_are_served_until_sigterm_stops_the_server(
+    env: Env, api: ApiServer
+) -> None:
+    flows = {flow["name"]: flow for flow in api.client.get("/api/flows").json()}
+    docs = api.client.get("/docs")
+    schema = api.client.get("/openapi.json").json()
+    page = api.client.get("/")
+
+    assert {"sentiment", "t_work", "t_missing", "t_review"} <= set(flows)
+    work = flows["t_work"]
+    assert work["description"].startswith("Test flow. Waits")
+    assert work["data"]["records"]["path"] == f"{env.data}/records.jsonl"
+    assert work["agents"] == ["wait", "check", "tally"]
+    assert work["parameters"] == {"sleep": 0.0, "fail_on": [], "tally_file": None}
+    assert work["error"] is None
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert {"/api/batches", "/api/batches/{batch_id}", "/api/flows"} <= set(schema["paths"])
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert api.client.get("/batches/abc").text == page.text  # the batch page is the same page
+    assert api.client.get("/static/app.js").status_code == 200
+    assert error_of(api.client.get("/api/nothing-here"), 404)["code"] == "not_found"
+    assert error_of(api.client.put("/api/batches"), 405)["code"] == "method_not_allowed"
+
+    api.proc.send_signal(signal.SIGTERM)
+
+    assert api.proc.wait(timeout=15) == 0
+    assert "SIGTERM: stopping the API server" in api.log
+
+
+def test_every_api_route_needs_the_bearer_token_when_one_is_set(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 3)
+    env.extra["BUTTERMILK_API_TOKEN"] = "s3cret-token"  # through the config's oc.env
+    with api_server(env) as server:
+        anonymous = server.client
+        wrong = {"Authorization": "Bearer not-it"}
+        right = {"Authorization": "Bearer s3cret-token"}
+        routes = [
+            ("GET", "/api/batches"),
+            ("GET", "/api/batches/abc"),
+            ("DELETE", "/api/batches/abc"),
+            ("GET", "/api/batches/abc/jobs"),
+            ("GET", "/api/batches/abc/jobs/r1"),
+            ("GET", "/api/batches/abc/results"),
+            ("GET", "/api/flows"),
+            ("POST", "/api/batches"),
+        ]
+        for method, path in routes:
+            missing = anonymous.request(method, path, json={"flow_name": "t_work"})
+            assert error_of(missing, 401)["code"] == "unauthorized", path
+            assert missing.headers["www-authenticate"] == "Bearer"
+            assert (
+                "not valid"
+                in error_of(anonymous.request(method, path, headers=wrong), 401)["message"]
+            )
+
+        assert anonymous.get("/api/batches", headers=right).status_code == 200
+        created = anonymous.post("/api/batches", headers=right, json={"flow_name": "t_work"})
+        assert created.status_code == 201
+        assert (
+            anonymous.get("/").status_code == 200
+        )  # the page holds no data; it asks for the token
+        assert anonymous.get("/docs").status_code == 200
+    assert "a bearer token is required" in server.log
+
+
+def test_the_server_refuses_to_start_when_it_would_be_unsafe_or_cannot_listen(env: Env) -> None:
+    env.extra["BUTTERMILK_API_TOKEN"] = ""
+    exposed = env.cli("ui=api", "api.host=0.0.0.0", f"api.port={free_port()}", timeout=60)
+    assert exposed.returncode == 2, str(exposed)
+    [line] = exposed.stderr.strip().splitlines()
+    assert line.startswith("error: api.host=0.0.0.0 is reachable from other machines")
+    assert "api.token" in line
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = env.cli("ui=api", f"api.port={port}", timeout=60)
+    assert busy.returncode == 2 and f"cannot serve on 127.0.0.1:{port}" in busy.stderr, str(busy)
+
+    bad_default = env.cli("ui=api", f"api.port={free_port()}", "batch.concurrency=0", timeout=60)
+    assert bad_default.returncode == 2 and "batch.concurrency=0" in bad_default.stderr, str(
+        bad_default
+    )

@@ -1,0 +1,135 @@
+"""The dashboard in headless Chromium, against a real server and a real worker.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (CI installs them); without them the
+test fails rather than skips, so a missing browser is never mistaken for a pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Env, stop_process, wait_until, write_records
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from test_api import api_server, create
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TOKEN = "dashboard-test-token"
+RECORDS = 120  # at 0.2 s each, two at a time: about 12 s of work
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+
+
+def chromium_paths() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.fail(
+            "the dashboard test needs headless Chromium: install Debian's chromium and "
+            "chromium-driver (apt-get install -y chromium chromium-driver); "
+            f"found chromium={browser}, chromedriver={driver}"
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    binary, driver_path = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def read(browser: WebDriver, css: str, attribute: str | None = None) -> str | None:
+    """An element's text (or attribute) now; None while it is missing or being redrawn."""
+    try:
+        element = browser.find_element(By.CSS_SELECTOR, css)
+        return element.get_attribute(attribute) if attribute else element.text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def number(getter: Callable[[], str | None]) -> Callable[[], float | None]:
+    def value() -> float | None:
+        text = getter()
+        return float(text.rstrip("%")) if text else None
+
+    return value
+
+
+def inline_width(browser: WebDriver, css: str) -> str | None:
+    """The element's inline ``style.width`` (the dashboard sets bar segments in %)."""
+    width = browser.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.style.width : null;", css
+    )
+    return str(width) if width else None
+
+
+@pytest.mark.slow
+def test_dashboard_shows_a_running_batch_progress_and_cancels_it(
+    env: Env, browser: WebDriver
+) -> None:
+    write_records(env.data / "records.jsonl", RECORDS)
+    worker = env.popen("batch.command=run", "batch.idle_timeout=null", log_name="worker")
+    try:
+        with api_server(env, f"api.token={TOKEN}", token=TOKEN) as api:
+            batch_id = create(api, concurrency=2, flow_parameters={"sleep": 0.2})["batch_id"]
+            bar = f'.bar[data-batch="{batch_id}"]'
+            ended = number(lambda: read(browser, bar, "aria-valuenow"))
+            completed_width = number(lambda: inline_width(browser, f"{bar} .seg.completed"))
+
+            # The server has a token: the page asks for it once, then uses it for every call.
+            browser.get(f"{api.url}/")
+            wait_until(
+                lambda: browser.find_element(By.ID, "token-input").is_displayed(), 15, "token form"
+            )
+            browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+            browser.find_element(By.ID, "token-save").click()
+
+            first = wait_until(
+                lambda: (ended() or 0) >= 1 and ended(), 20, "a job of the batch to end"
+            )
+            width = completed_width() or 0.0
+            wait_until(lambda: (ended() or 0) > first, 15, "the progress bar to move on")
+            assert (completed_width() or 0.0) > width
+            assert read(browser, f'tr[data-batch="{batch_id}"] .status') == "running"
+            ARTIFACTS.mkdir(exist_ok=True)
+            browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+            browser.find_element(
+                By.CSS_SELECTOR, f'tr[data-batch="{batch_id}"] a.batch-link'
+            ).click()
+            wait_until(lambda: read(browser, "#batch-status") == "running", 15, "the batch page")
+            assert read(browser, "#batch-id") == batch_id
+            wait_until(lambda: read(browser, "#job-rows tr"), 10, "the table of jobs")
+            browser.find_element(By.ID, "cancel").click()
+
+            wait_until(
+                lambda: read(browser, "#batch-status") == "cancelled", 15, "status cancelled"
+            )
+            browser.save_screenshot(str(ARTIFACTS / "dashboard-batch.png"))
+            summary = api.client.get(f"/api/batches/{batch_id}").json()
+            assert summary["status"] == "cancelled"
+            assert 0 < summary["counts"]["completed"] < RECORDS
+            assert not browser.find_element(By.ID, "cancel").is_displayed()
+    finally:
+        stop_process(worker)
