@@ -1,0 +1,633 @@
+"""The SQLite batch store: claims under contention, leases, outcomes, error policy,
+completion, cancel, requeue and batch id prefixes."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+from buttermilk.batch.models import BatchRequest, BatchStatus, JobStatus
+from buttermilk.errors import BatchStateError, UnknownBatchError
+from buttermilk.records import Record
+from buttermilk.store.store import Claim, Claimed, Skipped, SkipReason, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = Store(f"sqlite:///{tmp_path}/batches.db")
+    yield s
+    s.close()
+
+
+def rid(i: int) -> str:
+    return f"r{i:03d}"
+
+
+def make_batch(
+    store: Store, n: int, batch_id: str = "b1", *, published: bool = True, **request: Any
+) -> list[str]:
+    records = [Record(record_id=rid(i), content=f"text {i}") for i in range(n)]
+    store.create_batch(
+        batch_id=batch_id,
+        request=BatchRequest(flow="t", **request),
+        flow_snapshot={"name": "t"},
+        seed=1,
+        records=records,
+    )
+    if published:
+        store.mark_published(batch_id)
+    return [r.record_id for r in records]
+
+
+def claim_one(store: Store, record_id: str, batch_id: str = "b1", **kw: Any) -> Claimed | Skipped:
+    kw.setdefault("worker", "w1")
+    kw.setdefault("lease", 30)
+    (result,) = store.claim([Claim(batch_id, record_id)], **kw)
+    return result
+
+
+def claimed(store: Store, record_id: str, batch_id: str = "b1", **kw: Any) -> Claimed:
+    result = claim_one(store, record_id, batch_id, **kw)
+    assert isinstance(result, Claimed), result
+    return result
+
+
+def job_status(store: Store, record_id: str, batch_id: str = "b1") -> JobStatus:
+    return store.get_job(batch_id, record_id).status
+
+
+# -- claims under contention -----------------------------------------------------------
+
+CLAIMER = """
+import json, random, sys, time
+from pathlib import Path
+from buttermilk.store.store import Claim, Claimed, Store
+
+url, name, ready, go, out, n = sys.argv[1:7]
+store = Store(url)
+ids = [f"r{i:03d}" for i in range(int(n))]
+random.Random(name).shuffle(ids)
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+won, reasons = [], []
+for start in range(0, len(ids), 2):
+    chunk = [Claim("b1", r) for r in ids[start:start + 2]]
+    for result in store.claim(chunk, worker=name, lease=60):
+        if isinstance(result, Claimed):
+            won.append(result.record_id)
+        else:
+            reasons.append(result.reason.value)
+Path(out).write_text(json.dumps({"won": won, "reasons": reasons}))
+store.close()
+"""
+
+
+@pytest.mark.slow  # ~3 s; SQLite's busy handler makes it longer on a loaded machine
+def test_threads_and_processes_claiming_the_same_jobs_give_each_job_to_exactly_one(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/batches.db"
+    main = Store(url)
+    total = 150
+    all_ids = make_batch(main, total)
+
+    # Two other processes...
+    script = tmp_path / "claimer.py"
+    script.write_text(CLAIMER)
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                url,
+                f"proc{n}",
+                str(tmp_path / f"ready{n}"),
+                str(go),
+                str(tmp_path / f"out{n}.json"),
+                str(total),
+            ]
+        )
+        for n in range(2)
+    ]
+    # ...and eight threads: four sharing this process's store object, four with their own.
+    own_stores = [Store(url) for _ in range(4)]
+    stores = [main] * 4 + own_stores
+    start = threading.Event()
+    won: dict[str, list[str]] = {}
+    reasons: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def claimer(name: str, store: Store) -> None:
+        try:
+            ids = list(all_ids)
+            random.Random(name).shuffle(ids)
+            start.wait(60)
+            mine = []
+            for first in range(0, total, 2):
+                batch = [Claim("b1", r) for r in ids[first : first + 2]]
+                for result in store.claim(batch, worker=name, lease=60):
+                    if isinstance(result, Claimed):
+                        mine.append(result.record_id)
+                    else:
+                        with lock:
+                            reasons[result.reason.value] += 1
+            won[name] = mine
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=claimer, args=(f"thread{n}", s)) for n, s in enumerate(stores)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(
+            lambda: all((tmp_path / f"ready{n}").exists() for n in range(2)),
+            60,
+            "both claimer processes ready",
+        )
+        go.touch()
+        start.set()
+        for t in threads:
+            t.join(60)
+        for proc in procs:
+            assert proc.wait(timeout=60) == 0
+    finally:
+        start.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for s in own_stores:
+            s.close()
+    assert not errors, errors
+    for n in range(2):
+        out = json.loads((tmp_path / f"out{n}.json").read_text())
+        won[f"proc{n}"] = out["won"]
+        reasons.update(out["reasons"])
+
+    everything = [r for ids in won.values() for r in ids]
+    assert sorted(everything) == all_ids  # every job claimed, none twice
+    assert sum(1 for ids in won.values() if ids) >= 2, "no contention happened"
+    assert set(reasons) == {SkipReason.BUSY.value}
+    assert sum(reasons.values()) == total * (len(won) - 1)
+    for name, ids in won.items():
+        for r in ids:
+            job = main.get_job("b1", r)
+            assert (job.status, job.worker, job.attempts) == (JobStatus.RUNNING, name, 1)
+    main.close()
+
+
+# -- leases and outcomes ---------------------------------------------------------------
+
+
+def test_a_claim_starts_the_job_and_the_batch_and_hands_over_the_record(store: Store) -> None:
+    make_batch(store, 2)
+    assert store.get_batch("b1").status == BatchStatus.PENDING
+
+    got = claimed(store, rid(1), worker="w7")
+
+    assert got.attempts == 1
+    assert got.record == Record(record_id=rid(1), content="text 1")
+    job = store.get_job("b1", rid(1))
+    assert (job.status, job.worker, job.attempts) == (JobStatus.RUNNING, "w7", 1)
+    batch = store.get_batch("b1")
+    assert batch.status == BatchStatus.RUNNING
+    assert batch.started_at is not None
+
+
+def test_a_second_claim_of_a_running_job_with_a_live_lease_is_busy(store: Store) -> None:
+    make_batch(store, 1)
+    claimed(store, rid(0), worker="w1")
+
+    again = claim_one(store, rid(0), worker="w2")
+
+    assert again == Skipped("b1", rid(0), SkipReason.BUSY)
+    assert store.get_job("b1", rid(0)).worker == "w1"
+
+
+def test_after_the_lease_expires_another_worker_claims_the_job_with_one_more_attempt(
+    store: Store,
+) -> None:
+    make_batch(store, 1)
+    first = claimed(store, rid(0), worker="w1", lease=0.3)
+
+    def take_over() -> Claimed | None:
+        result = claim_one(store, rid(0), worker="w2")
+        return result if isinstance(result, Claimed) else None
+
+    second = wait_until(take_over, 10, "the expired lease to be claimable", interval=0.05)
+
+    assert second.attempts == 2
+    assert second.token != first.token
+    assert store.get_job("b1", rid(0)).worker == "w2"
+
+
+def test_finishing_with_a_stale_token_does_not_apply(store: Store) -> None:
+    make_batch(store, 1)
+    first = claimed(store, rid(0), worker="w1", lease=0.2)
+    second = wait_until(
+        lambda: next(
+            (
+                r
+                for r in store.claim([Claim("b1", rid(0))], worker="w2", lease=30)
+                if isinstance(r, Claimed)
+            ),
+            None,
+        ),
+        10,
+        "the expired lease to be claimable",
+        interval=0.05,
+    )
+
+    stale = store.finish([first.outcome(JobStatus.FAILED, error_type="Late", error_message="x")])
+    job = store.get_job("b1", rid(0))
+    assert stale == [False]
+    assert (job.status, job.worker, job.error_type) == (JobStatus.RUNNING, "w2", None)
+
+    current = store.finish([second.outcome(JobStatus.COMPLETED, result={"outputs": {"a": 1}})])
+    job = store.get_job("b1", rid(0))
+    assert current == [True]
+    assert (job.status, job.result) == (JobStatus.COMPLETED, {"outputs": {"a": 1}})
+
+
+def test_finishing_twice_with_the_same_token_applies_only_once(store: Store) -> None:
+    make_batch(store, 2)
+    got = claimed(store, rid(0))
+    assert store.finish([got.outcome(JobStatus.COMPLETED, result={"n": 1})]) == [True]
+    assert store.finish([got.outcome(JobStatus.FAILED, error_type="E")]) == [False]
+    assert job_status(store, rid(0)) == JobStatus.COMPLETED
+
+
+def test_a_finished_job_is_skipped_as_done(store: Store) -> None:
+    make_batch(store, 2)
+    got = claimed(store, rid(0))
+    store.finish([got.outcome(JobStatus.COMPLETED, result={})])
+
+    assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.DONE)
+
+
+def test_a_failed_job_is_skipped_as_done(store: Store) -> None:
+    make_batch(store, 2)
+    got = claimed(store, rid(0))
+    store.finish([got.outcome(JobStatus.FAILED, error_type="E", error_message="m")])
+
+    assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.DONE)
+
+
+def test_a_claim_of_an_unknown_job_is_skipped_as_unknown(store: Store) -> None:
+    make_batch(store, 1)
+    assert claim_one(store, "nope") == Skipped("b1", "nope", SkipReason.UNKNOWN)
+    assert claim_one(store, rid(0), batch_id="zz") == Skipped("zz", rid(0), SkipReason.UNKNOWN)
+
+
+def test_a_retryable_failure_goes_back_to_pending_and_keeps_its_attempt_count(
+    store: Store,
+) -> None:
+    make_batch(store, 1)
+    got = claimed(store, rid(0))
+    store.finish([got.outcome(JobStatus.PENDING, error_type="AgentError", error_message="try")])
+
+    job = store.get_job("b1", rid(0))
+    assert (job.status, job.attempts, job.error_type) == (JobStatus.PENDING, 1, "AgentError")
+    assert claimed(store, rid(0)).attempts == 2
+
+
+def test_a_released_job_goes_back_to_pending_without_spending_an_attempt(store: Store) -> None:
+    make_batch(store, 1)
+    got = claimed(store, rid(0))
+    assert store.finish([got.outcome(JobStatus.PENDING, release=True)]) == [True]
+
+    job = store.get_job("b1", rid(0))
+    assert (job.status, job.attempts, job.started_at) == (JobStatus.PENDING, 0, None)
+    assert claimed(store, rid(0)).attempts == 1
+
+
+def test_extend_leases_keeps_a_job_busy_past_its_first_lease(store: Store) -> None:
+    make_batch(store, 1)
+    got = claimed(store, rid(0), lease=0.2)
+    store.extend_leases([("b1", rid(0), got.token)], until=time.time() + 60)
+
+    # Poll well past the first lease: still busy.
+    deadline = time.time() + 0.6
+    while time.time() < deadline:
+        assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.BUSY)
+
+
+def test_exchange_records_outcomes_and_claims_in_one_call_in_order(store: Store) -> None:
+    make_batch(store, 3)
+    first = claimed(store, rid(0))
+
+    results = store.exchange(
+        [Claim("b1", rid(1)), first.outcome(JobStatus.COMPLETED, result={}), Claim("b1", rid(0))],
+        worker="w1",
+        lease=30,
+    )
+
+    assert isinstance(results[0], Claimed) and results[0].record_id == rid(1)
+    assert results[1] is True
+    assert results[2] == Skipped("b1", rid(0), SkipReason.DONE)
+
+
+# -- completion ------------------------------------------------------------------------
+
+
+def test_the_batch_completes_exactly_when_no_job_is_pending_or_running(store: Store) -> None:
+    make_batch(store, 3)
+    jobs = [claimed(store, rid(i)) for i in range(2)]
+
+    store.finish([jobs[0].outcome(JobStatus.COMPLETED, result={})])
+    store.finish([jobs[1].outcome(JobStatus.FAILED, error_type="E", error_message="m")])
+    assert store.get_batch("b1").status == BatchStatus.RUNNING  # r002 is still pending
+
+    last = claimed(store, rid(2))
+    assert store.get_batch("b1").status == BatchStatus.RUNNING
+    store.finish([last.outcome(JobStatus.COMPLETED, result={})])
+
+    batch = store.get_batch("b1")
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.finished_at is not None
+    assert store.job_counts(["b1"])["b1"] == {JobStatus.COMPLETED: 2, JobStatus.FAILED: 1}
+
+
+def test_a_batch_whose_publishing_did_not_finish_does_not_complete(store: Store) -> None:
+    make_batch(store, 1, published=False)
+    got = claimed(store, rid(0))
+    store.finish([got.outcome(JobStatus.COMPLETED, result={})])
+
+    assert store.get_batch("b1").status == BatchStatus.RUNNING
+    assert store.complete_if_done("b1") is False
+
+    store.mark_published("b1")
+    assert store.complete_if_done("b1") is True
+    assert store.get_batch("b1").status == BatchStatus.COMPLETED
+    assert store.complete_if_done("b1") is False  # only once
+
+
+def test_complete_if_done_leaves_a_batch_with_open_jobs_alone(store: Store) -> None:
+    make_batch(store, 2)
+    got = claimed(store, rid(0))
+    store.finish([got.outcome(JobStatus.COMPLETED, result={})])
+
+    assert store.complete_if_done("b1") is False
+    assert store.get_batch("b1").status == BatchStatus.RUNNING
+
+
+# -- error policy stop -----------------------------------------------------------------
+
+
+def test_a_final_failure_under_stop_fails_the_batch_and_cancels_its_pending_jobs(
+    store: Store,
+) -> None:
+    make_batch(store, 4, error_policy="stop")
+    failing = claimed(store, rid(0))
+    other = claimed(store, rid(1))
+
+    done = store.finish(
+        [
+            failing.outcome(
+                JobStatus.FAILED, error_type="AgentError", error_message="boom", stop_batch=True
+            )
+        ]
+    )
+
+    assert done == [True]
+    batch = store.get_batch("b1")
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error is not None and rid(0) in batch.error and "boom" in batch.error
+    assert [job_status(store, rid(i)) for i in range(4)] == [
+        JobStatus.FAILED,
+        JobStatus.RUNNING,  # a live worker holds it; that worker cancels it
+        JobStatus.CANCELLED,
+        JobStatus.CANCELLED,
+    ]
+    assert isinstance(claim_one(store, rid(2), worker="w2"), Skipped)
+    assert claim_one(store, rid(1), worker="w2") == Skipped("b1", rid(1), SkipReason.BATCH_ENDED)
+    # The running job's own outcome is still recorded; the batch stays failed.
+    assert store.finish([other.outcome(JobStatus.CANCELLED, error_type="Cancelled")]) == [True]
+    assert store.get_batch("b1").status == BatchStatus.FAILED
+
+
+def test_a_stop_outcome_with_a_lost_claim_does_not_stop_the_batch(store: Store) -> None:
+    make_batch(store, 2, error_policy="stop")
+    stale = claimed(store, rid(0), lease=0.2)
+    wait_until(
+        lambda: isinstance(claim_one(store, rid(0), worker="w2"), Claimed),
+        10,
+        "the expired lease to be claimable",
+        interval=0.05,
+    )
+
+    done = store.finish(
+        [stale.outcome(JobStatus.FAILED, error_type="E", error_message="m", stop_batch=True)]
+    )
+
+    assert done == [False]
+    assert store.get_batch("b1").status == BatchStatus.RUNNING
+    assert job_status(store, rid(1)) == JobStatus.PENDING
+
+
+# -- cancel ----------------------------------------------------------------------------
+
+
+def test_cancel_ends_the_batch_and_its_pending_jobs(store: Store) -> None:
+    make_batch(store, 3)
+    done = claimed(store, rid(0))
+    store.finish([done.outcome(JobStatus.COMPLETED, result={})])
+
+    batch = store.cancel("b1", reason="enough")
+
+    assert batch.status == BatchStatus.CANCELLED
+    assert batch.error == "enough"
+    assert [job_status(store, rid(i)) for i in range(3)] == [
+        JobStatus.COMPLETED,
+        JobStatus.CANCELLED,
+        JobStatus.CANCELLED,
+    ]
+    skipped = claim_one(store, rid(1), worker="w2")
+    assert isinstance(skipped, Skipped)
+    assert skipped.reason in (SkipReason.BATCH_ENDED, SkipReason.DONE)
+
+
+def test_a_running_job_of_a_cancelled_batch_cannot_be_claimed_even_after_its_lease(
+    store: Store,
+) -> None:
+    make_batch(store, 2)
+    claimed_at = time.time()
+    claimed(store, rid(0), lease=0.3)
+    store.cancel("b1")
+
+    assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.BATCH_ENDED)
+    wait_until(lambda: time.time() > claimed_at + 0.4, 5, "the lease to run out")
+    assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.BATCH_ENDED)
+
+
+def test_a_cancelled_batch_can_be_cancelled_again_but_an_ended_one_cannot(store: Store) -> None:
+    make_batch(store, 1, batch_id="b1")
+    make_batch(store, 1, batch_id="b2")
+    store.cancel("b1")
+    assert store.cancel("b1").status == BatchStatus.CANCELLED
+
+    got = claimed(store, rid(0), batch_id="b2")
+    store.finish([got.outcome(JobStatus.COMPLETED, result={})])
+    with pytest.raises(BatchStateError, match="already ended"):
+        store.cancel("b2")
+    with pytest.raises(UnknownBatchError):
+        store.cancel("b3")
+
+
+# -- requeue ---------------------------------------------------------------------------
+
+
+def test_requeue_puts_failed_jobs_back_to_pending_with_a_fresh_attempt_budget(
+    store: Store,
+) -> None:
+    make_batch(store, 3)
+    ok, bad = claimed(store, rid(0)), claimed(store, rid(1))
+    store.finish([ok.outcome(JobStatus.COMPLETED, result={"x": 1})])
+    store.finish([bad.outcome(JobStatus.FAILED, error_type="E", error_message="m", traceback="tb")])
+
+    requeued = store.requeue("b1")
+
+    # r002 is pending in a live, published batch: its message is still queued.
+    assert requeued.record_ids == [rid(1)]
+    job = store.get_job("b1", rid(1))
+    assert (job.status, job.attempts, job.error_type, job.error_message, job.traceback) == (
+        JobStatus.PENDING,
+        0,
+        None,
+        None,
+        None,
+    )
+    assert job_status(store, rid(0)) == JobStatus.COMPLETED
+    assert requeued.batch.status == BatchStatus.RUNNING
+    assert requeued.batch.published is False  # until the caller has republished
+    assert claimed(store, rid(1)).attempts == 1
+
+
+def test_requeue_of_a_completed_batch_makes_it_live_again(store: Store) -> None:
+    make_batch(store, 2)
+    for i, status in enumerate((JobStatus.COMPLETED, JobStatus.FAILED)):
+        store.finish([claimed(store, rid(i)).outcome(status, result={}, error_type="E")])
+    assert store.get_batch("b1").status == BatchStatus.COMPLETED
+
+    requeued = store.requeue("b1")
+
+    assert requeued.record_ids == [rid(1)]
+    assert requeued.batch.status == BatchStatus.RUNNING
+    assert requeued.batch.finished_at is None
+
+
+def test_requeue_of_a_cancelled_batch_brings_back_its_cancelled_jobs(store: Store) -> None:
+    make_batch(store, 4)
+    store.finish([claimed(store, rid(2)).outcome(JobStatus.COMPLETED, result={})])
+    store.cancel("b1")
+
+    requeued = store.requeue("b1")
+
+    assert requeued.record_ids == [rid(0), rid(1), rid(3)]
+    assert requeued.batch.status == BatchStatus.RUNNING
+    assert requeued.batch.error is None
+    assert [job_status(store, rid(i)) for i in range(4)] == [
+        JobStatus.PENDING,
+        JobStatus.PENDING,
+        JobStatus.COMPLETED,
+        JobStatus.PENDING,
+    ]
+
+
+def test_requeue_of_a_cancelled_batch_brings_back_a_job_whose_worker_died_while_it_ran(
+    store: Store,
+) -> None:
+    # A worker dies mid-job; the batch is cancelled before that job's lease runs out, so
+    # cancel leaves the job "running" for its (dead) worker to end. Nobody ever does;
+    # and a live worker that receives its redelivered message acks it as BATCH_ENDED.
+    make_batch(store, 2)
+    claimed_at = time.time()
+    claimed(store, rid(0), worker="dead", lease=0.3)
+    store.cancel("b1")
+    wait_until(lambda: time.time() > claimed_at + 0.4, 5, "the dead worker's lease to run out")
+    assert claim_one(store, rid(0), worker="w2") == Skipped("b1", rid(0), SkipReason.BATCH_ENDED)
+
+    requeued = store.requeue("b1")
+
+    # Retry must make every job that did not complete runnable again, with a message.
+    assert requeued.record_ids == [rid(0), rid(1)]
+    assert job_status(store, rid(0)) == JobStatus.PENDING
+
+
+def test_requeue_of_an_unpublished_batch_lists_its_pending_jobs_in_planned_order(
+    store: Store,
+) -> None:
+    ids = make_batch(store, 5, published=False)
+
+    requeued = store.requeue("b1")
+
+    assert requeued.record_ids == ids
+    assert requeued.batch.status == BatchStatus.PENDING  # never started
+
+
+def test_requeue_with_nothing_to_retry_is_an_error(store: Store) -> None:
+    make_batch(store, 2)
+    with pytest.raises(BatchStateError, match="nothing to retry"):
+        store.requeue("b1")
+    with pytest.raises(UnknownBatchError):
+        store.requeue("nope")
+
+
+# -- batch ids -------------------------------------------------------------------------
+
+
+def test_resolve_id_accepts_an_exact_id_or_a_unique_prefix(store: Store) -> None:
+    for batch_id in ("abc123", "abd456", "abc", "xyz789"):
+        make_batch(store, 1, batch_id=batch_id)
+
+    assert store.resolve_id("abc123") == "abc123"
+    assert store.resolve_id("abc") == "abc"  # exact wins over being a prefix of abc123
+    assert store.resolve_id("abc1") == "abc123"
+    assert store.resolve_id("x") == "xyz789"
+    assert store.resolve_id("  abd ") == "abd456"
+
+
+def test_resolve_id_refuses_an_ambiguous_prefix_naming_the_matches(store: Store) -> None:
+    make_batch(store, 1, batch_id="abc123")
+    make_batch(store, 1, batch_id="abd456")
+
+    with pytest.raises(UnknownBatchError, match="several") as caught:
+        store.resolve_id("ab")
+    assert "abc123" in str(caught.value) and "abd456" in str(caught.value)
+
+
+@pytest.mark.parametrize("given", ["q", "abc1234", "%", "a_c", "", "   "])
+def test_resolve_id_refuses_an_unknown_id(store: Store, given: str) -> None:
+    make_batch(store, 1, batch_id="abc123")
+    with pytest.raises(UnknownBatchError):
+        store.resolve_id(given)
+
+
+def test_get_batch_of_an_unknown_id_is_an_error(store: Store) -> None:
+    with pytest.raises(UnknownBatchError):
+        store.get_batch("nope")
+
+
+def test_a_batch_keeps_its_request_and_flow_snapshot(store: Store) -> None:
+    make_batch(store, 3, concurrency=7, parameters={"k": [1, 2]})
+    batch = store.get_batch("b1")
+    assert batch.request.concurrency == 7
+    assert batch.request.parameters == {"k": [1, 2]}
+    assert batch.flow_snapshot == {"name": "t"}
+    assert batch.total == 3
+    assert [j.record_id for j in store.iter_jobs("b1", chunk=2)] == [rid(i) for i in range(3)]
