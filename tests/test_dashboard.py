@@ -7,7 +7,8 @@ test fails rather than skips, so a missing browser is never mistaken for a pass.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,20 +69,25 @@ def read(browser: WebDriver, css: str, attribute: str | None = None) -> str | No
         return None
 
 
-def number(getter: Callable[[], str | None]) -> Callable[[], float | None]:
-    def value() -> float | None:
-        text = getter()
-        return float(text.rstrip("%")) if text else None
-
-    return value
+@dataclass(frozen=True)
+class Bar:
+    ended: int  # aria-valuenow: jobs ended
+    completed_width: float  # width of the completed segment, in % of the bar
 
 
-def inline_width(browser: WebDriver, css: str) -> str | None:
-    """The element's inline ``style.width`` (the dashboard sets bar segments in %)."""
-    width = browser.execute_script(
-        "const e = document.querySelector(arguments[0]); return e ? e.style.width : null;", css
-    )
-    return str(width) if width else None
+BAR_SCRIPT = """
+const bar = document.querySelector(arguments[0]);
+if (!bar) return null;
+return [bar.getAttribute("aria-valuenow"), bar.querySelector(".seg.completed").style.width];
+"""
+
+
+def progress_bar(browser: WebDriver, batch_id: str) -> Bar | None:
+    """The batch's progress bar as drawn now (one read, so both values match)."""
+    found = browser.execute_script(BAR_SCRIPT, f'.bar[data-batch="{batch_id}"]')
+    if not found:
+        return None
+    return Bar(int(found[0]), float(str(found[1]).rstrip("%") or 0))
 
 
 @pytest.mark.slow
@@ -93,9 +99,6 @@ def test_dashboard_shows_a_running_batch_progress_and_cancels_it(
     try:
         with api_server(env, f"api.token={TOKEN}", token=TOKEN) as api:
             batch_id = create(api, concurrency=2, flow_parameters={"sleep": 0.2})["batch_id"]
-            bar = f'.bar[data-batch="{batch_id}"]'
-            ended = number(lambda: read(browser, bar, "aria-valuenow"))
-            completed_width = number(lambda: inline_width(browser, f"{bar} .seg.completed"))
 
             # The server has a token: the page asks for it once, then uses it for every call.
             browser.get(f"{api.url}/")
@@ -105,13 +108,22 @@ def test_dashboard_shows_a_running_batch_progress_and_cancels_it(
             browser.find_element(By.ID, "token-input").send_keys(TOKEN)
             browser.find_element(By.ID, "token-save").click()
 
+            def moved_past(before: Bar) -> Bar | None:
+                now = progress_bar(browser, batch_id)
+                if (
+                    now
+                    and now.ended > before.ended
+                    and now.completed_width > before.completed_width
+                ):
+                    return now
+                return None
+
             first = wait_until(
-                lambda: (ended() or 0) >= 1 and ended(), 20, "a job of the batch to end"
+                lambda: moved_past(Bar(0, 0.0)), 20, "the first jobs of the batch to end"
             )
-            width = completed_width() or 0.0
-            wait_until(lambda: (ended() or 0) > first, 15, "the progress bar to move on")
-            assert (completed_width() or 0.0) > width
-            assert read(browser, f'tr[data-batch="{batch_id}"] .status') == "running"
+            wait_until(lambda: moved_past(first), 15, "the progress bar to move on")
+            row_status = f'tr[data-batch="{batch_id}"] .status'
+            wait_until(lambda: read(browser, row_status) == "running", 5, "the row's status")
             ARTIFACTS.mkdir(exist_ok=True)
             browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
 

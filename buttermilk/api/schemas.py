@@ -27,7 +27,15 @@ def api_field(request_field: str) -> str:
 class CreateBatch(BaseModel):
     """``POST /api/batches``. Fields left out take the server's ``batch.*`` settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"flow_name": "sentiment", "max_records": 100, "concurrency": 5},
+                {"flow_name": "sentiment", "error_policy": "stop", "flow_parameters": {}},
+            ]
+        },
+    )
 
     flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
     shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
