@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import write_records
 
-from buttermilk.batch.planner import plan_records, sample_rows
+from buttermilk.batch.planner import plan_records, raise_for_duplicates, sample_rows
 from buttermilk.errors import DataSourceError, DuplicateRecordIdError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import SourceRow
@@ -351,3 +351,19 @@ def test_planned_records_carry_content_and_unmapped_fields(tmp_path: Path) -> No
     assert record.record_id == "r00001"
     assert record.content == "record r00001: love it, great value"
     assert record.metadata == {"n": 1}
+
+
+def test_a_hash_shared_by_two_different_ids_is_not_a_duplicate() -> None:
+    def stream() -> Iterator[SourceRow]:
+        for rid in ("a", "b", "c"):
+            yield SourceRow(rid, {"id": rid}, None, None, None, "id", f"mem:{rid}")
+
+    # Pretend every id's hash was seen twice (a collision): the second pass clears them.
+    suspects = {hash(rid) for rid in ("a", "b", "c")}
+    raise_for_duplicates(stream(), suspects)
+
+    with pytest.raises(DuplicateRecordIdError, match=r"'a' \(again at mem:a2\)"):
+        raise_for_duplicates(
+            iter([*stream(), SourceRow("a", {"id": "a"}, None, None, None, "id", "mem:a2")]),
+            {hash("a")},
+        )

@@ -22,6 +22,16 @@ from buttermilk.store.store import Store
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 PARQUET_CHUNK = 5_000
+NESTED = frozenset({"outputs", "timings", "metadata"})  # flattened into dotted columns
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, in one thread
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
 
 
 def export_format(path: Path) -> str:
@@ -63,6 +73,8 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             if value:
                 flat.update(flatten(value, f"{name}."))
+        elif value is None and key in NESTED:
+            continue  # a job without a result: its outputs' columns stay empty
         elif isinstance(value, list):
             flat[name] = orjson.dumps(value).decode()
         else:
@@ -75,7 +87,7 @@ def _rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
         yield job_row(job)
 
 
-def _columns(store: Store, batch_id: str) -> dict[str, set[type]]:
+def columns(store: Store, batch_id: str) -> dict[str, set[type]]:
     """First pass: every flattened column, in order of appearance, with its value types."""
     columns: dict[str, set[type]] = {}
     for row in _rows(store, batch_id):
@@ -96,10 +108,11 @@ def _write_jsonl(store: Store, batch_id: str, out: Path) -> int:
 
 
 def _write_csv(store: Store, batch_id: str, out: Path) -> int:
-    names = list(_columns(store, batch_id))
+    names = list(columns(store, batch_id))
     count = 0
     with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=names)
+        # A job that finished between the two passes may add columns: leave them out.
+        writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
         writer.writeheader()
         for row in _rows(store, batch_id):
             writer.writerow(flatten(row))
@@ -123,9 +136,9 @@ def _write_parquet(store: Store, batch_id: str, out: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = _columns(store, batch_id)
-    schema = pa.schema([(name, _arrow_type(kinds)) for name, kinds in columns.items()])
-    strings = {name for name, kinds in columns.items() if _arrow_type(kinds) == pa.string()}
+    found = columns(store, batch_id)
+    schema = pa.schema([(name, _arrow_type(kinds)) for name, kinds in found.items()])
+    strings = {name for name, kinds in found.items() if _arrow_type(kinds) == pa.string()}
 
     def cell(name: str, value: Any) -> Any:
         if value is None or name not in strings or isinstance(value, str):
@@ -164,6 +177,7 @@ def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     tmp = Path(tmp_name)
     try:
         count = writer(store, batch_id, tmp)
+        tmp.chmod(0o666 & ~UMASK)  # mkstemp makes it private; a new file normally is not
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,14 +2,16 @@
 
 Expand every source, refuse duplicate ids, then shuffle and truncate. With
 ``max_records`` set and shuffling on, a reservoir sample keeps at most ``max_records``
-rows in memory however large the sources are; without shuffling, reading stops as soon
-as enough rows have been read.
+rows in memory however large the sources are (plus 8 bytes per id read, for the
+duplicate check); without shuffling, reading stops as soon as enough rows have been read.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +23,10 @@ from buttermilk.records import Record
 MAX_NAMED_DUPLICATES = 5
 
 
+def _ignore(_record_id: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Plan:
     """The records chosen for a batch, in the order their jobs will be published."""
@@ -30,56 +36,75 @@ class Plan:
     seed: int
 
 
-class _DuplicateTracker:
+class IdHashes:
+    """Every record id seen, as an 8-byte hash: 8 MB per million ids, however long the ids.
+
+    Hashes that occur twice mark suspects; a second pass over the rows tells true
+    duplicates from the (rare) collisions of two different ids.
+    """
+
     def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.duplicates: dict[str, str] = {}
-        self.count = 0
+        self._hashes = array("q")
 
-    def add(self, row: SourceRow) -> None:
-        if row.record_id in self.seen:
-            self.count += 1
-            if len(self.duplicates) < MAX_NAMED_DUPLICATES:
-                self.duplicates.setdefault(row.record_id, row.location)
-        else:
-            self.seen.add(row.record_id)
+    def add(self, record_id: str) -> None:
+        self._hashes.append(hash(record_id))  # stable within this process, all we need
 
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        named = ", ".join(f"{rid!r} (again at {loc})" for rid, loc in self.duplicates.items())
-        more = (
-            f" and {self.count - len(self.duplicates)} more"
-            if self.count > len(self.duplicates)
-            else ""
-        )
-        raise DuplicateRecordIdError(
-            f"duplicate record ids: {named}{more}; record ids must be unique across a "
-            "flow's data sources (map another column to record_id, or set id_prefix per source)"
-        )
+    def repeated(self) -> set[int]:
+        if len(self._hashes) < 2:
+            return set()
+        import numpy as np
+
+        values = np.frombuffer(self._hashes, dtype=np.int64).copy()
+        values.sort()
+        return set(values[1:][values[1:] == values[:-1]].tolist())
+
+
+def raise_for_duplicates(rows: Iterable[SourceRow], suspects: set[int]) -> None:
+    """Read the rows again; raise if any suspect hash belongs to one id seen twice."""
+    if not suspects:
+        return
+    places: dict[str, list[str]] = {}
+    for row in rows:
+        if hash(row.record_id) in suspects:
+            places.setdefault(row.record_id, []).append(row.location)
+    repeated = {rid: locs for rid, locs in places.items() if len(locs) > 1}
+    if not repeated:
+        return  # only hash collisions between different ids
+    extra = sum(len(locs) - 1 for locs in repeated.values())
+    shown = list(repeated.items())[:MAX_NAMED_DUPLICATES]
+    named = ", ".join(f"{rid!r} (again at {locs[1]})" for rid, locs in shown)
+    more = f" and {extra - len(shown)} more" if extra > len(shown) else ""
+    raise DuplicateRecordIdError(
+        f"duplicate record ids: {named}{more}; record ids must be unique across a "
+        "flow's data sources (map another column to record_id, or set id_prefix per source)"
+    )
 
 
 def sample_rows(
-    rows: Iterable[SourceRow], *, shuffle: bool, max_records: int | None, rng: random.Random
+    rows: Iterable[SourceRow],
+    *,
+    shuffle: bool,
+    max_records: int | None,
+    rng: random.Random,
+    ids: IdHashes | None = None,
 ) -> tuple[list[SourceRow], int]:
     """Choose rows: all, the first ``max_records``, or a uniform sample of that many.
 
-    Returns the chosen rows (shuffled when asked) and how many rows were read.
+    Returns the chosen rows (shuffled when asked) and how many rows were read. Every id
+    read goes into ``ids`` when given, for the duplicate check.
     """
-    tracker = _DuplicateTracker()
+    seen = ids.add if ids is not None else _ignore
     chosen: list[SourceRow] = []
     read = 0
     if max_records is not None and not shuffle:
-        for row in rows:
-            if read >= max_records:
-                break
+        for row in itertools.islice(rows, max_records):  # never reads the row after
             read += 1
-            tracker.add(row)
+            seen(row.record_id)
             chosen.append(row)
     elif max_records is not None:
         # Algorithm R: after i rows, each has had a max_records/i chance to be kept.
         for row in rows:
-            tracker.add(row)
+            seen(row.record_id)
             if read < max_records:
                 chosen.append(row)
             else:
@@ -90,9 +115,8 @@ def sample_rows(
     else:
         for row in rows:
             read += 1
-            tracker.add(row)
+            seen(row.record_id)
             chosen.append(row)
-    tracker.raise_if_any()
     if shuffle:
         rng.shuffle(chosen)
     return chosen, read
@@ -104,7 +128,9 @@ def plan_records(
     """Plan a batch of ``flow``: read its sources and pick the records, in order."""
     used_seed = seed if seed is not None else secrets.randbits(32)
     rng = random.Random(used_seed)
+    ids = IdHashes()
     rows, read = sample_rows(
-        iter_flow_rows(flow), shuffle=shuffle, max_records=max_records, rng=rng
+        iter_flow_rows(flow), shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
     )
+    raise_for_duplicates(itertools.islice(iter_flow_rows(flow), read), ids.repeated())
     return Plan(records=[row.to_record() for row in rows], rows_read=read, seed=used_seed)

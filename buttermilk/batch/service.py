@@ -42,8 +42,9 @@ def new_batch_id() -> str:
 
 
 def job_messages(batch: BatchInfo, record_ids: Sequence[str]) -> list[JobMessage]:
+    flow, interactive = batch.flow, batch.interactive
     return [
-        JobMessage(batch_id=batch.id, record_id=rid, flow=batch.flow, interactive=batch.interactive)
+        JobMessage(batch_id=batch.id, record_id=rid, flow=flow, interactive=interactive)
         for rid in record_ids
     ]
 

@@ -92,7 +92,7 @@ def build_agent(config: AgentConfig) -> Agent:
     if isinstance(target, type):
         try:
             fn: Any = target(**kwargs)
-        except TypeError as exc:
+        except Exception as exc:  # bad or missing arguments, refused values
             raise UsageError(
                 f"agent {config.name!r}: bad arguments for {config.target}: {exc}"
             ) from None

@@ -138,7 +138,7 @@ def _iter_json(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
         for lineno, row in enumerate(csv.DictReader(fh), start=2):
             yield f"{path}:{lineno}", row
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from buttermilk.records import Record
 
@@ -21,25 +21,39 @@ SCHEMA_VERSION = 1
 Channel = Literal["jobs", "interactive"]
 
 
-class JobMessage(BaseModel):
-    """What a worker needs to find one job: the store holds everything else."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobMessage:
+    """What a worker needs to find one job: the store holds everything else.
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    A plain frozen dataclass: ``create`` builds one per job, so construction must be cheap.
+    Bodies from the wire are checked field by field in :meth:`decode`.
+    """
 
-    v: int = SCHEMA_VERSION
     batch_id: str
     record_id: str
     flow: str
     interactive: bool = False
     parameters: dict[str, Any] | None = None
     record: Record | None = None
+    v: int = SCHEMA_VERSION
 
     @property
     def channel(self) -> Channel:
         return "interactive" if self.interactive else "jobs"
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        body: dict[str, Any] = {
+            "v": self.v,
+            "batch_id": self.batch_id,
+            "record_id": self.record_id,
+            "flow": self.flow,
+            "interactive": self.interactive,
+        }
+        if self.parameters is not None:
+            body["parameters"] = self.parameters
+        if self.record is not None:
+            body["record"] = self.record.model_dump(mode="json")
+        return orjson.dumps(body)
 
     @classmethod
     def decode(cls, body: bytes) -> JobMessage:
@@ -52,13 +66,17 @@ class JobMessage(BaseModel):
             raise ValueError("not a JSON object")
         if data.get("v") != SCHEMA_VERSION:
             raise ValueError(f"unknown schema version {data.get('v')!r}")
+        known = {k: v for k, v in data.items() if k in _FIELDS}  # newer senders may add some
         try:
-            return cls.model_validate(data)
+            return _MESSAGE.validate_python(known)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ValueError(
-                f"bad field {'.'.join(map(str, first['loc']))}: {first['msg']}"
-            ) from None
+            where = ".".join(map(str, first["loc"]))
+            raise ValueError(f"bad field {where}: {first['msg']}") from None
+
+
+_FIELDS = frozenset(f.name for f in fields(JobMessage))
+_MESSAGE: TypeAdapter[JobMessage] = TypeAdapter(JobMessage)
 
 
 @dataclass(eq=False)

@@ -99,14 +99,13 @@ class LocalQueue(Queue):
 
     def _take(self, max_messages: int, channel: str, batch_id: str | None) -> list[Delivery]:
         token = secrets.token_hex(8)
-        now = time.time()
         where = "channel = ? AND visible_at <= ?"
-        args: list[object] = [channel, now]
         if batch_id is not None:
             where = "batch_id = ? AND " + where
-            args.insert(0, batch_id)
 
         def take(conn: sqlite3.Connection) -> list[tuple[int, bytes, int]]:
+            now = time.time()  # under the lock: the lease starts when it is granted
+            args: list[object] = [channel, now] if batch_id is None else [batch_id, channel, now]
             return conn.execute(
                 "UPDATE messages SET visible_at = ?, attempts = attempts + 1, lease = ? "
                 f"WHERE id IN (SELECT id FROM messages WHERE {where} "

@@ -17,13 +17,17 @@ from buttermilk.store import StoreSettings
 Command = Literal["create", "run", "list", "status", "cancel", "retry", "export"]
 COMMANDS: tuple[str, ...] = Command.__args__  # type: ignore[attr-defined]
 REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
+TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line naming the first bad value and what is allowed."""
     errors = exc.errors()
     first = errors[0]
-    where = prefix + ".".join(str(part) for part in first["loc"])
+    loc = list(first["loc"])
+    if len(loc) > 2 and loc[0] in TAGGED_UNION_FIELDS:
+        del loc[1]  # pydantic names the union member ("local"); users never type it
+    where = prefix + ".".join(str(part) for part in loc)
     reason = first["msg"].removeprefix("Value error, ")
     reason = reason[:1].lower() + reason[1:]
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
