@@ -43,6 +43,10 @@ class UnknownBatchError(UsageError, LookupError):
     """Raised when a batch id (or id prefix) matches no batch, or more than one."""
 
 
+class AmbiguousBatchIdError(UnknownBatchError):
+    """Raised when a batch id prefix matches more than one batch."""
+
+
 class DataSourceError(UsageError):
     """Raised when a flow's data source is missing, unreadable or inconsistent."""
 

@@ -257,6 +257,10 @@ def test_jobs_results_and_common_errors_of_a_batch_a_worker_ran(
     assert [len(page["items"]) for page in pages] == [3, 3, 2]
     assert [job["seq"] for job in jobs] == list(range(8)) and pages[0]["total"] == 8
     assert "record" not in jobs[0] and "traceback" not in jobs[0]
+    recent = api.client.get(f"/api/batches/{batch_id}/jobs", params={"order": "recent"}).json()
+    started = [job["started_at"] for job in recent["items"]]
+    assert len(started) == 8 and started == sorted(started, reverse=True)
+    assert recent["next_after_seq"] is None
     failed = api.client.get(f"/api/batches/{batch_id}/jobs", params={"status": "failed"}).json()
     assert sorted(job["record_id"] for job in failed["items"]) == FAIL_ON and failed["total"] == 2
 
@@ -323,6 +327,8 @@ def test_flows_docs_and_the_dashboard_are_served_until_sigterm_stops_the_server(
     assert work["parameters"] == {"sleep": 0.0, "fail_on": [], "tally_file": None}
     assert work["error"] is None
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn" not in docs.text  # served from local files: works without internet
+    assert api.client.get("/static/swagger-ui/swagger-ui-bundle.js").status_code == 200
     assert {"/api/batches", "/api/batches/{batch_id}", "/api/flows"} <= set(schema["paths"])
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert api.client.get("/batches/abc").text == page.text  # the batch page is the same page

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from buttermilk import __version__
-from buttermilk.api import dashboard, routes
+from buttermilk.api import dashboard, docs, routes
 from buttermilk.api.auth import require_token
 from buttermilk.api.errors import documented, install_error_handlers
 from buttermilk.batch.service import BatchService
@@ -32,7 +32,13 @@ def create_app(
     ``defaults``: BatchRequest fields for what a create body leaves out (the server's
     ``batch.*`` settings). ``token``: when set, every ``/api`` request must carry it.
     """
-    app = FastAPI(title="Buttermilk batch", version=__version__, description=DESCRIPTION)
+    app = FastAPI(
+        title="Buttermilk batch",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,  # served by docs.py from local files
+        redoc_url=None,
+    )
     app.state.service = service
     app.state.defaults = dict(defaults or {})
     install_error_handlers(app)
@@ -42,5 +48,6 @@ def create_app(
         )
     else:
         app.include_router(routes.router)
+    docs.install_docs(app)
     dashboard.install_dashboard(app)
     return app

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from buttermilk.api.schemas import api_field
 from buttermilk.errors import (
+    AmbiguousBatchIdError,
     BatchStateError,
     ButtermilkError,
     QueueError,
@@ -31,6 +32,7 @@ MAX_SHOWN = 120  # characters of a rejected value quoted in a message
 
 # Most specific first: the first matching type decides the status and code.
 STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
+    (AmbiguousBatchIdError, 400, "ambiguous_id"),
     (UnknownBatchError, 404, "not_found"),
     (BatchStateError, 409, "conflict"),
     (UsageError, 400, "bad_request"),

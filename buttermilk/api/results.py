@@ -10,7 +10,7 @@ from typing import Literal
 import anyio
 import orjson
 
-from buttermilk.batch.export import _columns, flatten, job_row
+from buttermilk.batch.export import columns, flatten, job_row
 from buttermilk.batch.models import JobInfo
 from buttermilk.store.store import Store
 
@@ -45,7 +45,7 @@ async def jsonl_stream(store: Store, batch_id: str) -> AsyncIterator[bytes]:
 
 async def csv_stream(store: Store, batch_id: str) -> AsyncIterator[str]:
     """The export's CSV: a first pass finds the columns, a second writes the rows."""
-    names = list(await anyio.to_thread.run_sync(_columns, store, batch_id))
+    names = list(await anyio.to_thread.run_sync(columns, store, batch_id))
     buffer = io.StringIO()
     # Jobs that end between the two passes may bring new columns: those cells are left out.
     writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -121,14 +121,23 @@ async def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_JOB_PAGE)] = 50,
     after_seq: Annotated[int, Query(ge=-1, description="next_after_seq of the page before")] = -1,
+    order: Annotated[
+        Literal["planned", "recent"],
+        Query(description="planned: in planned order, paged; recent: latest started first"),
+    ] = "planned",
 ) -> JobPage:
-    """Jobs in planned order, without their records and tracebacks (see the job route)."""
+    """Jobs without their records and tracebacks (see the job route)."""
 
     def read() -> tuple[list[JobInfo], int]:
         full_id = service.resolve(batch_id)
-        jobs = list(
-            service.store.iter_jobs(full_id, status=status, after_seq=after_seq, limit=limit + 1)
-        )
+        if order == "recent":
+            jobs = service.store.recent_jobs(full_id, status=status, limit=limit)
+        else:
+            jobs = list(
+                service.store.iter_jobs(
+                    full_id, status=status, after_seq=after_seq, limit=limit + 1
+                )
+            )
         counts = service.store.job_counts([full_id])[full_id]
         total = counts.get(status, 0) if status else sum(counts.values())
         return jobs, total

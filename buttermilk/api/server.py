@@ -6,7 +6,6 @@ import ipaddress
 import logging
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +15,6 @@ import uvicorn
 from buttermilk.api.app import create_app
 from buttermilk.errors import UsageError
 from buttermilk.flows.catalog import FlowCatalog
-from buttermilk.flows.models import FlowConfig
 from buttermilk.runner.commands import EXIT_OK, open_app
 from buttermilk.runner.settings import AppSettings
 
@@ -51,23 +49,6 @@ def listen(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
-class SerialFlowCatalog:
-    """A catalog whose calls run one at a time: Hydra's global state is not thread-safe,
-    and the API loads flows from several worker threads."""
-
-    def __init__(self, inner: FlowCatalog) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return self._inner.names()
-
-    def get(self, name: str) -> FlowConfig:
-        with self._lock:
-            return self._inner.get(name)
-
-
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: ``serve_api`` watches the signals."""
 
@@ -97,7 +78,7 @@ async def serve_api(settings: AppSettings, flows: FlowCatalog) -> int:
     settings.batch.to_request("any")  # the create defaults (batch.*) must be valid themselves
     sock = listen(api.host, api.port)
     try:
-        async with open_app(settings, SerialFlowCatalog(flows)) as app:
+        async with open_app(settings, flows) as app:
             web = create_app(app.service, defaults=settings.batch.request, token=token)
             config = uvicorn.Config(
                 web,

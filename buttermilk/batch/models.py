@@ -178,12 +178,17 @@ class BatchSummary(BaseModel):
         return max(end - start, 0.0)
 
     @property
+    def processed(self) -> int:
+        """Jobs that ran to an outcome (completed or failed; not cancelled)."""
+        return self.counts.get(JobStatus.COMPLETED, 0) + self.counts.get(JobStatus.FAILED, 0)
+
+    @property
     def rate(self) -> float | None:
-        """Jobs ended per second since the batch started."""
+        """Jobs processed per second since the batch started."""
         elapsed = self.elapsed
-        if not elapsed or not self.done:
+        if not elapsed or not self.processed:
             return None
-        return self.done / elapsed
+        return self.processed / elapsed
 
     @property
     def eta(self) -> float | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from importlib.resources import files
 from typing import Any
 
@@ -35,14 +36,22 @@ class HydraFlowCatalog:
 
     A flow is composed as the group option ``+flows=NAME`` of the main config, so
     ``--config-dir`` and ``hydra.searchpath`` both work and a flow may use Hydra's defaults
-    lists and interpolations. A flow's name is its file name.
+    lists and interpolations. A flow's name is its file name. Hydra's global state is not
+    thread-safe, and services call this from worker threads: one call at a time.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def _overrides(self) -> list[str]:
         searchpath = HydraConfig.get().searchpath
         return [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
 
     def names(self) -> list[str]:
+        with self._lock:
+            return self._names()
+
+    def _names(self) -> list[str]:
         loader = GlobalHydra.instance().config_loader()
         found = loader.get_group_options(
             FLOWS_GROUP, config_name=CONFIG_NAME, overrides=self._overrides()
@@ -50,7 +59,11 @@ class HydraFlowCatalog:
         return sorted(found)
 
     def get(self, name: str) -> FlowConfig:
-        known = self.names()
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name: str) -> FlowConfig:
+        known = self._names()
         if name not in known:
             raise UnknownFlowError(name, known)
         try:

@@ -73,4 +73,5 @@ jobs = Table(
     Column("traceback", Text),
     Index("ix_jobs_batch_status", "batch_id", "status"),
     Index("ix_jobs_batch_seq", "batch_id", "seq"),
+    Index("ix_jobs_batch_started", "batch_id", "started_at"),
 )

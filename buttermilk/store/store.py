@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import ColumnElement
 
 from buttermilk.batch.models import (
     BatchInfo,
@@ -46,7 +47,12 @@ from buttermilk.batch.models import (
     JobInfo,
     JobStatus,
 )
-from buttermilk.errors import BatchStateError, StoreError, UnknownBatchError
+from buttermilk.errors import (
+    AmbiguousBatchIdError,
+    BatchStateError,
+    StoreError,
+    UnknownBatchError,
+)
 from buttermilk.records import Record
 from buttermilk.store.schema import SCHEMA_VERSION, JSONType, batches, jobs, meta, metadata
 
@@ -115,8 +121,17 @@ class Requeued:
     record_ids: list[str] = field(default_factory=list)
 
 
+def _json_fallback(value: Any) -> Any:
+    """What orjson cannot encode itself (Decimal, bytes, sets from Parquet or agents)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=_json_fallback, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -146,6 +161,9 @@ def make_engine(url: str) -> Engine:
             json_serializer=_dumps,
             json_deserializer=orjson.loads,
             connect_args={"timeout": 30},
+            # In-process SQLite has no round trips to save: plain executemany is faster
+            # than SQLAlchemy's multi-row VALUES batches.
+            use_insertmanyvalues=False,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -378,7 +396,7 @@ class Store:
                             "seq": start + offset,
                             "status": JobStatus.PENDING.value,
                             "attempts": 0,
-                            "record": rec.model_dump(mode="json"),
+                            "record": dict(rec.__dict__),  # JSON-encoded by _dumps
                         }
                         for offset, rec in enumerate(chunk)
                     ],
@@ -419,7 +437,7 @@ class Store:
                 "(batch.command=list shows them)"
             )
         if len(found) > 1:
-            raise UnknownBatchError(
+            raise AmbiguousBatchIdError(
                 f"batch id prefix {prefix!r} matches several batches ({', '.join(found)}, ...): "
                 "give more characters"
             )
@@ -539,7 +557,8 @@ class Store:
 
         Failed and cancelled jobs go back to pending. Pending jobs are listed for
         republishing only when their messages may be gone (the batch ended, or publishing
-        never finished). The batch becomes live again.
+        never finished), and so are jobs of an ended batch whose worker died while
+        running them. The batch becomes live again.
         """
         with self._write() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
@@ -549,10 +568,18 @@ class Store:
             wanted = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
             if batch.status.ended or not batch.published:
                 wanted.append(JobStatus.PENDING.value)
+            selected: ColumnElement[bool] = jobs.c.status.in_(wanted)
+            if batch.status.ended:
+                # Left running by a worker that died: its message was dropped when it came
+                # back, because the batch had ended by then.
+                abandoned = and_(
+                    jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < time.time()
+                )
+                selected = or_(selected, abandoned)
             ids = list(
                 conn.execute(
                     select(jobs.c.record_id)
-                    .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(wanted))
+                    .where(jobs.c.batch_id == batch_id, selected)
                     .order_by(jobs.c.seq)
                 ).scalars()
             )
@@ -563,7 +590,7 @@ class Store:
                 )
             conn.execute(
                 update(jobs)
-                .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(wanted))
+                .where(jobs.c.batch_id == batch_id, selected)
                 .values(
                     status=JobStatus.PENDING.value,
                     attempts=0,
@@ -604,11 +631,11 @@ class Store:
         worker took the job over). A claim gives Claimed or Skipped. Batch rows are
         locked first, in id order, so concurrent exchanges cannot deadlock (PostgreSQL).
         """
-        now = time.time()
         results: list[Claimed | Skipped | bool] = []
         outcome_batches = {op.batch_id for op in ops if isinstance(op, Outcome)}
         started: set[str] = set()
         with self._write() as conn:
+            now = time.time()  # after waiting for the lock: leases start when granted
             conn.execute(_LOCK_BATCHES, {"p_batches": sorted({op.batch_id for op in ops})})
             for op in ops:
                 if isinstance(op, Outcome):
@@ -721,6 +748,17 @@ class Store:
         if row is None:
             raise UnknownBatchError(f"batch {batch_id} has no job for record {record_id!r}")
         return _job(row)
+
+    def recent_jobs(
+        self, batch_id: str, *, status: JobStatus | None = None, limit: int = 50
+    ) -> list[JobInfo]:
+        """Jobs that have started, the most recently started first (for dashboards)."""
+        query = select(jobs).where(jobs.c.batch_id == batch_id, jobs.c.started_at.is_not(None))
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        query = query.order_by(jobs.c.started_at.desc(), jobs.c.seq.desc()).limit(limit)
+        with self._read() as conn:
+            return [_job(row) for row in conn.execute(query).mappings()]
 
     def iter_jobs(
         self,

@@ -189,7 +189,7 @@ async function refreshList() {
   $("older").disabled = page.offset + page.limit >= page.total;
 }
 
-const batchView = { jobStatus: "", afterSeq: -1, ended: false };
+const batchView = { jobStatus: "", jobOrder: "recent", afterSeq: -1, ended: false };
 
 function fact(name, value) {
   return [el("dt", {}, name), el("dd", {}, value)];
@@ -259,7 +259,10 @@ function jobRow(job) {
 async function refreshJobs(batchId) {
   const query = new URLSearchParams({ limit: JOB_PAGE_SIZE });
   if (batchView.jobStatus) query.set("status", batchView.jobStatus);
-  if (batchView.afterSeq >= 0) query.set("after_seq", batchView.afterSeq);
+  query.set("order", batchView.jobOrder);
+  if (batchView.jobOrder === "planned" && batchView.afterSeq >= 0) {
+    query.set("after_seq", batchView.afterSeq);
+  }
   const page = await api(`/api/batches/${encodeURIComponent(batchId)}/jobs?${query}`);
   $("job-rows").replaceChildren(...page.items.map(jobRow));
   const filter = batchView.jobStatus ? `${batchView.jobStatus} ` : "";
@@ -359,6 +362,12 @@ $("older").addEventListener("click", () => {
 
 $("job-status").addEventListener("change", (event) => {
   batchView.jobStatus = event.target.value;
+  batchView.afterSeq = -1;
+  tick();
+});
+
+$("job-order").addEventListener("change", (event) => {
+  batchView.jobOrder = event.target.value;
   batchView.afterSeq = -1;
   tick();
 });
