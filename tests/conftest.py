@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from buttermilk.batch.models import JobStatus
 from buttermilk.store.store import Store
 
 TESTS_CONF = Path(__file__).parent / "conf"
@@ -75,6 +76,7 @@ class Env:
     data: Path
     extra: dict[str, str] = field(default_factory=dict)
     base_args: list[str] = field(default_factory=list)
+    _store: Store | None = None
 
     @property
     def environ(self) -> dict[str, str]:
@@ -89,7 +91,8 @@ class Env:
         return env
 
     def args(self, *args: str) -> list[str]:
-        return [*CLI, "ui=batch", f"hydra.searchpath=[file://{TESTS_CONF}]", *self.base_args, *args]
+        # Hydra's flags (--config-dir) must come before the overrides.
+        return [*CLI, *self.base_args, "ui=batch", f"hydra.searchpath=[file://{TESTS_CONF}]", *args]
 
     def cli(self, *args: str, timeout: float = 120, stdin: str | None = None) -> Result:
         """Run the CLI to completion."""
@@ -128,7 +131,18 @@ class Env:
         )
 
     def store(self) -> Store:
-        return Store(f"sqlite:///{self.home}/batches.db")
+        """The store the CLI writes to (opened once per test)."""
+        if self._store is None:
+            self._store = Store(f"sqlite:///{self.home}/batches.db")
+        return self._store
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        """Jobs per status, read straight from the store (cheap enough to poll)."""
+        found = self.store().job_counts([batch_id])[batch_id]
+        return {status.value: found.get(status, 0) for status in JobStatus}
+
+    def batch_status(self, batch_id: str) -> str:
+        return self.store().get_batch(batch_id).status.value
 
 
 @pytest.fixture
@@ -137,7 +151,10 @@ def env(tmp_path: Path) -> Iterator[Env]:
     data = tmp_path / "data"
     home.mkdir()
     data.mkdir()
-    yield Env(home=home, data=data)
+    env = Env(home=home, data=data)
+    yield env
+    if env._store is not None:
+        env._store.close()
 
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> None:

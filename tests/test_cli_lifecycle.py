@@ -17,14 +17,10 @@ from buttermilk.batch.models import JobStatus
 from buttermilk.runner.hydra_flows import examples_dir
 
 
-def counts(env: Env, batch_id: str) -> dict[str, int]:
-    return dict(env.status(batch_id)["counts"])
-
-
 def test_example_flow_is_created_run_reported_and_exported(env: Env, tmp_path: Path) -> None:
     shutil.copy(Path(examples_dir()) / "reviews.jsonl", env.data)  # the flow reads $BUTTERMILK_DATA
     batch_id = env.create("sentiment", "batch.max_records=40", "batch.concurrency=4")
-    assert env.status(batch_id)["status"] == "pending"
+    assert env.batch_status(batch_id) == "pending"
 
     run = env.ok("batch.command=run", "batch.idle_timeout=0.5", "batch.format=json").json()
 
@@ -133,15 +129,15 @@ def test_cancel_mid_run_stops_running_jobs_within_seconds(env: Env) -> None:
         "batch.command=run", "batch.idle_timeout=null", "batch.grace_period=2", log_name="worker"
     )
     try:
-        wait_until(lambda: counts(env, batch_id)["running"] == 4, 30, "4 jobs running")
+        wait_until(lambda: env.counts(batch_id)["running"] == 4, 30, "4 jobs running")
 
         cancelled = env.ok(
             "batch.command=cancel", f"batch.batch_id={batch_id}", "batch.format=json"
         ).json()
         assert cancelled["status"] == "cancelled"
 
-        wait_until(lambda: counts(env, batch_id)["running"] == 0, 10, "running jobs cancelled")
-        final = counts(env, batch_id)
+        wait_until(lambda: env.counts(batch_id)["running"] == 0, 10, "running jobs cancelled")
+        final = env.counts(batch_id)
         assert final["cancelled"] == 40 and final["completed"] == 0
         again = env.ok("batch.command=cancel", f"batch.batch_id={batch_id}")
         assert "already cancelled" in again.stderr
@@ -208,7 +204,7 @@ def test_retry_requeues_failed_jobs_and_they_complete_once_fixed(env: Env) -> No
         f"batch.parameters={{fail_on:[r00001,r00005],fail_while:'{switch}'}}",
     )
     env.ok("batch.command=run", "batch.idle_timeout=0.5")
-    assert counts(env, batch_id)["failed"] == 2
+    assert env.counts(batch_id)["failed"] == 2
 
     switch.unlink()
     retried = env.ok(
@@ -244,13 +240,13 @@ def test_a_worker_stops_gracefully_on_sigterm_and_releases_unfinished_jobs(env: 
         "batch.command=run", "batch.grace_period=1", "batch.idle_timeout=null", log_name="w1"
     )
     try:
-        wait_until(lambda: counts(env, batch_id)["running"] == 2, 30, "2 jobs running")
+        wait_until(lambda: env.counts(batch_id)["running"] == 2, 30, "2 jobs running")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=20) == 0
     finally:
         stop_process(worker)
 
-    after = counts(env, batch_id)
+    after = env.counts(batch_id)
     assert after["running"] == 0 and after["pending"] == 6
     jobs = list(env.store().iter_jobs(batch_id))
     assert all(job.attempts == 0 for job in jobs), "a release must not spend an attempt"
@@ -259,7 +255,70 @@ def test_a_worker_stops_gracefully_on_sigterm_and_releases_unfinished_jobs(env: 
         "batch.command=run", "batch.grace_period=0", "batch.idle_timeout=null", log_name="w2"
     )
     try:
-        wait_until(lambda: counts(env, batch_id)["running"] == 2, 10, "released jobs running again")
+        wait_until(lambda: env.counts(batch_id)["running"] == 2, 10, "released jobs running again")
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0
+
+
+def test_on_sigterm_running_jobs_finish_within_the_grace_period(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    batch_id = env.create("t_work", "batch.concurrency=2", "batch.parameters={sleep:2}")
+    worker = env.popen(
+        "batch.command=run", "batch.grace_period=20", "batch.idle_timeout=null", log_name="w"
+    )
+    try:
+        wait_until(lambda: env.counts(batch_id)["running"] == 2, 30, "2 jobs running")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        stop_process(worker)
+    assert env.counts(batch_id)["completed"] == 2
+    assert env.batch_status(batch_id) == "completed"
+
+
+def test_a_job_over_its_time_limit_fails_with_a_timeout_error(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 1)
+    batch_id = env.create(
+        "t_work", "batch.job_timeout=0.5", "batch.max_attempts=1", "batch.parameters={sleep:30}"
+    )
+
+    env.ok("batch.command=run", "batch.idle_timeout=0.5")
+
+    job = env.store().get_job(batch_id, "r00000")
+    assert job.status == JobStatus.FAILED and job.error_type == "JobTimeoutError"
+    assert job.duration is not None and job.duration < 5
+
+
+def test_users_add_flows_and_agents_from_their_own_config_dir(env: Env, tmp_path: Path) -> None:
+    write_records(env.data / "records.jsonl", 3)
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "agents.py").write_text(
+        "def shout(record, outputs, parameters, suffix='!'):\n"
+        "    return {'text': str(record.content).upper() + suffix * parameters['times']}\n"
+    )
+    flows = tmp_path / "myconf" / "flows"
+    flows.mkdir(parents=True)
+    (flows / "loud.yaml").write_text(
+        "description: Upper-case every record.\n"
+        "data:\n"
+        "  things: {type: file, path: '${oc.env:BUTTERMILK_DATA}/records.jsonl'}\n"
+        "agents:\n"
+        "  - {name: shout, _target_: userpkg.agents.shout, suffix: '?'}\n"
+        "parameters: {times: 1}\n"
+    )
+    env.extra["PYTHONPATH"] = str(tmp_path)
+    env.base_args = ["--config-dir", str(tmp_path / "myconf")]
+
+    done = env.ok(
+        "flow=loud", "batch.wait=true", "batch.parameters={times:2}", "batch.format=json"
+    ).json()
+
+    assert done["status"] == "completed" and done["flow"] == "loud"
+    job = env.store().get_job(done["batch_id"], "r00001")
+    assert job.result is not None
+    assert job.result["outputs"]["shout"]["text"] == "RECORD R00001: LOVE IT, GREAT VALUE??"
+    unknown = env.cli("flow=quiet")
+    assert unknown.returncode == 2 and "loud" in unknown.stderr and "sentiment" in unknown.stderr

@@ -27,7 +27,7 @@ def test_an_interactive_worker_shows_each_record_and_stores_the_answer(env: Env)
         child.close()
     assert child.exitstatus == 0
 
-    assert env.status(batch_id)["status"] == "completed"
+    assert env.batch_status(batch_id) == "completed"
     for record_id, answer in answers.items():
         job = env.store().get_job(batch_id, record_id)
         assert job.result is not None
