@@ -309,6 +309,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._is_sqlite = is_sqlite
+        self._running: set[str] = set()  # batches seen past pending: no start update needed
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if is_sqlite else nullcontext()
         )
@@ -636,7 +638,7 @@ class Store:
         started: set[str] = set()
         with self._write() as conn:
             now = time.time()  # after waiting for the lock: leases start when granted
-            conn.execute(_LOCK_BATCHES, {"p_batches": sorted({op.batch_id for op in ops})})
+            self._lock_batches(conn, {op.batch_id for op in ops})
             for op in ops:
                 if isinstance(op, Outcome):
                     results.append(self._record_outcome(conn, op, now))
@@ -659,11 +661,19 @@ class Store:
                     results.append(Claimed(op.batch_id, op.record_id, token, int(row[0]), record))
                 else:
                     results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
-            for batch_id in started:
+            for batch_id in started - self._running:
                 conn.execute(_START_BATCH, {"p_batch": batch_id, "p_now": now})
             for batch_id in sorted(outcome_batches):
                 conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": now})
+        # Once started, a batch never goes back to pending (retry keeps started ones running).
+        self._running |= started
         return results
+
+    def _lock_batches(self, conn: Connection, batch_ids: Iterable[str]) -> None:
+        """Lock batch rows in id order (PostgreSQL). SQLite's BEGIN IMMEDIATE already
+        gave this transaction the whole database."""
+        if not self._is_sqlite:
+            conn.execute(_LOCK_BATCHES, {"p_batches": sorted(batch_ids)})
 
     @staticmethod
     def _skip_reason(conn: Connection, c: Claim) -> SkipReason:
@@ -731,7 +741,7 @@ class Store:
     def complete_if_done(self, batch_id: str) -> bool:
         """Mark a running batch completed if none of its jobs is pending or running."""
         with self._write() as conn:
-            conn.execute(_LOCK_BATCHES, {"p_batches": [batch_id]})
+            self._lock_batches(conn, [batch_id])
             return bool(
                 conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": time.time()}).rowcount
             )
