@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,19 @@ class Env:
             return subprocess.Popen(
                 self.args(*args), env=self.environ, stdout=log, stderr=subprocess.STDOUT, text=True
             )
+
+    @contextmanager
+    def worker(self, *args: str, log_name: str = "worker") -> Iterator[subprocess.Popen[str]]:
+        """A background worker (``run`` until stopped); on exit, SIGTERM and expect exit 0."""
+        proc = self.popen("batch.command=run", "batch.idle_timeout=null", *args, log_name=log_name)
+        try:
+            yield proc
+        except BaseException:
+            stop_process(proc)
+            raise
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (self.home / f"{log_name}.log").read_text()
 
     def create(self, flow: str, *args: str) -> str:
         """Create a batch; returns its id."""

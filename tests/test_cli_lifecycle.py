@@ -87,13 +87,7 @@ def test_without_a_command_the_cli_creates_when_a_flow_is_named_and_runs_otherwi
 
 def test_wait_blocks_until_a_worker_in_another_process_finishes_the_batch(env: Env) -> None:
     write_records(env.data / "records.jsonl", 30)
-    worker = env.popen(
-        "batch.command=run",
-        "batch.idle_timeout=null",
-        "batch.worker_concurrency=10",
-        log_name="worker",
-    )
-    try:
+    with env.worker("batch.worker_concurrency=10"):
         waited = env.cli(
             "flow=t_work",
             "batch.wait=true",
@@ -101,13 +95,10 @@ def test_wait_blocks_until_a_worker_in_another_process_finishes_the_batch(env: E
             "batch.parameters={sleep:0.05}",
             "batch.format=json",
         )
-        assert waited.returncode == 0, str(waited)
-        summary = waited.json()
-        assert summary["status"] == "completed"
-        assert summary["counts"]["completed"] == 30
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
+    assert waited.returncode == 0, str(waited)
+    summary = waited.json()
+    assert summary["status"] == "completed"
+    assert summary["counts"]["completed"] == 30
     log = (env.home / "worker.log").read_text()
     assert "completed" in log
 
@@ -125,10 +116,7 @@ def test_wait_on_the_embedded_queue_works_the_batch_itself(env: Env, tmp_path: P
 def test_cancel_mid_run_stops_running_jobs_within_seconds(env: Env) -> None:
     write_records(env.data / "records.jsonl", 40)
     batch_id = env.create("t_work", "batch.concurrency=4", "batch.parameters={sleep:30}")
-    worker = env.popen(
-        "batch.command=run", "batch.idle_timeout=null", "batch.grace_period=2", log_name="worker"
-    )
-    try:
+    with env.worker("batch.grace_period=2"):
         wait_until(lambda: env.counts(batch_id)["running"] == 4, 30, "4 jobs running")
 
         cancelled = env.ok(
@@ -141,9 +129,6 @@ def test_cancel_mid_run_stops_running_jobs_within_seconds(env: Env) -> None:
         assert final["cancelled"] == 40 and final["completed"] == 0
         again = env.ok("batch.command=cancel", f"batch.batch_id={batch_id}")
         assert "already cancelled" in again.stderr
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
 
 
 def test_continue_policy_finishes_the_batch_with_the_failed_record_counted(env: Env) -> None:

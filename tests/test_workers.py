@@ -61,15 +61,11 @@ def test_a_job_longer_than_its_lease_is_not_redelivered_while_it_runs(env: Env) 
     write_records(env.data / "records.jsonl", 1)
     tally = env.data / "tally.txt"
     batch_id = env.create("t_work", f"batch.parameters={{sleep:6,tally_file:'{tally}'}}")
-    worker_args = ("batch.command=run", "batch.idle_timeout=null", "queue.lease_seconds=2")
-    first = env.popen(*worker_args, log_name="w1")
-    second = env.popen(*worker_args, log_name="w2")
-    try:
+    with (
+        env.worker("queue.lease_seconds=2", log_name="w1"),
+        env.worker("queue.lease_seconds=2", log_name="w2"),
+    ):
         wait_until(lambda: env.batch_status(batch_id) == "completed", 30, "batch completed")
-    finally:
-        for proc in (first, second):
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
 
     assert tallies(tally) == Counter({"r00000": 1})
     job = env.store().get_job(batch_id, "r00000")
@@ -79,21 +75,15 @@ def test_a_job_longer_than_its_lease_is_not_redelivered_while_it_runs(env: Env) 
 def test_a_batch_never_runs_more_jobs_at_once_than_its_concurrency(env: Env) -> None:
     write_records(env.data / "records.jsonl", 24)
     batch_id = env.create("t_work", "batch.concurrency=3", "batch.parameters={sleep:0.3}")
-    worker = env.popen(
-        "batch.command=run", "batch.idle_timeout=null", "batch.worker_concurrency=20", log_name="w"
-    )
     peak = 0
-    try:
 
-        def done() -> bool:
-            nonlocal peak
-            peak = max(peak, env.counts(batch_id)["running"])
-            return env.batch_status(batch_id) == "completed"
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, env.counts(batch_id)["running"])
+        return env.batch_status(batch_id) == "completed"
 
+    with env.worker("batch.worker_concurrency=20"):
         wait_until(done, 60, "batch completed", interval=0.02)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
     assert 1 <= peak <= 3
 
 

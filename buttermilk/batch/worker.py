@@ -159,11 +159,12 @@ class Worker:
     def stop(self) -> None:
         """Stop pulling; running jobs get ``grace_period`` to finish (safe from signal tasks)."""
         if not self._stopping.is_set():
-            log.info(
-                "stopping: no new jobs; waiting up to %.0fs for %d running",
-                self.options.grace_period,
-                len(self._running),
-            )
+            if self._running:
+                log.info(
+                    "stopping: no new jobs; waiting up to %.0fs for %d running",
+                    self.options.grace_period,
+                    len(self._running),
+                )
             self._stopping.set()
             for waiting in self._waiting.values():
                 waiting.cancel()

@@ -160,22 +160,22 @@ class LocalQueue(Queue):
             )
 
     async def nack(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
-        visible = time.time() + delay
-        rows = [(visible, msg_id, token) for msg_id, token in (d.handle for d in deliveries)]
-        if rows:
-            await anyio.to_thread.run_sync(
-                self._execute_many,
-                "UPDATE messages SET visible_at = ?, lease = NULL WHERE id = ? AND lease = ?",
-                rows,
-            )
+        await self._show_after(deliveries, delay, release=True)
 
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        await self._show_after(deliveries, seconds, release=False)
+
+    async def _show_after(
+        self, deliveries: Sequence[Delivery], seconds: float, *, release: bool
+    ) -> None:
+        """Make held messages visible again in ``seconds``; ``release`` also ends the lease."""
         visible = time.time() + seconds
         rows = [(visible, msg_id, token) for msg_id, token in (d.handle for d in deliveries)]
+        lease = ", lease = NULL" if release else ""
         if rows:
             await anyio.to_thread.run_sync(
                 self._execute_many,
-                "UPDATE messages SET visible_at = ? WHERE id = ? AND lease = ?",
+                f"UPDATE messages SET visible_at = ?{lease} WHERE id = ? AND lease = ?",
                 rows,
             )
 
