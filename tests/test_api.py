@@ -23,6 +23,9 @@ import httpx
 import pytest
 from conftest import Env, stop_process, wait_until, write_records
 
+from buttermilk.batch.models import BatchRequest
+from buttermilk.records import Record
+
 START_TIMEOUT = 30.0
 FAIL_ON = ["r00001", "r00004"]
 
@@ -397,3 +400,20 @@ def test_the_server_refuses_to_start_when_it_would_be_unsafe_or_cannot_listen(en
     assert bad_default.returncode == 2 and "batch.concurrency=0" in bad_default.stderr, str(
         bad_default
     )
+
+
+def test_an_ambiguous_batch_id_prefix_is_a_400_naming_the_matches(env: Env, api: ApiServer) -> None:
+    for batch_id in ("kab123", "kab456"):
+        env.store().create_batch(
+            batch_id=batch_id,
+            request=BatchRequest(flow="t_work"),
+            flow_snapshot={},
+            seed=1,
+            records=[Record(record_id="r1", content="x")],
+        )
+
+    error = error_of(api.client.get("/api/batches/kab"), 400)
+
+    assert error["code"] == "ambiguous_id"
+    assert "kab123" in error["message"] and "kab456" in error["message"]
+    assert api.client.get("/api/batches/kab4").json()["batch_id"] == "kab456"
