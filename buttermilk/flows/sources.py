@@ -28,8 +28,8 @@ EXTENSIONS: dict[str, FileFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-ID_FALLBACK_FIELDS = ("record_id", "id")
-CONTENT_FALLBACK_FIELDS = ("content", "text")
+# Without a column mapping, a record's id comes from "record_id" or "id", its content from
+# "content" or "text" (see iter_source).
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +160,6 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
 READERS = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}
 
 
-def _pick(mapped: str | None, fallbacks: tuple[str, ...], row: dict[str, Any]) -> str | None:
-    if mapped is not None:
-        return mapped
-    return next((f for f in fallbacks if f in row), None)
-
-
 def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
     """Stream the rows of one source, with their record ids."""
     fields = FieldMap.for_source(source)
@@ -174,11 +168,19 @@ def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
         for location, row in reader(path):
             if not isinstance(row, dict):
                 raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
-            for mapped in (fields.record_id, fields.content):
-                if mapped is not None and mapped not in row:
-                    raise DataSourceError(f"{location}: no field {mapped!r} (mapped in columns)")
-            id_field = _pick(fields.record_id, ID_FALLBACK_FIELDS, row)
-            content_field = _pick(fields.content, CONTENT_FALLBACK_FIELDS, row)
+            # Written out rather than looped: this runs for every row of every source.
+            id_field = fields.record_id
+            if id_field is None:
+                id_field = "record_id" if "record_id" in row else ("id" if "id" in row else None)
+            elif id_field not in row:
+                raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
+            content_field = fields.content
+            if content_field is None:
+                content_field = (
+                    "content" if "content" in row else ("text" if "text" in row else None)
+                )
+            elif content_field not in row:
+                raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
             if id_field is not None:
                 raw_id = row[id_field]
                 if raw_id is None or raw_id == "":

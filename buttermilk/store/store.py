@@ -285,6 +285,10 @@ _EXTEND = (
     .where(_job_key(), jobs.c.claim_token == bindparam("p_token"))
     .values(lease_until=bindparam("p_lease"))
 )
+_SQLITE_INSERT_JOBS = (
+    "INSERT INTO jobs (batch_id, record_id, seq, status, attempts, record) "
+    "VALUES (?, ?, ?, ?, 0, ?)"
+)
 _LOCK_BATCHES = (
     select(batches.c.id)
     .where(batches.c.id.in_(bindparam("p_batches", expanding=True)))
@@ -388,22 +392,38 @@ class Store:
         with self._write() as conn:
             conn.execute(insert(batches), row)
             for start in range(0, len(records), INSERT_CHUNK):
-                chunk = records[start : start + INSERT_CHUNK]
-                conn.execute(
-                    insert(jobs),
-                    [
-                        {
-                            "batch_id": batch_id,
-                            "record_id": rec.record_id,
-                            "seq": start + offset,
-                            "status": JobStatus.PENDING.value,
-                            "attempts": 0,
-                            "record": dict(rec.__dict__),  # JSON-encoded by _dumps
-                        }
-                        for offset, rec in enumerate(chunk)
-                    ],
-                )
+                self._insert_jobs(conn, batch_id, start, records[start : start + INSERT_CHUNK])
         return _batch(row | {"started_at": None, "finished_at": None, "error": None})  # type: ignore[arg-type]
+
+    def _insert_jobs(
+        self, conn: Connection, batch_id: str, start: int, records: Sequence[Record]
+    ) -> None:
+        pending = JobStatus.PENDING.value
+        if self._is_sqlite:
+            # SQLite runs in this process: its executemany, fed tuples, is three times
+            # faster than SQLAlchemy's per-row parameter handling.
+            conn.exec_driver_sql(
+                _SQLITE_INSERT_JOBS,
+                [
+                    (batch_id, rec.record_id, start + n, pending, _dumps(dict(rec.__dict__)))
+                    for n, rec in enumerate(records)
+                ],
+            )
+            return
+        conn.execute(
+            insert(jobs),
+            [
+                {
+                    "batch_id": batch_id,
+                    "record_id": rec.record_id,
+                    "seq": start + n,
+                    "status": pending,
+                    "attempts": 0,
+                    "record": dict(rec.__dict__),  # JSON-encoded by _dumps
+                }
+                for n, rec in enumerate(records)
+            ],
+        )
 
     def mark_published(self, batch_id: str) -> None:
         with self._write() as conn:
