@@ -121,9 +121,13 @@ class BatchService:
     def _summary(self, batch_id: str) -> BatchSummary:
         full_id = self.store.resolve_id(batch_id)
         batch = self.store.get_batch(full_id)
-        if batch.status == BatchStatus.RUNNING and self.store.complete_if_done(full_id):
-            batch = self.store.get_batch(full_id)  # a worker died before marking it
         counts = self.store.job_counts([full_id])[full_id]
+        open_jobs = counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.RUNNING, 0)
+        # Only then a write: status is polled while workers run, and must not take the
+        # writer's lock each time. (A worker died before marking the batch completed.)
+        stale = batch.status == BatchStatus.RUNNING and not open_jobs
+        if stale and self.store.complete_if_done(full_id):
+            batch = self.store.get_batch(full_id)
         errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
         return BatchSummary(batch=batch, counts=counts, common_errors=errors, now=time.time())
 

@@ -26,8 +26,6 @@ from buttermilk.errors import UsageError
 from buttermilk.flows.models import AgentConfig
 from buttermilk.records import Record
 
-AgentCallable = Callable[[Record, Mapping[str, Any], Mapping[str, Any]], Any]
-
 
 class Console(Protocol):
     """A person at a terminal, available to agents of interactive batches."""
