@@ -79,6 +79,32 @@ def test_a_bad_create_exits_2_with_one_line_and_creates_nothing(
     assert_nothing_created(env)
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_anything_is_created(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 5)
+    inside_a_file = env.data / "records.jsonl" / "out.jsonl"
+
+    assert_one_line_error(
+        env,
+        ["flow=t_work", "batch.wait=true", f"batch.output={inside_a_file}"],
+        ["batch.output=", "cannot create its folder"],
+    )
+
+    assert_nothing_created(env)
+
+
+def test_a_store_that_cannot_be_opened_is_a_one_line_error_with_exit_1(env: Env) -> None:
+    blocker = env.data / "a-file"
+    blocker.write_text("")
+
+    result = env.cli("batch.command=list", f"store.url=sqlite:///{blocker}/batches.db")
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("error: ")
+    ]
+    assert "cannot open the batch store" in result.stderr
+
+
 def test_duplicate_record_ids_are_refused_naming_them(env: Env) -> None:
     (env.data / "records.jsonl").write_text(
         '{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n{"id": "a", "text": "three"}\n'

@@ -167,12 +167,31 @@ WRITERS: dict[str, Callable[[Store, str, Path], int]] = {
 }
 
 
+def check_output(path: Path) -> None:
+    """Fail now, before any work, if ``path`` has no known format or cannot be written."""
+    export_format(path)
+    folder = path.expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOptionError(
+            "batch.output", str(path), f"cannot create its folder ({exc.strerror})"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise InvalidOptionError("batch.output", str(path), f"its folder {folder} is not writable")
+
+
 def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     """Write every job of ``batch_id`` to ``path`` (format from its extension)."""
     writer = WRITERS[export_format(path)]
+    check_output(path)
     path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InvalidOptionError(
+            "batch.output", str(path), f"cannot write there ({exc.strerror})"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

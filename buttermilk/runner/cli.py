@@ -60,6 +60,9 @@ def run_cli(cfg: DictConfig) -> int:
     except ButtermilkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # a file or socket the code did not expect to fail
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

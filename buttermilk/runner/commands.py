@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from buttermilk.batch.export import check_output
 from buttermilk.batch.models import BatchStatus, BatchSummary
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerStats
@@ -172,9 +173,7 @@ async def create(app: App) -> int:
         raise UnknownFlowError(None, app.service.flows.names())
     request = settings.batch.to_request(flow)
     if settings.batch.output is not None:
-        from buttermilk.batch.export import export_format
-
-        export_format(settings.batch.output)
+        check_output(settings.batch.output)
     wait_console = settings.batch.wait and request.interactive and app.queue.filters_by_batch
     if wait_console:
         _console_for(True)  # fail before creating anything
@@ -304,6 +303,7 @@ async def export(app: App) -> int:
     batch_id = _batch_id(app, "export")
     if app.settings.batch.output is None:
         raise UsageError("batch.command=export needs batch.output=PATH (.jsonl, .csv or .parquet)")
+    check_output(app.settings.batch.output)
     await _export(app, batch_id)
     return EXIT_OK
 

@@ -321,9 +321,11 @@ class Store:
         try:
             self.engine = make_engine(url)
             self._init_schema()
-        except OperationalError as exc:
+        except (OperationalError, OSError) as exc:
+            reason = exc.orig if isinstance(exc, OperationalError) else exc
+            one_line = " ".join(str(reason).split())  # drivers add hints on further lines
             raise StoreError(
-                f"cannot open the batch store at {self.safe_url}: {exc.orig}"
+                f"cannot open the batch store at {self.safe_url}: {one_line}"
             ) from None
 
     @property
