@@ -385,6 +385,7 @@ async def main():
         if not batch:
             break
         got.extend(d.message.record_id for d in batch)
+        await anyio.sleep(0.002)  # let the other processes take turns
     Path(out).write_text(json.dumps(got))
     await q.aclose()
 
@@ -424,7 +425,9 @@ def test_processes_receiving_from_one_file_never_share_a_leased_message(
 
     everything = [rid for part in got for rid in part]
     assert sorted(everything) == [f"r{i:04d}" for i in range(total)]  # each exactly once
-    assert all(part for part in got), f"a process got nothing: {[len(p) for p in got]}"
+    # Concurrency really happened (which processes start first is the scheduler's choice).
+    busy = [len(part) for part in got]
+    assert sum(1 for n in busy if n) >= 2, f"only one process received anything: {busy}"
     # No message was acked: all are still there, leased.
     assert q.depth() == total
     assert anyio.run(lambda: q.receive(10, wait=0)) == []
