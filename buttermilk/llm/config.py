@@ -1,0 +1,94 @@
+"""The options of an LLM agent, as written in a flow config (one key per field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from buttermilk.llm.usage import Price
+
+
+class LLMConfig(BaseModel):
+    """Validated agent options; unknown keys are refused, so a typo fails at build time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # The endpoint
+    model: str = Field(min_length=1, description="Model name, as the endpoint knows it.")
+    base_url: str = Field(description="OpenAI-compatible API root, e.g. http://host:11434/v1.")
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the API key (a placeholder "
+        "key is sent when it is unset, which local servers accept).",
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds allowed for one call.")
+
+    # The prompt
+    prompt: str | None = Field(default=None, description="User message template (Jinja2).")
+    prompt_file: str | None = Field(
+        default=None, description="...or a file holding it (relative to the working folder)."
+    )
+    system: str | None = Field(default=None, description="System message template (Jinja2).")
+
+    # Sampling
+    temperature: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="More request body fields, sent as they are."
+    )
+
+    # The answer
+    answer_schema: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="JSON Schema the answer must match."
+    )
+    schema_model: str | None = Field(
+        default=None, description="...or the import path of a pydantic model."
+    )
+    json_mode: bool | None = Field(
+        default=None,
+        description="Ask for response_format json_object (default: on when a schema is set).",
+    )
+    schema_instructions: bool = Field(
+        default=True, description="Tell the model the schema, in the system message."
+    )
+    schema_retries: int = Field(
+        default=2, ge=0, description="Extra tries when an answer is not valid for the schema."
+    )
+    schema_feedback: bool = Field(
+        default=True, description="On those tries, tell the model what was wrong."
+    )
+
+    # Transient failures
+    max_retries: int = Field(default=5, ge=0, description="Retries of 429, 5xx, timeouts.")
+    backoff: float = Field(default=1.0, gt=0, description="First wait (s); doubles per retry.")
+    max_backoff: float = Field(default=60.0, ge=0, description="Longest single wait (s).")
+
+    # Sharing and accounting
+    cache: bool = Field(default=False, description="Reuse answers to identical requests.")
+    price: Price | None = Field(default=None, description="USD per 1M tokens: {input, output}.")
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Pace calls to this model (this agent, this process)."
+    )
+    tokens_per_minute: float | None = Field(
+        default=None, gt=0, description="Pace tokens (estimated, then corrected by usage)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    def sampling(self) -> dict[str, Any]:
+        """The request fields that shape an answer besides the messages (set ones only)."""
+        found = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        return {key: value for key, value in found.items() if value is not None}
