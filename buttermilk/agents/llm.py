@@ -1,0 +1,334 @@
+"""Ask a large language model about each record, through any OpenAI-compatible endpoint.
+
+A flow config names the model, the endpoint and a prompt template; with a schema the
+answer is parsed as JSON and validated. For example::
+
+    - name: judge
+      _target_: buttermilk.agents.llm.LLM
+      model: llama3.2
+      base_url: http://localhost:11434/v1
+      api_key_env: MY_LLM_KEY           # the key stays in the environment
+      prompt: "Sentiment of: {{ record.content }}"
+      schema: {type: object, properties: {label: {enum: [positive, negative]}}}
+      temperature: 0
+
+Every option is described in :class:`buttermilk.llm.config.LLMConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from openai import AsyncOpenAI
+from pydantic import ValidationError
+
+from buttermilk.errors import UsageError
+from buttermilk.llm.clients import LoopClients
+from buttermilk.llm.config import LLMConfig
+from buttermilk.llm.limits import (
+    SHARED_CACHE,
+    NoRateLimit,
+    RateLimiter,
+    ResponseCache,
+    TokenBucketLimiter,
+    cache_key,
+)
+from buttermilk.llm.prompts import PromptTemplate
+from buttermilk.llm.retry import (
+    Failure,
+    LLMRefusedError,
+    LLMUnavailableError,
+    backoff,
+    classify,
+)
+from buttermilk.llm.schema import (
+    AnswerProblem,
+    AnswerSchema,
+    InvalidAnswerError,
+    extract_json,
+    load_schema,
+)
+from buttermilk.llm.usage import Price, PriceTable, Usage, count_text, count_tokens
+from buttermilk.records import Record
+from buttermilk.runner.settings import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+RAW_IN_ERRORS = 1000  # characters of a bad answer quoted in InvalidAnswerError
+ANSWER_TOKENS_GUESS = 256  # answer size reserved from a rate limit when max_tokens is unset
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class _Tally:
+    """What the calls for one record cost so far."""
+
+    usage: Usage = field(default_factory=Usage)
+    calls: int = 0
+    model: str = ""
+    finish_reason: str | None = None  # of the last answer
+
+
+class LLM:
+    """An agent that renders a prompt for each record and returns the model's answer.
+
+    Output: ``answer`` (the parsed JSON with a schema, else the text), ``raw`` (the text),
+    ``model`` (as the server reports it), ``usage`` (``input_tokens``, ``output_tokens``,
+    ``total_tokens``, summed over every call for the record), ``latency`` (seconds),
+    ``attempts`` (calls made), ``cost`` (USD, null without a price) and ``cached``.
+
+    Errors: :class:`~buttermilk.llm.retry.LLMRefusedError` (permanent) when the endpoint
+    refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
+    the batch) when transient failures outlast ``max_retries``;
+    :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent) when no answer fits the
+    schema after ``schema_retries``.
+
+    ``rate_limiter``, ``response_cache`` and ``prices`` are seams for code, not config:
+    by default calls are limited in this process only when ``requests_per_minute`` or
+    ``tokens_per_minute`` is set, and ``cache: true`` uses an in-process cache.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        response_cache: ResponseCache | None = None,
+        prices: PriceTable | None = None,
+        **options: Any,
+    ) -> None:
+        try:
+            self.config = config = LLMConfig.model_validate(options)
+        except ValidationError as exc:
+            raise UsageError(f"LLM: {describe_validation_error(exc)}") from None
+        if (config.prompt is None) == (config.prompt_file is None):
+            raise UsageError("LLM: give exactly one of prompt and prompt_file")
+        if config.prompt is not None:
+            self.prompt = PromptTemplate(config.prompt, "prompt")
+        else:
+            self.prompt = PromptTemplate.from_file(str(config.prompt_file), "prompt_file")
+        self.system = PromptTemplate(config.system, "system") if config.system else None
+        self.schema: AnswerSchema | None = load_schema(config.answer_schema, config.schema_model)
+        self.json_mode = config.json_mode if config.json_mode is not None else bool(self.schema)
+        self.schema_json = self.schema.json_schema() if self.schema else None
+        self.instructions = self._instructions()
+
+        if rate_limiter is None and (config.requests_per_minute or config.tokens_per_minute):
+            rate_limiter = TokenBucketLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self.rate_limiter: RateLimiter = rate_limiter if rate_limiter is not None else NoRateLimit()
+        if response_cache is None:
+            response_cache = SHARED_CACHE
+        self.cache: ResponseCache | None = response_cache if config.cache else None
+        self.prices: PriceTable = prices if prices is not None else {}
+        self.clients = LoopClients(config.base_url, self._api_key, config.timeout)
+
+    # -- what is sent ----------------------------------------------------------------
+
+    def _instructions(self) -> str:
+        if not self.config.schema_instructions:
+            return ""
+        if self.schema_json is not None:
+            schema = json.dumps(self.schema_json, ensure_ascii=False)
+            return (
+                "Answer with only a JSON value that matches this JSON Schema, "
+                f"and no other text:\n{schema}"
+            )
+        return "Answer with only JSON, and no other text." if self.json_mode else ""
+
+    def render_messages(
+        self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> Messages:
+        """The chat messages sent for ``record`` (before any schema retry)."""
+        system = self.system.render(record, outputs, parameters) if self.system else ""
+        if self.instructions:
+            system = f"{system}\n\n{self.instructions}" if system else self.instructions
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append(
+            {"role": "user", "content": self.prompt.render(record, outputs, parameters)}
+        )
+        return messages
+
+    def estimate_tokens(self, messages: Messages) -> int:
+        """Tokens a call may use: the prompt estimate plus ``max_tokens`` (or a guess)."""
+        return count_tokens(messages) + (self.config.max_tokens or ANSWER_TOKENS_GUESS)
+
+    def cache_key(self, messages: Messages) -> str:
+        """The response cache's key for a request of these messages."""
+        sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
+        return cache_key(self.config.model, messages, sampling, self.schema_json)
+
+    # -- the call --------------------------------------------------------------------
+
+    async def __call__(
+        self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        messages = self.render_messages(record, outputs, parameters)
+        key = self.cache_key(messages) if self.cache is not None else None
+        if self.cache is not None and key is not None:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return {
+                    **hit,
+                    "latency": round(time.perf_counter() - started, 6),
+                    "attempts": 0,
+                    "cost": None if hit.get("cost") is None else 0.0,
+                    "cached": True,
+                }
+        tally = _Tally()
+        answer, raw = await self._answer(messages, tally)
+        result = {
+            "answer": answer,
+            "raw": raw,
+            "model": tally.model,
+            "usage": tally.usage.as_dict(),
+            "latency": round(time.perf_counter() - started, 6),
+            "attempts": tally.calls,
+            "cost": tally.usage.cost(self._price(tally.model)),
+            "cached": False,
+        }
+        if self.cache is not None and key is not None:
+            await self.cache.put(key, result)
+        return result
+
+    async def _answer(self, messages: Messages, tally: _Tally) -> tuple[Any, str]:
+        """The parsed answer and its text; asks again while it does not fit the schema."""
+        conversation = messages
+        for attempt in range(self.config.schema_retries + 1):
+            raw = await self._complete(conversation, tally)
+            if self.schema is None and not self.json_mode:
+                return raw, raw
+            try:
+                value = extract_json(raw)
+                return (self.schema.validate(value) if self.schema else value), raw
+            except AnswerProblem as exc:
+                problem = str(exc)
+                if tally.finish_reason == "length":
+                    problem += " (the answer was cut off at max_tokens)"
+            log.info(
+                "LLM %s: unusable answer (try %d of %d): %s",
+                self.config.model,
+                attempt + 1,
+                self.config.schema_retries + 1,
+                problem,
+            )
+            if self.config.schema_feedback:
+                conversation = [
+                    *messages,
+                    {"role": "assistant", "content": raw},
+                    {
+                        "role": "user",
+                        "content": f"That answer cannot be used: {problem}. "
+                        "Answer again, with only the JSON.",
+                    },
+                ]
+        quoted = raw if len(raw) <= RAW_IN_ERRORS else raw[:RAW_IN_ERRORS] + "..."
+        raise InvalidAnswerError(
+            self._redact(
+                f"LLM {self.config.model}: no valid answer in {self.config.schema_retries + 1} "
+                f"tries; last problem: {problem}; last answer: {quoted!r}"
+            )
+        )
+
+    async def _complete(self, messages: Messages, tally: _Tally) -> str:
+        """One answer's text, retrying transient failures; raises on permanent ones."""
+        client = await self.clients.get()
+        model = self.config.model
+        estimate = self.estimate_tokens(messages)
+        request = self._request(messages)
+        for retry in range(self.config.max_retries + 1):
+            await self.rate_limiter.acquire(model, estimate)
+            tally.calls += 1
+            outcome = await self._call_once(client, request, tally)
+            if not isinstance(outcome, Failure):
+                text, spent = outcome
+                await self.rate_limiter.report(model, estimate, spent)
+                return text
+            await self.rate_limiter.report(model, estimate, 0)
+            if not outcome.transient:
+                raise LLMRefusedError(self._describe(outcome))
+            if retry == self.config.max_retries:
+                raise LLMUnavailableError(
+                    f"{self._describe(outcome)} (gave up after {tally.calls} calls)"
+                )
+            wait = backoff(
+                retry + 1,
+                base=self.config.backoff,
+                cap=self.config.max_backoff,
+                retry_after=outcome.retry_after,
+            )
+            log.warning("%s; retrying in %.2fs", self._describe(outcome), wait)
+            await anyio.sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _call_once(
+        self, client: AsyncOpenAI, request: dict[str, Any], tally: _Tally
+    ) -> tuple[str, int] | Failure:
+        """The answer's text and the tokens spent on it, or why there is none."""
+        before = tally.usage.total_tokens
+        try:
+            response = await client.chat.completions.create(**request)
+        except Exception as exc:  # classified below; anything else is not ours to handle
+            failure = classify(exc)
+            if failure is None:
+                raise
+            return failure
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            return Failure(True, "the response has no choices")
+        text = choices[0].message.content or ""
+        tally.model = response.model or self.config.model
+        tally.finish_reason = choices[0].finish_reason
+        if response.usage is not None:
+            tally.usage.add(response.usage.prompt_tokens, response.usage.completion_tokens)
+        else:
+            prompt = count_tokens(request["messages"])
+            tally.usage.add(prompt, count_text(text), estimated=True)
+        spent = tally.usage.total_tokens - before
+        log.debug("LLM %s: answered, %d tokens", self.config.model, spent)
+        return text, spent
+
+    def _request(self, messages: Messages) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            **self.config.sampling(),
+        }
+        if self.json_mode:
+            request["response_format"] = {"type": "json_object"}
+        if self.config.extra:
+            request["extra_body"] = dict(self.config.extra)
+        return request
+
+    # -- the client, errors, prices --------------------------------------------------
+
+    def _api_key(self) -> str | None:
+        return os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+
+    async def aclose(self) -> None:
+        """Close this event loop's client and its connections (made again if needed)."""
+        await self.clients.aclose()
+
+    def _describe(self, failure: Failure) -> str:
+        """One line naming the model, the endpoint and what went wrong (never the key)."""
+        text = f"LLM {self.config.model} at {self.config.base_url}: {failure.reason}"
+        if failure.status in (401, 403) and self.config.api_key_env:
+            state = "set" if self._api_key() else "unset"
+            text += f" (the key comes from ${self.config.api_key_env}, which is {state})"
+        return self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key()
+        return text.replace(key, "***") if key and len(key) >= 4 else text
+
+    def _price(self, reported_model: str) -> Price | None:
+        if self.config.price is not None:
+            return self.config.price
+        return self.prices.get(self.config.model) or self.prices.get(reported_model)
