@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import orjson
 
 from buttermilk.batch.export import export_jobs
 from buttermilk.batch.models import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
@@ -20,6 +21,7 @@ from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
 from buttermilk.flows.sources import check_sources
 from buttermilk.queue.base import JobMessage, Queue
+from buttermilk.records import Record
 from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,30 @@ def new_batch_id() -> str:
     return secrets.choice(ID_FIRST_CHARS) + secrets.token_hex(6)[1:]
 
 
-def job_messages(batch: BatchInfo, record_ids: Sequence[str]) -> list[JobMessage]:
+def job_messages(batch: BatchInfo, records: Sequence[str | Record]) -> list[JobMessage]:
+    """One message per job; given whole records, the transport may carry them inline."""
     flow, interactive = batch.flow, batch.interactive
     return [
-        JobMessage(batch_id=batch.id, record_id=rid, flow=flow, interactive=interactive)
-        for rid in record_ids
+        JobMessage(batch_id=batch.id, record_id=r, flow=flow, interactive=interactive)
+        if isinstance(r, str)
+        else JobMessage(
+            batch_id=batch.id, record_id=r.record_id, flow=flow, interactive=interactive, record=r
+        )
+        for r in records
     ]
+
+
+def check_record_sizes(records: Sequence[Record], limit: int | None, transport: str) -> None:
+    """Refuse a batch whose records cannot travel through the transport (before storing)."""
+    if limit is None:
+        return
+    for record in records:
+        size = len(orjson.dumps(record.model_dump(mode="json")))
+        if size > limit:
+            raise DataSourceError(
+                f"record {record.record_id!r} is {size:,} bytes as JSON; the {transport} "
+                f"queue carries records of at most {limit:,} bytes"
+            )
 
 
 class BatchService:
@@ -68,6 +88,7 @@ class BatchService:
         )
         if not plan.records:
             raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
+        check_record_sizes(plan.records, self.queue.max_record_bytes, self.queue.name)
         return flow, plan
 
     async def create(self, request: BatchRequest) -> Created:
@@ -89,7 +110,7 @@ class BatchService:
             )
         )
         try:
-            await self._publish(batch, [r.record_id for r in plan.records])
+            await self._publish(batch, plan.records)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.delete_batch, batch.id)
@@ -105,9 +126,9 @@ class BatchService:
         self.store.mark_published(batch_id)
         self.store.complete_if_done(batch_id)  # in case workers finished every job already
 
-    async def _publish(self, batch: BatchInfo, record_ids: Sequence[str]) -> None:
-        for start in range(0, len(record_ids), PUBLISH_CHUNK):
-            await self.queue.publish(job_messages(batch, record_ids[start : start + PUBLISH_CHUNK]))
+    async def _publish(self, batch: BatchInfo, records: Sequence[str | Record]) -> None:
+        for start in range(0, len(records), PUBLISH_CHUNK):
+            await self.queue.publish(job_messages(batch, records[start : start + PUBLISH_CHUNK]))
 
     # -- read ----------------------------------------------------------------------
 

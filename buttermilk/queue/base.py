@@ -41,7 +41,8 @@ class JobMessage:
     def channel(self) -> Channel:
         return "interactive" if self.interactive else "jobs"
 
-    def encode(self) -> bytes:
+    def encode(self, *, record_limit: int = 0) -> bytes:
+        """The message body; the record goes inside only when its JSON fits ``record_limit``."""
         body: dict[str, Any] = {
             "v": self.v,
             "batch_id": self.batch_id,
@@ -51,9 +52,12 @@ class JobMessage:
         }
         if self.parameters is not None:
             body["parameters"] = self.parameters
-        if self.record is not None:
-            body["record"] = self.record.model_dump(mode="json")
-        return orjson.dumps(body)
+        encoded = orjson.dumps(body)
+        if self.record is not None and record_limit > 0:
+            record = orjson.dumps(self.record.model_dump(mode="json"))
+            if len(record) <= record_limit:
+                encoded = encoded[:-1] + b',"record":' + record + b"}"
+        return encoded
 
     @classmethod
     def decode(cls, body: bytes) -> JobMessage:
@@ -114,6 +118,12 @@ class Queue(ABC):
     lease_seconds: float
     #: Whether ``receive`` can keep to one batch's messages (``batch_id=``).
     filters_by_batch: bool = False
+    #: Most messages one ``receive`` call may ask for.
+    receive_limit: int = 100
+    #: Deliveries after which the transport gives a message up (None: never).
+    max_deliveries: int | None = None
+    #: Largest record (JSON bytes) a job of this transport may hold (None: no limit).
+    max_record_bytes: int | None = None
 
     async def prepare(self, *, interactive: bool) -> None:  # noqa: B027 - optional hook
         """Create whatever the transport needs before publishing (topics, tables)."""
@@ -144,6 +154,11 @@ class Queue(ABC):
     @abstractmethod
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Keep the messages leased for ``seconds`` more, from now."""
+
+    async def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        """Set aside messages that will never succeed (kept for inspection where the
+        transport can keep them), then remove them like :meth:`ack`."""
+        await self.ack(deliveries)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and background tasks."""
