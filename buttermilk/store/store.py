@@ -33,6 +33,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -57,6 +58,7 @@ from buttermilk.records import Record
 from buttermilk.store.schema import SCHEMA_VERSION, JSONType, batches, jobs, meta, metadata
 
 INSERT_CHUNK = 5_000
+SCHEMA_LOCK_KEY = 0x6275_7474_6572  # any constant: PostgreSQL advisory lock for schema setup
 LIVE_BATCH = (BatchStatus.PENDING.value, BatchStatus.RUNNING.value)
 OPEN_JOB = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 
@@ -355,6 +357,9 @@ class Store:
 
     def _init_schema(self) -> None:
         with self._write() as conn:
+            if not self._is_sqlite:
+                # Workers starting together must not race to create the same tables.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
             metadata.create_all(conn, checkfirst=True)
             version = conn.execute(
                 select(meta.c.value).where(meta.c.key == "schema_version")
