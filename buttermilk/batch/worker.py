@@ -36,6 +36,8 @@ MAX_RETRY_DELAY = 300.0
 MAX_TRACEBACK = 8_000
 HEARTBEAT = 1.0  # seconds between checks for cancelled batches
 RECEIVE_WAIT = 1.0
+RECEIVE_BACKOFF = 0.5  # first pause after the queue failed; doubles up to the maximum
+MAX_RECEIVE_BACKOFF = 15.0
 ACK_LINGER = 0.005  # acks wait a moment to go out together: their latency costs nothing
 
 
@@ -176,6 +178,8 @@ class Worker:
     async def run(self) -> WorkerStats:
         """Work until stopped, idle ``idle_timeout``, ``max_jobs`` reached, or the batch ends."""
         self.stats = WorkerStats()
+        # Make what the transport is missing, and learn its real lease.
+        await self.queue.prepare(interactive=self.options.interactive)
         async with anyio.create_task_group() as services:
             services.start_soon(self._store_ops.run)
             services.start_soon(self._acks.run)
@@ -216,6 +220,8 @@ class Worker:
         return opts.idle_timeout is not None and not self._held and idle >= opts.idle_timeout
 
     async def _receive_loop(self, jobs: TaskGroup) -> None:
+        outage: float | None = None  # when receiving started to fail
+        backoff = RECEIVE_BACKOFF
         while not self._should_stop():
             free = self._free_slots()
             if free <= 0:
@@ -225,15 +231,25 @@ class Worker:
                 continue
             try:
                 deliveries = await self.queue.receive(
-                    min(free, 100),
+                    min(free, self.queue.receive_limit),
                     interactive=self.options.interactive,
                     batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
                     wait=RECEIVE_WAIT,
                 )
             except ButtermilkError as exc:
-                log.warning("receiving failed, trying again: %s", exc)
-                await anyio.sleep(1.0)
+                if outage is None:
+                    outage = time.monotonic()
+                    log.warning("cannot receive jobs, retrying with backoff: %s", exc)
+                else:
+                    log.debug("still cannot receive jobs: %s", exc)
+                with anyio.move_on_after(backoff):
+                    await self._stopping.wait()
+                backoff = min(backoff * 2, MAX_RECEIVE_BACKOFF)
+                self._last_activity = time.monotonic()  # an outage is not idleness
                 continue
+            if outage is not None:
+                log.warning("receiving jobs again, after %.0fs", time.monotonic() - outage)
+                outage, backoff = None, RECEIVE_BACKOFF
             if deliveries:
                 self._last_activity = time.monotonic()
             for delivery in deliveries:
@@ -257,10 +273,13 @@ class Worker:
 
     async def _release(self, delivery: Delivery) -> None:
         with anyio.CancelScope(shield=True):
-            try:
-                await self.queue.nack([delivery], 0.0)
-            except ButtermilkError as exc:
-                log.warning("could not release a message (it returns when its lease ends): %s", exc)
+            await self._nack(delivery, 0.0)
+
+    async def _nack(self, delivery: Delivery, delay: float) -> None:
+        try:
+            await self.queue.nack([delivery], delay)
+        except ButtermilkError as exc:
+            log.warning("could not release a message (it returns when its lease ends): %s", exc)
 
     # -- heartbeat -----------------------------------------------------------------
 
@@ -365,7 +384,7 @@ class Worker:
             log.warning(
                 "dropping a malformed message (%s): %.200r", delivery.problem, delivery.body
             )
-            await self._acks.submit(delivery)
+            await self._dead_letter(delivery, f"malformed message: {delivery.problem}")
             return
         ctx = await self._batch(message.batch_id)
         if ctx is None:
@@ -375,7 +394,17 @@ class Worker:
                 message.batch_id,
                 message.record_id,
             )
-            await self._acks.submit(delivery)
+            await self._dead_letter(delivery, f"unknown batch {message.batch_id}")
+            return
+        if message.flow != ctx.info.flow:
+            self.stats.malformed += 1
+            log.warning(
+                "dropping a message for flow %r: batch %s runs flow %r",
+                message.flow,
+                message.batch_id,
+                ctx.info.flow,
+            )
+            await self._dead_letter(delivery, f"flow {message.flow!r} is not its batch's flow")
             return
         acquired = False
         with anyio.move_on_after(self.options.hold_timeout) as waiting:
@@ -406,11 +435,11 @@ class Worker:
             if result.reason == SkipReason.BUSY:
                 # Another worker runs it under a live lease: look again once that lease
                 # could have ended, in case that worker dies.
-                await self.queue.nack([delivery], self.queue.lease_seconds)
+                await self._nack(delivery, self.queue.lease_seconds)
             else:
                 if result.reason == SkipReason.UNKNOWN:
                     log.warning("dropping a message for unknown job %s/%s", batch_id, record_id)
-                await self._acks.submit(delivery)
+                await self._ack(delivery)
             return
         self.stats.claimed += 1
         if self.stats.first_claim is None:
@@ -426,6 +455,11 @@ class Worker:
             ctx.limiter.release_on_behalf_of(delivery)
         with anyio.CancelScope(shield=True):
             await self._settle(delivery, ctx, result.attempts, outcome)
+
+    def _last_delivery(self, delivery: Delivery) -> bool:
+        """Whether the transport gives this message up if it is not acked now."""
+        limit = self.queue.max_deliveries
+        return limit is not None and delivery.delivery_attempt >= limit
 
     async def _run_job(self, ctx: _BatchContext, running: _Running) -> Outcome:
         claimed = running.claimed
@@ -465,6 +499,7 @@ class Worker:
             isinstance(error, PermanentError)
             or error is ctx.load_error
             or claimed.attempts >= request.max_attempts
+            or self._last_delivery(running.delivery)
         )
         return claimed.outcome(
             JobStatus.FAILED if final else JobStatus.PENDING,
@@ -512,9 +547,7 @@ class Worker:
                 await self._release(delivery)
             else:
                 self.stats.retried += 1
-                await self.queue.nack(
-                    [delivery], retry_delay(ctx.info.request.retry_delay, attempt)
-                )
+                await self._nack(delivery, retry_delay(ctx.info.request.retry_delay, attempt))
             return
         self.stats.last_end = time.monotonic()
         if outcome.status == JobStatus.COMPLETED:
@@ -528,6 +561,23 @@ class Worker:
                 outcome.error_type,
                 outcome.error_message,
             )
+            await self._dead_letter(
+                delivery, f"job failed: {outcome.error_type}: {outcome.error_message}"
+            )
+            return
         else:
             self.stats.cancelled += 1
-        await self._acks.submit(delivery)
+        await self._ack(delivery)
+
+    async def _ack(self, delivery: Delivery) -> None:
+        """Ack (batched with others); if that fails, the message returns and is skipped."""
+        try:
+            await self._acks.submit(delivery)
+        except ButtermilkError as exc:
+            log.warning("could not ack a message (it comes back and is skipped): %s", exc)
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        try:
+            await self.queue.dead_letter([delivery], reason)
+        except ButtermilkError as exc:
+            log.warning("could not set a message aside (it comes back): %s", exc)

@@ -128,29 +128,27 @@ async def _export(app: App, batch_id: str) -> None:
 
 
 async def _wait(app: App, batch_id: str, interactive: bool) -> int:
-    """Follow a batch until it ends; on the embedded queue, work it in this process too."""
-    worker: Worker | None = None
-    if app.queue.filters_by_batch:
-        options = app.settings.batch.worker_options(batch_id=batch_id, interactive=interactive)
-        worker = Worker(app.store, app.queue, options, console=_console_for(interactive))
+    """Follow a batch until it ends, working it in this process too.
+
+    A queue that cannot keep to one batch's messages (Pub/Sub) may hand this process jobs
+    of other batches too: it runs them like any worker, and stops once this batch ends.
+    """
+    options = app.settings.batch.worker_options(batch_id=batch_id, interactive=interactive)
+    worker = Worker(app.store, app.queue, options, console=_console_for(interactive))
     summary: BatchSummary | None = None
     follow = anyio.CancelScope()
 
     def stop() -> None:
         follow.cancel()
-        if worker is not None:
-            worker.stop()
+        worker.stop()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, stop, tg.cancel_scope)
         async with anyio.create_task_group() as work:
-            if worker is not None:
-                # It stops by itself once it sees the batch has ended.
-                work.start_soon(worker.run)
+            work.start_soon(worker.run)  # it stops by itself once the batch has ended
             with follow:
                 summary = await follow_batch(app.service, batch_id, live=not interactive)
-            if worker is not None:
-                worker.stop()
+            worker.stop()
         tg.cancel_scope.cancel()
     if summary is None:
         log.warning(
@@ -174,7 +172,7 @@ async def create(app: App) -> int:
     request = settings.batch.to_request(flow)
     if settings.batch.output is not None:
         check_output(settings.batch.output)
-    wait_console = settings.batch.wait and request.interactive and app.queue.filters_by_batch
+    wait_console = settings.batch.wait and request.interactive
     if wait_console:
         _console_for(True)  # fail before creating anything
     created = await app.service.create(request)

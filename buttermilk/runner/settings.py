@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buttermilk.batch.models import BatchRequest, BatchStatus
@@ -114,7 +115,10 @@ class AppSettings(BaseModel):
 def settings_from_config(cfg: DictConfig) -> AppSettings:
     """Resolve and validate the composed config; UsageError on the first bad value."""
     try:
-        raw: Any = OmegaConf.to_container(cfg, resolve=True)
+        raw: Any = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "a value"
+        raise UsageError(f"{key} is required (give it as {key}=...)") from None
     except Exception as exc:  # interpolation errors of several types
         raise UsageError(f"cannot resolve the config: {exc}") from None
     raw.pop("hydra", None)
