@@ -3,6 +3,10 @@
 Every test gets its own ``BUTTERMILK_HOME`` (queue and store files) and
 ``BUTTERMILK_DATA`` (datasets), and runs the CLI as a subprocess with the test flows
 of ``tests/conf`` on Hydra's search path.
+
+Tests that take ``env`` run once per backend: ``local`` (the embedded queue and SQLite
+store) and ``pubsub`` (the Pub/Sub emulator and PostgreSQL, each test in its own Pub/Sub
+project and its own database). ``@pytest.mark.backends("local")`` keeps a test to some.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import Backend, postgres_url, pubsub_backend, pubsub_emulator
 
 from buttermilk.batch.models import JobStatus
 from buttermilk.store.store import Store
@@ -76,6 +81,7 @@ class Env:
 
     home: Path
     data: Path
+    backend: Backend = field(default_factory=lambda: Backend.local())
     extra: dict[str, str] = field(default_factory=dict)
     base_args: list[str] = field(default_factory=list)
     _store: Store | None = None
@@ -89,12 +95,24 @@ class Env:
             BUTTERMILK_LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.backend.environ)
         env.update(self.extra)
         return env
 
     def args(self, *args: str) -> list[str]:
         # Hydra's flags (--config-dir) must come before the overrides.
-        return [*CLI, *self.base_args, "ui=batch", f"hydra.searchpath=[file://{TESTS_CONF}]", *args]
+        return [
+            *CLI,
+            *self.base_args,
+            "ui=batch",
+            f"hydra.searchpath=[file://{TESTS_CONF}]",
+            *self.backend.overrides(self.home),
+            *args,
+        ]
+
+    def lease(self, seconds: int) -> str:
+        """The override that sets how long a received job stays leased to its worker."""
+        return self.backend.lease_override(seconds)
 
     def cli(self, *args: str, timeout: float = 120, stdin: str | None = None) -> Result:
         """Run the CLI to completion."""
@@ -148,8 +166,16 @@ class Env:
     def store(self) -> Store:
         """The store the CLI writes to (opened once per test)."""
         if self._store is None:
-            self._store = Store(f"sqlite:///{self.home}/batches.db")
+            self._store = Store(self.backend.store_url(self.home))
         return self._store
+
+    def publish_raw(self, body: bytes) -> None:
+        """Put an arbitrary message where workers take jobs from."""
+        self.backend.publish_raw(self.home, body)
+
+    def queue_depth(self) -> int:
+        """How many messages wait on the jobs queue (Pub/Sub: as many as one look finds)."""
+        return self.backend.queue_depth(self.home)
 
     def counts(self, batch_id: str) -> dict[str, int]:
         """Jobs per status, read straight from the store (cheap enough to poll)."""
@@ -160,16 +186,34 @@ class Env:
         return self.store().get_batch(batch_id).status.value
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that takes ``env`` once per backend (or per ``backends`` marker)."""
+    if "env" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend_name", marker.args if marker else BACKENDS)
+
+
+BACKENDS = ("local", "pubsub")
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+def env(tmp_path: Path, backend_name: str, request: pytest.FixtureRequest) -> Iterator[Env]:
     home = tmp_path / "home"
     data = tmp_path / "data"
     home.mkdir()
     data.mkdir()
-    env = Env(home=home, data=data)
+    if backend_name == "pubsub":
+        backend = request.getfixturevalue("pubsub_backend")
+    else:
+        backend = Backend.local()
+    env = Env(home=home, data=data, backend=backend)
     yield env
     if env._store is not None:
         env._store.close()
+
+
+# Fixtures defined in backends.py, made visible to every test module.
+__all__ = ["postgres_url", "pubsub_backend", "pubsub_emulator"]
 
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> None:

@@ -7,7 +7,6 @@ import pytest
 from conftest import Env, write_records
 
 from buttermilk.batch.models import BatchRequest
-from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
 
 BAD_CREATES = [
@@ -64,8 +63,7 @@ def assert_one_line_error(env: Env, args: list[str], expected: list[str]) -> Non
 
 def assert_nothing_created(env: Env) -> None:
     assert env.ok("batch.command=list", "batch.format=json").json() == []
-    queue = LocalQueue(env.home / "queue.db")
-    assert queue.depth() == 0
+    assert env.queue_depth() == 0
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD_CREATES)

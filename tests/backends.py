@@ -1,0 +1,234 @@
+"""The backends the end-to-end tests run on, and the services behind them.
+
+- ``local``: the embedded SQLite queue and SQLite store in the test's state folder.
+- ``pubsub``: the Pub/Sub emulator (the one named by ``PUBSUB_EMULATOR_HOST``, or one
+  started here for the session) and PostgreSQL (``BUTTERMILK_TEST_POSTGRES``, default
+  the local server's ``test`` database), each test with its own Pub/Sub project and its
+  own freshly created database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from buttermilk.queue import PubSubQueueSettings
+from buttermilk.queue.local import LocalQueue
+from buttermilk.queue.pubsub import PubSubQueue
+
+ADMIN_URL = os.environ.get(
+    "BUTTERMILK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+EMULATOR_START_TIMEOUT = 60.0
+
+
+@dataclass
+class Backend:
+    """How the CLI is pointed at one backend, and how tests reach into it."""
+
+    name: str
+    environ: dict[str, str] = field(default_factory=dict)
+    project: str | None = None
+    database_url: str | None = None
+
+    @classmethod
+    def local(cls) -> Backend:
+        return cls("local")
+
+    def overrides(self, home: Path) -> list[str]:
+        if self.name == "local":
+            return []
+        return [
+            "queue=pubsub",
+            f"queue.project={self.project}",
+            "queue.min_backoff=0",
+            "queue.max_backoff=1",
+            "store=postgres",
+            f"store.url={self.database_url}",
+        ]
+
+    def lease_override(self, seconds: int) -> str:
+        key = "queue.lease_seconds" if self.name == "local" else "queue.ack_deadline"
+        return f"{key}={seconds}"
+
+    def store_url(self, home: Path) -> str:
+        return self.database_url or f"sqlite:///{home}/batches.db"
+
+    def pubsub_queue(self) -> PubSubQueue:
+        assert self.project is not None
+        return PubSubQueue(PubSubQueueSettings(project=self.project))
+
+    def publish_raw(self, home: Path, body: bytes) -> None:
+        if self.name == "local":
+            queue = LocalQueue(home / "queue.db")
+            queue.publish_raw(body)
+            anyio.run(queue.aclose)
+            return
+
+        async def send() -> None:
+            async with self.pubsub_queue() as queue:
+                await queue.prepare(interactive=False)
+                await queue.publish_raw(body)
+
+        with patched_environ(self.environ):
+            anyio.run(send)
+
+    def queue_depth(self, home: Path) -> int:
+        if self.name == "local":
+            queue = LocalQueue(home / "queue.db")
+            try:
+                return queue.depth()
+            finally:
+                anyio.run(queue.aclose)
+        # Pub/Sub cannot count a backlog: take what one look finds, and give it back.
+
+        async def look() -> int:
+            async with self.pubsub_queue() as queue:
+                await queue.prepare(interactive=False)
+                found = await queue.receive(queue.receive_limit, wait=1.0)
+                await queue.nack(found)
+                return len(found)
+
+        with patched_environ(self.environ):
+            return anyio.run(look)
+
+
+class patched_environ:
+    """Set environment variables for the duration of a ``with`` block."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc: object) -> None:
+        for key, old in self.saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+# -- the Pub/Sub emulator ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def emulator_ready(host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/", timeout=1) as answer:
+            return bool(answer.read().strip() == b"Ok")
+    except OSError:
+        return False
+
+
+def start_emulator(port: int) -> subprocess.Popen[bytes]:
+    """Start the Pub/Sub emulator on ``port`` in its own process group; wait until ready."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        pytest.fail("the Pub/Sub emulator needs gcloud on PATH (see .ci/run)")
+    proc = subprocess.Popen(
+        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + EMULATOR_START_TIMEOUT
+    while not emulator_ready(f"127.0.0.1:{port}"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_emulator(proc)
+            pytest.fail(f"the Pub/Sub emulator did not start on port {port}")
+        time.sleep(0.1)
+    return proc
+
+
+def stop_emulator(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the emulator and its Java child (the whole process group)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    """``host:port`` of a running emulator: the given one, or one started for the session."""
+    given = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if given:
+        if not emulator_ready(given):
+            pytest.fail(f"PUBSUB_EMULATOR_HOST={given} does not answer")
+        yield given
+        return
+    port = free_port()
+    proc = start_emulator(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_emulator(proc)
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    url = make_url(ADMIN_URL)
+    try:
+        return psycopg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            autocommit=True,
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {url.render_as_string()} does not answer: {exc}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, empty database; dropped after the test."""
+    name = f"bm_test_{secrets.token_hex(6)}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pubsub_backend(pubsub_emulator: str, postgres_url: str) -> Backend:
+    """The Pub/Sub + PostgreSQL backend, in a Pub/Sub project of its own."""
+    return Backend(
+        "pubsub",
+        environ={"PUBSUB_EMULATOR_HOST": pubsub_emulator},
+        project=f"test-{secrets.token_hex(6)}",
+        database_url=postgres_url,
+    )
