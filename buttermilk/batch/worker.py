@@ -477,6 +477,7 @@ class Worker:
                         max_attempts=request.max_attempts,
                         interactive=request.interactive,
                         console=self.console if request.interactive else None,
+                        store=self.store,
                     )
                 )
                 try:

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from hydra.utils import get_object
@@ -25,6 +25,9 @@ from hydra.utils import get_object
 from buttermilk.errors import UsageError
 from buttermilk.flows.models import AgentConfig
 from buttermilk.records import Record
+
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 
 class Console(Protocol):
@@ -47,6 +50,8 @@ class JobContext:
     max_attempts: int
     interactive: bool
     console: Console | None = None
+    store: Store | None = None
+    """The batch store, for state agents share across workers (rate budgets, caches)."""
 
 
 _current_job: ContextVar[JobContext] = ContextVar("buttermilk_current_job")
