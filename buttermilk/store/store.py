@@ -55,6 +55,7 @@ from buttermilk.errors import (
     UnknownBatchError,
 )
 from buttermilk.records import Record
+from buttermilk.store import counters
 from buttermilk.store.schema import SCHEMA_VERSION, JSONType, batches, jobs, meta, metadata
 
 INSERT_CHUNK = 5_000
@@ -361,6 +362,8 @@ class Store:
                 # Workers starting together must not race to create the same tables.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
             metadata.create_all(conn, checkfirst=True)
+            if not self._is_sqlite:
+                counters.install(conn)
             version = conn.execute(
                 select(meta.c.value).where(meta.c.key == "schema_version")
             ).scalar()
@@ -506,17 +509,22 @@ class Store:
             return int(conn.execute(query).scalar() or 0)
 
     def job_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[JobStatus, int]]:
-        """Jobs per status for each batch (an index range scan per batch)."""
+        """Jobs per status for each batch (SQLite: an index range scan; PostgreSQL: counters)."""
         counts: dict[str, dict[JobStatus, int]] = {bid: {} for bid in batch_ids}
         if not batch_ids:
             return counts
-        query = (
-            select(jobs.c.batch_id, jobs.c.status, func.count())
-            .where(jobs.c.batch_id.in_(batch_ids))
-            .group_by(jobs.c.batch_id, jobs.c.status)
-        )
+        found: Sequence[tuple[Any, ...]]
         with self._read() as conn:
-            for batch_id, status, count in conn.execute(query):
+            if self._is_sqlite:
+                query = (
+                    select(jobs.c.batch_id, jobs.c.status, func.count())
+                    .where(jobs.c.batch_id.in_(batch_ids))
+                    .group_by(jobs.c.batch_id, jobs.c.status)
+                )
+                found = [tuple(row) for row in conn.execute(query)]
+            else:  # counters kept by triggers: no scan of the jobs
+                found = counters.read(conn, batch_ids)
+            for batch_id, status, count in found:
                 counts[batch_id][JobStatus(status)] = int(count)
         return counts
 
