@@ -15,13 +15,19 @@ from typing import Any
 
 import pytest
 from conftest import wait_until
-from sqlalchemy import func, select
+from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select
 
 from buttermilk.batch.models import BatchRequest, BatchStatus, JobStatus
 from buttermilk.errors import BatchStateError, UnknownBatchError
 from buttermilk.records import Record
 from buttermilk.store import counters
-from buttermilk.store.schema import jobs
+from buttermilk.store.schema import (
+    ADDED_COLUMNS,
+    SCHEMA_VERSION,
+    batches,
+    jobs,
+    meta,
+)
 from buttermilk.store.store import Claim, Claimed, Skipped, SkipReason, Store
 
 
@@ -654,3 +660,155 @@ def test_a_batch_keeps_its_request_and_flow_snapshot(store: Store) -> None:
     assert batch.flow_snapshot == {"name": "t"}
     assert batch.total == 3
     assert [j.record_id for j in store.iter_jobs("b1", chunk=2)] == [rid(i) for i in range(3)]
+
+
+# -- spending: cost and tokens per job and per batch, max_cost, migration -----------------
+
+
+def spent(cost: float | None, input_tokens: int = 100, output_tokens: int = 10) -> dict[str, Any]:
+    """A run's result with the usage summary FlowRunner adds."""
+    usage = {"cost": cost, "input_tokens": input_tokens, "output_tokens": output_tokens}
+    return {"outputs": {"llm": {"answer": "ok"}}, "timings": {}, "usage": usage}
+
+
+def test_outcomes_keep_their_spending_on_the_job_and_add_it_to_the_batch(store: Store) -> None:
+    make_batch(store, 4)
+    assert store.get_batch("b1").cost is None  # nothing priced yet
+
+    unpriced = claimed(store, rid(0))
+    store.finish([unpriced.outcome(JobStatus.COMPLETED, result=spent(None, 7, 3))])
+    batch = store.get_batch("b1")
+    assert (batch.cost, batch.input_tokens, batch.output_tokens) == (None, 7, 3)
+
+    for i in (1, 2):
+        got = claimed(store, rid(i))
+        store.finish([got.outcome(JobStatus.COMPLETED, result=spent(0.25, 100, 10))])
+    no_usage = claimed(store, rid(3))
+    store.finish([no_usage.outcome(JobStatus.COMPLETED, result={"outputs": {}, "timings": {}})])
+
+    batch = store.get_batch("b1")
+    assert batch.cost == pytest.approx(0.5)
+    assert (batch.input_tokens, batch.output_tokens) == (207, 23)
+    job = store.get_job("b1", rid(1))
+    assert (job.cost, job.input_tokens, job.output_tokens) == (0.25, 100, 10)
+    job = store.get_job("b1", rid(3))
+    assert (job.cost, job.input_tokens, job.output_tokens) == (None, None, None)
+
+
+def test_a_lost_claim_adds_nothing_to_the_batch(store: Store) -> None:
+    make_batch(store, 1)
+    stale = claimed(store, rid(0), lease=0.2)
+    wait_until(lambda: isinstance(claim_one(store, rid(0), worker="w2"), Claimed), 10, "takeover")
+
+    assert store.finish([stale.outcome(JobStatus.COMPLETED, result=spent(1.0))]) == [False]
+    assert store.get_batch("b1").cost is None
+
+
+def test_concurrent_outcomes_add_up_exactly(store: Store) -> None:
+    total = 40
+    make_batch(store, total)
+    errors: list[BaseException] = []
+
+    def finisher(first: int) -> None:
+        try:
+            for i in range(first, total, 4):
+                got = claimed(store, rid(i), worker=f"w{first}")
+                store.finish([got.outcome(JobStatus.COMPLETED, result=spent(0.125, 3, 1))])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=finisher, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert errors == []
+    batch = store.get_batch("b1")
+    assert (batch.cost, batch.input_tokens, batch.output_tokens) == (5.0, 3 * total, total)
+    assert batch.status == BatchStatus.COMPLETED
+
+
+def test_a_batch_whose_cost_passes_max_cost_fails_and_cancels_its_pending_jobs(
+    store: Store,
+) -> None:
+    make_batch(store, 5, max_cost=0.5)
+    first = claimed(store, rid(0))
+    second = claimed(store, rid(1))
+    running = claimed(store, rid(2))
+
+    store.finish([first.outcome(JobStatus.COMPLETED, result=spent(0.3))])
+    assert store.get_batch("b1").status == BatchStatus.RUNNING  # 0.3 of 0.5
+    store.finish([second.outcome(JobStatus.COMPLETED, result=spent(0.3))])
+
+    batch = store.get_batch("b1")
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error is not None
+    assert "max_cost=0.5" in batch.error and "0.6 USD" in batch.error and rid(1) in batch.error
+    assert [job_status(store, rid(i)) for i in range(5)] == [
+        JobStatus.COMPLETED,
+        JobStatus.COMPLETED,
+        JobStatus.RUNNING,  # its worker cancels it when its heartbeat sees the batch ended
+        JobStatus.CANCELLED,
+        JobStatus.CANCELLED,
+    ]
+    assert claim_one(store, rid(3), worker="w2") == Skipped("b1", rid(3), SkipReason.DONE)
+    # What the running job still spends is counted; the batch stays failed.
+    store.finish([running.outcome(JobStatus.COMPLETED, result=spent(0.3))])
+    batch = store.get_batch("b1")
+    assert batch.cost == pytest.approx(0.9)
+    assert batch.status == BatchStatus.FAILED
+
+
+def v1_metadata() -> MetaData:
+    """The tables as schema version 1 had them: no spending columns, no LLM tables."""
+    old = MetaData()
+    for table in (meta, batches, jobs):
+        dropped = ADDED_COLUMNS.get(table.name, ())
+        Table(table.name, old, *(c._copy() for c in table.columns if c.name not in dropped))
+    return old
+
+
+def test_a_version_1_store_gets_the_new_columns_and_tables_and_keeps_its_batches(
+    store_url: str,
+) -> None:
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        v1_metadata().create_all(conn)
+        conn.execute(insert(meta).values(key="schema_version", value="1"))
+        conn.execute(
+            insert(batches).values(
+                id="old",
+                flow="t",
+                status="completed",
+                request={"flow": "t"},
+                flow_snapshot={"name": "t"},
+                total=0,
+                seed=1,
+                published=True,
+                created_at=1.0,
+            )
+        )
+    engine.dispose()
+
+    store = Store(store_url)
+    try:
+        with store.transaction(write=False) as conn:
+            inspector = inspect(conn)
+            for table, added in ADDED_COLUMNS.items():
+                names = {c["name"] for c in inspector.get_columns(table)}
+                assert set(added) <= names, table
+            assert {"llm_budget", "llm_cache"} <= set(inspector.get_table_names())
+            version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+            assert version.scalar() == str(SCHEMA_VERSION)
+        old = store.get_batch("old")
+        assert (old.cost, old.input_tokens, old.output_tokens) == (None, 0, 0)
+        assert old.request.max_cost is None
+        make_batch(store, 1, max_cost=2.0)
+        got = claimed(store, rid(0))
+        store.finish([got.outcome(JobStatus.COMPLETED, result=spent(0.5, 4, 2))])
+        batch = store.get_batch("b1")
+        assert (batch.cost, batch.input_tokens, batch.output_tokens) == (0.5, 4, 2)
+    finally:
+        store.close()
+    Store(store_url).close()  # opening a migrated store again changes nothing

@@ -83,6 +83,12 @@ class BatchRequest(BaseModel):
         default=None, gt=0, description="Seconds a job may run before it fails (null: no limit)."
     )
     seed: int | None = Field(default=None, description="Shuffle seed, for a repeatable order.")
+    max_cost: float | None = Field(
+        default=None,
+        gt=0,
+        description="USD: once the batch's LLM spending passes this, it stops as failed "
+        "(null: no cap).",
+    )
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -116,6 +122,10 @@ class BatchInfo(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    cost: float | None = None
+    """USD spent by its jobs so far (None until a call with a known price)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def interactive(self) -> bool:
@@ -139,6 +149,10 @@ class JobInfo(BaseModel):
     error_message: str | None = None
     traceback: str | None = None
     record: Record | None = None
+    cost: float | None = None
+    """USD of its last run's calls (None: unknown, or no paid call)."""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class ErrorCount(BaseModel):
@@ -216,6 +230,10 @@ class BatchSummary(BaseModel):
             "started_at": b.started_at,
             "finished_at": b.finished_at,
             "error": b.error,
+            "cost": b.cost,
+            "max_cost": b.request.max_cost,
+            "input_tokens": b.input_tokens,
+            "output_tokens": b.output_tokens,
             "published": b.published,
             "request": b.request.model_dump(mode="json"),
             "common_errors": [e.model_dump() for e in self.common_errors],

@@ -1,4 +1,9 @@
-"""Run a flow's agents, in order, over one record."""
+"""Run a flow's agents, in order, over one record.
+
+A run's result holds each agent's output and timing and, when any agent reports what it
+spent (an LLM agent's ``cost`` and ``usage``), a ``usage`` summary of the run: the store
+keeps it per job and adds it up per batch.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,38 @@ def _json_ready(name: str, value: Any) -> Any:
         ) from None
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def usage_summary(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a run spent: ``cost`` (USD: the sum of the outputs' numeric ``cost``, None when
+    none has one), ``input_tokens`` and ``output_tokens`` (the sums of the outputs'
+    ``usage``; an answer from a cache spent none). None when no output reports either."""
+    cost: float | None = None
+    tokens = {"input_tokens": 0, "output_tokens": 0}
+    reported = False
+    for output in outputs.values():
+        if not isinstance(output, Mapping):
+            continue
+        spent = _number(output.get("cost"))
+        if spent is not None:
+            cost = (cost or 0.0) + spent
+            reported = True
+        usage = output.get("usage")
+        if isinstance(usage, Mapping):
+            reported = True
+            if output.get("cached") is True:
+                continue
+            for key in tokens:
+                tokens[key] += int(_number(usage.get(key)) or 0)
+    if not reported:
+        return None
+    return {"cost": None if cost is None else round(cost, 10), **tokens}
+
+
 class FlowRunner:
     """A flow's agents, built once and run for each record."""
 
@@ -46,7 +83,8 @@ class FlowRunner:
         self.agents: list[Agent] = [build_agent(cfg) for cfg in flow.agents]
 
     async def run(self, record: Record, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        """Call every agent; returns ``{"outputs": {name: output}, "timings": {name: s}}``."""
+        """Call every agent; returns ``{"outputs": {name: output}, "timings": {name: s}}``,
+        plus ``"usage"`` (see :func:`usage_summary`) when an agent reports what it spent."""
         outputs: dict[str, Any] = {}
         timings: dict[str, float] = {}
         view = MappingProxyType(outputs)
@@ -56,4 +94,8 @@ class FlowRunner:
             value = await agent.call(record, view, params)
             timings[agent.name] = round(time.perf_counter() - started, 6)
             outputs[agent.name] = _json_ready(agent.name, value)
-        return {"outputs": outputs, "timings": timings}
+        result: dict[str, Any] = {"outputs": outputs, "timings": timings}
+        usage = usage_summary(outputs)
+        if usage is not None:
+            result["usage"] = usage
+        return result

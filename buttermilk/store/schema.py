@@ -1,6 +1,8 @@
 """Tables of the batch store (SQLAlchemy Core, portable across SQLite and PostgreSQL).
 
 Times are UNIX seconds (floats) so that every backend stores and compares them alike.
+Money is USD (floats). A store made by an older version gets the columns added since by
+:func:`migrate`; tables added since are made by ``create_all``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -18,10 +21,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.schema import CreateColumn
 
-SCHEMA_VERSION = 1
+# 1: batches and jobs. 2: cost and tokens per job and per batch, max_cost; llm_budget,
+# llm_cache.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -48,6 +56,12 @@ batches = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("error", Text),
+    # Spending of the batch's jobs, added up as their outcomes are stored (never summed
+    # over the jobs on read). cost stays NULL until a call with a known price is made.
+    Column("max_cost", Float),
+    Column("cost", Float),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
     Index("ix_batches_created_at", "created_at"),
     Index("ix_batches_status", "status"),
 )
@@ -71,7 +85,54 @@ jobs = Table(
     Column("error_type", String(200)),
     Column("error_message", Text),
     Column("traceback", Text),
+    # The run's ``usage`` summary (buttermilk.flows.runner), of the last attempt.
+    Column("cost", Float),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
     Index("ix_jobs_batch_status", "batch_id", "status"),
     Index("ix_jobs_batch_seq", "batch_id", "seq"),
     Index("ix_jobs_batch_started", "batch_id", "started_at"),
 )
+
+# A token bucket per key (``requests ...`` or ``tokens ...`` of a model), shared by every
+# worker of the store: see buttermilk.store.llm_state.
+llm_budget = Table(
+    "llm_budget",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("level", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
+# Answers of LLM requests by cache key (a SHA-256 of the request), across batches.
+llm_cache = Table(
+    "llm_cache",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSONType, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+ADDED_COLUMNS = {
+    "batches": ("max_cost", "cost", "input_tokens", "output_tokens"),
+    "jobs": ("cost", "input_tokens", "output_tokens"),
+}
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Add the columns of :data:`ADDED_COLUMNS` that a store made by an older version
+    lacks; returns ``table.column`` for each one added.
+
+    Call inside the schema-setup transaction (after ``create_all``), under its lock.
+    """
+    added: list[str] = []
+    inspector = inspect(conn)
+    for table in (batches, jobs):
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for name in ADDED_COLUMNS[table.name]:
+            if name in present:
+                continue
+            ddl = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+            added.append(f"{table.name}.{name}")
+    return added

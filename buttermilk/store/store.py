@@ -56,7 +56,16 @@ from buttermilk.errors import (
 )
 from buttermilk.records import Record
 from buttermilk.store import counters
-from buttermilk.store.schema import SCHEMA_VERSION, JSONType, batches, jobs, meta, metadata
+from buttermilk.store.schema import (
+    SCHEMA_VERSION,
+    JSONType,
+    batches,
+    jobs,
+    meta,
+    metadata,
+    migrate,
+)
+from buttermilk.store.spending import charge, spent_in
 
 INSERT_CHUNK = 5_000
 SCHEMA_LOCK_KEY = 0x6275_7474_6572  # any constant: PostgreSQL advisory lock for schema setup
@@ -195,6 +204,9 @@ def _batch(row: RowMapping) -> BatchInfo:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         error=row["error"],
+        cost=row.get("cost"),
+        input_tokens=row.get("input_tokens") or 0,
+        output_tokens=row.get("output_tokens") or 0,
     )
 
 
@@ -214,6 +226,9 @@ def _job(row: RowMapping, *, with_record: bool = True) -> JobInfo:
         error_message=row["error_message"],
         traceback=row["traceback"],
         record=Record.model_validate(row["record"]) if with_record else None,
+        cost=row["cost"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
     )
 
 
@@ -274,6 +289,9 @@ _OUTCOME_VALUES: dict[str, Any] = {
     "error_type": bindparam("p_error_type"),
     "error_message": bindparam("p_error_message"),
     "traceback": bindparam("p_traceback"),
+    "cost": bindparam("p_cost"),
+    "input_tokens": bindparam("p_input_tokens"),
+    "output_tokens": bindparam("p_output_tokens"),
     "lease_until": None,
     "finished_at": bindparam("p_finished"),
 }
@@ -356,6 +374,11 @@ class Store:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
+        """A short transaction for state other modules keep in this store (LLM rate budgets
+        and answers: :mod:`buttermilk.store.llm_state`). Writers queue as the store's do."""
+        return self._write() if write else self._read()
+
     def _init_schema(self) -> None:
         with self._write() as conn:
             if not self._is_sqlite:
@@ -369,6 +392,13 @@ class Store:
             ).scalar()
             if version is None:
                 conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) < SCHEMA_VERSION:
+                migrate(conn)
+                conn.execute(
+                    update(meta)
+                    .where(meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
             elif int(version) > SCHEMA_VERSION:
                 raise StoreError(
                     f"the batch store at {self.safe_url} has schema version {version}, newer than "
@@ -398,6 +428,7 @@ class Store:
             "seed": seed,
             "published": False,
             "created_at": now,
+            "max_cost": request.max_cost,
         }
         with self._write() as conn:
             conn.execute(insert(batches), row)
@@ -754,10 +785,28 @@ class Store:
             "p_traceback": o.traceback,
             "p_finished": None if o.status == JobStatus.PENDING else now,
         }
+        spent = spent_in(o.result)
+        params["p_cost"] = spent.cost if spent else None
+        params["p_input_tokens"] = spent.input_tokens if spent else None
+        params["p_output_tokens"] = spent.output_tokens if spent else None
         done = bool(conn.execute(_RELEASE if o.release else _FINISH, params).rowcount)
+        if done and spent is not None:
+            over_cap = charge(conn, o.batch_id, spent)
+            if over_cap:
+                self._fail_batch(conn, o.batch_id, now, f"{over_cap} (record {o.record_id!r})")
         if done and o.stop_batch:
             self._stop_batch(conn, o, now)
         return done
+
+    def _fail_batch(self, conn: Connection, batch_id: str, now: float, error: str) -> None:
+        """End a live batch as failed, like error_policy=stop (its open jobs cancelled)."""
+        stopped = conn.execute(
+            update(batches)
+            .where(batches.c.id == batch_id, batches.c.status.in_(LIVE_BATCH))
+            .values(status=BatchStatus.FAILED.value, finished_at=now, error=error)
+        ).rowcount
+        if stopped:
+            self._cancel_open_jobs(conn, batch_id, now)
 
     def _stop_batch(self, conn: Connection, o: Outcome, now: float) -> None:
         stopped = conn.execute(

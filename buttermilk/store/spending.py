@@ -1,0 +1,87 @@
+"""What jobs spend on paid calls (USD and tokens): kept per job, added up per batch.
+
+A run's result carries a ``usage`` summary (see :mod:`buttermilk.flows.runner`). When a
+job's outcome is stored, the same transaction adds it to the batch's counters, so that
+reading a batch's spending never sums over its jobs; and a batch whose cost passes its
+``max_cost`` is stopped there and then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, update
+
+from buttermilk.store.schema import batches
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What one run cost: USD (None when no call had a known price) and tokens."""
+
+    cost: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def spent_in(result: Mapping[str, Any] | None) -> Spent | None:
+    """The ``usage`` summary of a run's result, if it has one."""
+    usage = result.get("usage") if result else None
+    if not isinstance(usage, Mapping):
+        return None
+    return Spent(
+        cost=_number(usage.get("cost")),
+        input_tokens=int(_number(usage.get("input_tokens")) or 0),
+        output_tokens=int(_number(usage.get("output_tokens")) or 0),
+    )
+
+
+_ADD_TOKENS = {
+    "input_tokens": batches.c.input_tokens + bindparam("p_input_tokens"),
+    "output_tokens": batches.c.output_tokens + bindparam("p_output_tokens"),
+}
+_CHARGE = (
+    update(batches)
+    .where(batches.c.id == bindparam("p_batch"))
+    .values(**_ADD_TOKENS, cost=func.coalesce(batches.c.cost, 0.0) + bindparam("p_cost"))
+    .returning(batches.c.cost, batches.c.max_cost)
+)
+_COUNT_TOKENS = (
+    update(batches)
+    .where(batches.c.id == bindparam("p_batch"))
+    .values(**_ADD_TOKENS)
+    .returning(batches.c.cost, batches.c.max_cost)
+)
+
+
+def charge(conn: Connection, batch_id: str, spent: Spent) -> str | None:
+    """Add ``spent`` to the batch's counters (in the caller's transaction).
+
+    Returns why the batch must stop when its cost has now passed its ``max_cost``.
+    """
+    params: dict[str, Any] = {
+        "p_batch": batch_id,
+        "p_input_tokens": spent.input_tokens,
+        "p_output_tokens": spent.output_tokens,
+    }
+    if spent.cost is None:
+        row = conn.execute(_COUNT_TOKENS, params).first()
+    else:
+        row = conn.execute(_CHARGE, {**params, "p_cost": spent.cost}).first()
+    if row is None:
+        return None
+    cost, cap = row
+    if cap is None or cost is None or cost <= cap:
+        return None
+    return (
+        f"stopped by max_cost: the batch has spent {cost:.6g} USD, "
+        f"more than its max_cost={cap:g} USD"
+    )
