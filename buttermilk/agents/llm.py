@@ -11,6 +11,8 @@ answer is parsed as JSON and validated. For example::
       prompt: "Sentiment of: {{ record.content }}"
       schema: {type: object, properties: {label: {enum: [positive, negative]}}}
       temperature: 0
+      rpm: 500                          # shared by every worker of the batch store
+      cache: true                       # reuse stored answers to identical requests
 
 Every option is described in :class:`buttermilk.llm.config.LLMConfig`.
 """
@@ -30,10 +32,12 @@ from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
+from buttermilk.flows.agents import current_job
 from buttermilk.llm.clients import LoopClients
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.limits import (
     SHARED_CACHE,
+    Limits,
     NoRateLimit,
     RateLimiter,
     ResponseCache,
@@ -55,9 +59,11 @@ from buttermilk.llm.schema import (
     extract_json,
     load_schema,
 )
+from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
 from buttermilk.llm.usage import Price, PriceTable, Usage, count_text, count_tokens
 from buttermilk.records import Record
 from buttermilk.runner.settings import describe_validation_error
+from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,14 @@ class _Tally:
     finish_reason: str | None = None  # of the last answer
 
 
+def _job_store() -> Store | None:
+    """The batch store of the job this call runs in (None outside a batch job)."""
+    try:
+        return current_job().store
+    except LookupError:
+        return None
+
+
 class LLM:
     """An agent that renders a prompt for each record and returns the model's answer.
 
@@ -91,9 +105,12 @@ class LLM:
     :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent) when no answer fits the
     schema after ``schema_retries``.
 
-    ``rate_limiter``, ``response_cache`` and ``prices`` are seams for code, not config:
-    by default calls are limited in this process only when ``requests_per_minute`` or
-    ``tokens_per_minute`` is set, and ``cache: true`` uses an in-process cache.
+    Calls are paced when ``requests_per_minute`` or ``tokens_per_minute`` is set, and
+    answers reused with ``cache: true``: in a batch job, through the batch store, so every
+    worker of the store shares one budget per model and endpoint, and every batch the
+    answers; outside a batch job, within this process. ``rate_limiter`` and
+    ``response_cache`` are seams for code that replace both; ``prices`` is the table of
+    the config key of that name, or one given in code.
     """
 
     def __init__(
@@ -101,9 +118,11 @@ class LLM:
         *,
         rate_limiter: RateLimiter | None = None,
         response_cache: ResponseCache | None = None,
-        prices: PriceTable | None = None,
+        prices: PriceTable | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        if prices is not None:
+            options["prices"] = dict(prices)
         try:
             self.config = config = LLMConfig.model_validate(options)
         except ValidationError as exc:
@@ -120,13 +139,21 @@ class LLM:
         self.schema_json = self.schema.json_schema() if self.schema else None
         self.instructions = self._instructions()
 
-        if rate_limiter is None and (config.requests_per_minute or config.tokens_per_minute):
-            rate_limiter = TokenBucketLimiter(config.requests_per_minute, config.tokens_per_minute)
-        self.rate_limiter: RateLimiter = rate_limiter if rate_limiter is not None else NoRateLimit()
-        if response_cache is None:
-            response_cache = SHARED_CACHE
-        self.cache: ResponseCache | None = response_cache if config.cache else None
-        self.prices: PriceTable = prices if prices is not None else {}
+        self.limits = Limits(
+            config.requests_per_minute, config.tokens_per_minute, config.rate_burst
+        )
+        self._given_limiter = rate_limiter
+        self._local_limiter: RateLimiter = (
+            TokenBucketLimiter(
+                config.requests_per_minute,
+                config.tokens_per_minute,
+                burst_seconds=config.rate_burst,
+            )
+            if self.limits
+            else NoRateLimit()
+        )
+        self._given_cache = response_cache
+        self.prices: PriceTable = config.prices
         self.clients = LoopClients(config.base_url, self._api_key, config.timeout)
 
     # -- what is sent ----------------------------------------------------------------
@@ -159,6 +186,26 @@ class LLM:
         """Tokens a call may use: the prompt estimate plus ``max_tokens`` (or a guess)."""
         return count_tokens(messages) + (self.config.max_tokens or ANSWER_TOKENS_GUESS)
 
+    def rate_limiter(self) -> RateLimiter:
+        """The limiter of a call made now: the one given in code; else, in a batch job
+        and with limits set, the batch store's (shared by every worker); else this
+        process's."""
+        if self._given_limiter is not None:
+            return self._given_limiter
+        store = _job_store() if self.limits else None
+        if store is None:
+            return self._local_limiter
+        return StoreRateLimiter(store, self.limits, scope=self.config.base_url)
+
+    def response_cache(self) -> ResponseCache | None:
+        """Where a call made now finds and keeps answers (None without ``cache: true``)."""
+        if not self.config.cache:
+            return None
+        if self._given_cache is not None:
+            return self._given_cache
+        store = _job_store()
+        return StoreResponseCache(store) if store is not None else SHARED_CACHE
+
     def cache_key(self, messages: Messages) -> str:
         """The response cache's key for a request of these messages."""
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
@@ -171,9 +218,10 @@ class LLM:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         messages = self.render_messages(record, outputs, parameters)
-        key = self.cache_key(messages) if self.cache is not None else None
-        if self.cache is not None and key is not None:
-            hit = await self.cache.get(key)
+        cache = self.response_cache()
+        key = self.cache_key(messages) if cache is not None else None
+        if cache is not None and key is not None:
+            hit = await cache.get(key)
             if hit is not None:
                 return {
                     **hit,
@@ -183,7 +231,7 @@ class LLM:
                     "cached": True,
                 }
         tally = _Tally()
-        answer, raw = await self._answer(messages, tally)
+        answer, raw = await self._answer(messages, tally, self.rate_limiter())
         result = {
             "answer": answer,
             "raw": raw,
@@ -191,18 +239,20 @@ class LLM:
             "usage": tally.usage.as_dict(),
             "latency": round(time.perf_counter() - started, 6),
             "attempts": tally.calls,
-            "cost": tally.usage.cost(self._price(tally.model)),
+            "cost": tally.usage.cost(self.price_of(tally.model)),
             "cached": False,
         }
-        if self.cache is not None and key is not None:
-            await self.cache.put(key, result)
+        if cache is not None and key is not None:
+            await cache.put(key, result)
         return result
 
-    async def _answer(self, messages: Messages, tally: _Tally) -> tuple[Any, str]:
+    async def _answer(
+        self, messages: Messages, tally: _Tally, limiter: RateLimiter
+    ) -> tuple[Any, str]:
         """The parsed answer and its text; asks again while it does not fit the schema."""
         conversation = messages
         for attempt in range(self.config.schema_retries + 1):
-            raw = await self._complete(conversation, tally)
+            raw = await self._complete(conversation, tally, limiter)
             if self.schema is None and not self.json_mode:
                 return raw, raw
             try:
@@ -237,21 +287,21 @@ class LLM:
             )
         )
 
-    async def _complete(self, messages: Messages, tally: _Tally) -> str:
+    async def _complete(self, messages: Messages, tally: _Tally, limiter: RateLimiter) -> str:
         """One answer's text, retrying transient failures; raises on permanent ones."""
         client = await self.clients.get()
         model = self.config.model
         estimate = self.estimate_tokens(messages)
         request = self._request(messages)
         for retry in range(self.config.max_retries + 1):
-            await self.rate_limiter.acquire(model, estimate)
+            await limiter.acquire(model, estimate)
             tally.calls += 1
             outcome = await self._call_once(client, request, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
-                await self.rate_limiter.report(model, estimate, spent)
+                await limiter.report(model, estimate, spent)
                 return text
-            await self.rate_limiter.report(model, estimate, 0)
+            await limiter.report(model, estimate, 0)
             if not outcome.transient:
                 raise LLMRefusedError(self._describe(outcome))
             if retry == self.config.max_retries:
@@ -328,7 +378,12 @@ class LLM:
         key = self._api_key()
         return text.replace(key, "***") if key and len(key) >= 4 else text
 
-    def _price(self, reported_model: str) -> Price | None:
+    def price_of(self, reported_model: str | None = None) -> Price | None:
+        """The price of calls: ``price``, else the table's for the configured model, else
+        the table's for the model the server reported (None when none is known)."""
         if self.config.price is not None:
             return self.config.price
-        return self.prices.get(self.config.model) or self.prices.get(reported_model)
+        found = self.prices.get(self.config.model)
+        if found is None and reported_model:
+            found = self.prices.get(reported_model)
+        return found

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from buttermilk.llm.limits import DEFAULT_BURST_SECONDS
 from buttermilk.llm.usage import Price
 
 
@@ -67,13 +68,39 @@ class LLMConfig(BaseModel):
     max_backoff: float = Field(default=60.0, ge=0, description="Longest single wait (s).")
 
     # Sharing and accounting
-    cache: bool = Field(default=False, description="Reuse answers to identical requests.")
-    price: Price | None = Field(default=None, description="USD per 1M tokens: {input, output}.")
+    cache: bool = Field(
+        default=False,
+        description="Reuse answers to identical requests: in a batch, those stored by any "
+        "worker of the batch store in any batch; elsewhere, this process's.",
+    )
+    price: Price | None = Field(
+        default=None, description="USD per 1M tokens of this model: {input, output}."
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="USD per 1M tokens by model name (e.g. ${llm.prices}, the table of "
+        "conf/llm_prices.yaml); price wins over it. The model as configured is looked up "
+        "first, then the model the server reports.",
+    )
     requests_per_minute: float | None = Field(
-        default=None, gt=0, description="Pace calls to this model (this agent, this process)."
+        default=None,
+        gt=0,
+        validation_alias=AliasChoices("requests_per_minute", "rpm"),
+        description="Pace calls to this model at this endpoint (alias rpm): in a batch, "
+        "every worker of the batch store together; elsewhere, this process.",
     )
     tokens_per_minute: float | None = Field(
-        default=None, gt=0, description="Pace tokens (estimated, then corrected by usage)."
+        default=None,
+        gt=0,
+        validation_alias=AliasChoices("tokens_per_minute", "tpm"),
+        description="Pace tokens, estimated before a call and corrected by its usage "
+        "(alias tpm); shared like requests_per_minute.",
+    )
+    rate_burst: float = Field(
+        default=DEFAULT_BURST_SECONDS,
+        gt=0,
+        description="Seconds' worth of those rates that may go out at once after a quiet "
+        "spell (the token buckets' size; at least one request).",
     )
 
     @field_validator("base_url")

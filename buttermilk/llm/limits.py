@@ -1,6 +1,11 @@
 """Seams the LLM agent shares with the rest of a deployment: a rate limiter and a response
-cache. Each is a small protocol with an in-process implementation here; one shared by
-every worker (through the batch store) can replace it without touching the agent.
+cache. Each is a small protocol with an in-process implementation here; the ones shared
+by every worker of a batch store are in :mod:`buttermilk.llm.shared`.
+
+Rate limits are token buckets that may go into debt: a caller takes its share at once and
+waits until the bucket has refilled to cover it, so callers are served in the order they
+asked, at the limit's rate, however many wait. A bucket holds ``burst_seconds`` of its
+rate (at least one request), which is what may go out at once after a quiet spell.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -69,21 +75,68 @@ class NoRateLimit:
         return None
 
 
+DEFAULT_BURST_SECONDS = 60.0  # a whole minute's budget, as providers' per-minute limits allow
+
+
+@dataclass(frozen=True)
+class Take:
+    """One bucket's share of a call: ``amount`` from the bucket ``kind`` of a model."""
+
+    kind: str  # "requests" or "tokens"
+    rate: float  # refill per second
+    capacity: float
+    amount: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Requests and tokens per minute for one model, and the bucket size in seconds."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    burst_seconds: float = DEFAULT_BURST_SECONDS
+
+    def __bool__(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+    def capacity(self, kind: str) -> float:
+        per_minute = self.requests_per_minute if kind == "requests" else self.tokens_per_minute
+        assert per_minute is not None
+        size = per_minute * self.burst_seconds / 60
+        return max(size, 1.0) if kind == "requests" else size
+
+    def takes(self, requests: float, tokens: float) -> list[Take]:
+        """The share of each set limit that a call of ``requests`` and ``tokens`` takes."""
+        found = []
+        for kind, per_minute, amount in (
+            ("requests", self.requests_per_minute, requests),
+            ("tokens", self.tokens_per_minute, tokens),
+        ):
+            if per_minute is not None and amount:
+                found.append(Take(kind, per_minute / 60, self.capacity(kind), amount))
+        return found
+
+
+def refill_and_take(level: float, updated: float, now: float, take: Take) -> tuple[float, float]:
+    """A bucket at ``level`` (as of ``updated``) refills until ``now``, then ``take.amount``
+    goes; returns the new level and the seconds until the bucket has covered it."""
+    elapsed = max(now - updated, 0.0)  # clocks that disagree never drain a bucket
+    level = min(take.capacity, level + elapsed * take.rate) - take.amount
+    return level, max(0.0, -level / take.rate)
+
+
 class _Bucket:
     """A token bucket that may go into debt: a taker waits until its share has refilled."""
 
-    def __init__(self, per_minute: float, now: float) -> None:
-        self.rate = per_minute / 60
-        self.capacity = per_minute
-        self.level = per_minute
+    def __init__(self, capacity: float, now: float) -> None:
+        self.level = capacity
         self.updated = now
 
-    def take(self, amount: float, now: float) -> float:
-        """Take ``amount``; returns the seconds to wait before using it."""
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        self.level -= amount
-        return max(0.0, -self.level / self.rate)
+    def take(self, take: Take, now: float) -> float:
+        """Take ``take.amount``; returns the seconds to wait before using it."""
+        self.level, wait = refill_and_take(self.level, self.updated, now, take)
+        self.updated = max(now, self.updated)
+        return wait
 
 
 class TokenBucketLimiter:
@@ -98,27 +151,27 @@ class TokenBucketLimiter:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        burst_seconds: float = DEFAULT_BURST_SECONDS,
     ) -> None:
-        self.requests_per_minute = requests_per_minute
-        self.tokens_per_minute = tokens_per_minute
+        self.limits = Limits(requests_per_minute, tokens_per_minute, burst_seconds)
         self.clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
 
-    def _take(self, model: str, kind: str, amount: float) -> float:
-        limit = self.requests_per_minute if kind == "requests" else self.tokens_per_minute
-        if limit is None:
-            return 0.0
+    def _take(self, model: str, requests: float, tokens: float) -> float:
         now = self.clock()
-        bucket = self._buckets.get((model, kind))
-        if bucket is None:
-            bucket = self._buckets[(model, kind)] = _Bucket(limit, now)
-        return bucket.take(amount, now)
+        wait = 0.0
+        for take in self.limits.takes(requests, tokens):
+            bucket = self._buckets.get((model, take.kind))
+            if bucket is None:
+                bucket = self._buckets[(model, take.kind)] = _Bucket(take.capacity, now)
+            wait = max(wait, bucket.take(take, now))
+        return wait
 
     def reserve(self, model: str, tokens: int) -> float:
         """Take one request and ``tokens`` tokens; returns the seconds to wait for them."""
         with self._lock:
-            return max(self._take(model, "requests", 1), self._take(model, "tokens", tokens))
+            return self._take(model, 1, tokens)
 
     async def acquire(self, model: str, tokens: int) -> None:
         wait = self.reserve(model, tokens)
@@ -127,7 +180,7 @@ class TokenBucketLimiter:
 
     async def report(self, model: str, estimated: int, actual: int) -> None:
         with self._lock:
-            self._take(model, "tokens", actual - estimated)
+            self._take(model, 0, actual - estimated)
 
 
 class MemoryCache:
