@@ -141,6 +141,7 @@ class Worker:
         self.name = worker_name()
         self.stats = WorkerStats()
         self._slots = self.options.concurrency
+        self._run_slots = anyio.CapacityLimiter(self.options.concurrency)
         self._held: set[Delivery] = set()
         self._running: dict[tuple[str, str], _Running] = {}
         self._waiting: dict[Delivery, anyio.CancelScope] = {}
@@ -199,13 +200,15 @@ class Worker:
         rather than one per finished job, which would cost one queue round trip each.
         """
         held = len(self._held)
-        free = self._slots - held
+        chunk = max(1, min(self._slots // 4, 25))
+        # One chunk more than can run waits in hand, so a freed slot starts a job at once
+        # rather than after a round trip to the queue.
+        free = self._slots + chunk - held
         if self.options.max_jobs is not None:
             unclaimed = held - len(self._running)
             left = self.options.max_jobs - self.stats.claimed - unclaimed
             if left <= free:
                 return left
-        chunk = max(1, min(self._slots // 4, 25))
         return free if free >= chunk or not held else 0
 
     def _should_stop(self) -> bool:
@@ -406,31 +409,40 @@ class Worker:
             )
             await self._dead_letter(delivery, f"flow {message.flow!r} is not its batch's flow")
             return
-        acquired = False
+        acquired = 0
         with anyio.move_on_after(self.options.hold_timeout) as waiting:
             self._waiting[delivery] = waiting
             try:
+                # A slot of its batch, then one of this worker (always in this order).
                 await ctx.limiter.acquire_on_behalf_of(delivery)
-                acquired = True
+                acquired = 1
+                await self._run_slots.acquire_on_behalf_of(delivery)
+                acquired = 2
             finally:
                 del self._waiting[delivery]
-        if not acquired or self._stopping.is_set():
+        if acquired < 2 or self._stopping.is_set():
             if acquired:
                 ctx.limiter.release_on_behalf_of(delivery)
+            if acquired == 2:
+                self._run_slots.release_on_behalf_of(delivery)
             await self._release(delivery)
             return
         await self._claim_and_run(delivery, ctx, message.record_id)
+
+    def _free_run_slots(self, ctx: _BatchContext, delivery: Delivery) -> None:
+        ctx.limiter.release_on_behalf_of(delivery)
+        self._run_slots.release_on_behalf_of(delivery)
 
     async def _claim_and_run(self, delivery: Delivery, ctx: _BatchContext, record_id: str) -> None:
         batch_id = ctx.info.id
         try:
             result = await self._store_ops.submit(Claim(batch_id, record_id))
         except BaseException:
-            ctx.limiter.release_on_behalf_of(delivery)
+            self._free_run_slots(ctx, delivery)
             raise
         if not isinstance(result, Claimed):
             assert isinstance(result, Skipped)
-            ctx.limiter.release_on_behalf_of(delivery)
+            self._free_run_slots(ctx, delivery)
             self.stats.skipped += 1
             if result.reason == SkipReason.BUSY:
                 # Another worker runs it under a live lease: look again once that lease
@@ -450,9 +462,9 @@ class Worker:
             outcome = await self._run_job(ctx, running)
         finally:
             del self._running[(batch_id, record_id)]
-            # The batch's slot is for running its flow; storing the outcome and acking
-            # overlap with the next job's start.
-            ctx.limiter.release_on_behalf_of(delivery)
+            # Slots are for running flows; storing the outcome and acking overlap with
+            # the next job's start.
+            self._free_run_slots(ctx, delivery)
         with anyio.CancelScope(shield=True):
             await self._settle(delivery, ctx, result.attempts, outcome)
 

@@ -55,7 +55,7 @@ from buttermilk.errors import (
     UnknownBatchError,
 )
 from buttermilk.records import Record
-from buttermilk.store import counters
+from buttermilk.store import bulk, counters
 from buttermilk.store.schema import (
     SCHEMA_VERSION,
     JSONType,
@@ -65,7 +65,7 @@ from buttermilk.store.schema import (
     metadata,
     migrate,
 )
-from buttermilk.store.spending import charge, spent_in
+from buttermilk.store.spending import Spent, charge, spent_in
 
 INSERT_CHUNK = 5_000
 SCHEMA_LOCK_KEY = 0x6275_7474_6572  # any constant: PostgreSQL advisory lock for schema setup
@@ -705,6 +705,10 @@ class Store:
         with self._write() as conn:
             now = time.time()  # after waiting for the lock: leases start when granted
             self._lock_batches(conn, {op.batch_id for op in ops})
+            if not self._is_sqlite:
+                results = self._exchange_bulk(conn, ops, worker=worker, lease=lease, now=now)
+                ops = []  # done: a few statements for the whole round
+                started = {r.batch_id for r in results if isinstance(r, Claimed)}
             for op in ops:
                 if isinstance(op, Outcome):
                     results.append(self._record_outcome(conn, op, now))
@@ -733,6 +737,62 @@ class Store:
                 conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": now})
         # Once started, a batch never goes back to pending (retry keeps started ones running).
         self._running |= started
+        return results
+
+    def _exchange_bulk(
+        self,
+        conn: Connection,
+        ops: Sequence[Claim | Outcome],
+        *,
+        worker: str,
+        lease: float,
+        now: float,
+    ) -> list[Claimed | Skipped | bool]:
+        """``exchange`` over a network: outcomes first, then claims, a statement each."""
+        applied: dict[int, bool] = {}
+        finished = [op for op in ops if isinstance(op, Outcome) and not op.release]
+        if finished:
+            spent = [spent_in(o.result) for o in finished]
+            done = bulk.finish_many(
+                conn, [bulk.outcome_row(o, s, now) for o, s in zip(finished, spent, strict=True)]
+            )
+            for o, s in zip(finished, spent, strict=True):
+                applied[id(o)] = (o.batch_id, o.record_id) in done
+                if applied[id(o)]:
+                    self._after_outcome(conn, o, now, s)
+        for op in ops:
+            if isinstance(op, Outcome) and op.release:
+                applied[id(op)] = self._record_outcome(conn, op, now)
+        claims = [op for op in ops if isinstance(op, Claim)]
+        token = secrets.token_hex(8)  # one per round: a re-claim always gets a new one
+        got = (
+            bulk.claim_many(
+                conn,
+                sorted({(c.batch_id, c.record_id) for c in claims}),
+                token=token,
+                worker=worker,
+                now=now,
+                lease=lease,
+            )
+            if claims
+            else {}
+        )
+        results: list[Claimed | Skipped | bool] = []
+        handed: set[tuple[str, str]] = set()
+        for op in ops:
+            if isinstance(op, Outcome):
+                results.append(applied[id(op)])
+                continue
+            key = (op.batch_id, op.record_id)
+            if key in got and key not in handed:
+                handed.add(key)
+                attempts, record = got[key]
+                record = Record.model_validate(record)
+                results.append(Claimed(op.batch_id, op.record_id, token, attempts, record))
+            elif key in handed:  # the same job twice in one round: this copy is a duplicate
+                results.append(Skipped(op.batch_id, op.record_id, SkipReason.BUSY))
+            else:
+                results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
         return results
 
     def _lock_batches(self, conn: Connection, batch_ids: Iterable[str]) -> None:
@@ -790,13 +850,18 @@ class Store:
         params["p_input_tokens"] = spent.input_tokens if spent else None
         params["p_output_tokens"] = spent.output_tokens if spent else None
         done = bool(conn.execute(_RELEASE if o.release else _FINISH, params).rowcount)
-        if done and spent is not None:
+        if done:
+            self._after_outcome(conn, o, now, spent)
+        return done
+
+    def _after_outcome(self, conn: Connection, o: Outcome, now: float, spent: Spent | None) -> None:
+        """What an applied outcome sets off: spending counted, a batch stopped."""
+        if spent is not None:
             over_cap = charge(conn, o.batch_id, spent)
             if over_cap:
                 self._fail_batch(conn, o.batch_id, now, f"{over_cap} (record {o.record_id!r})")
-        if done and o.stop_batch:
+        if o.stop_batch:
             self._stop_batch(conn, o, now)
-        return done
 
     def _fail_batch(self, conn: Connection, batch_id: str, now: float, error: str) -> None:
         """End a live batch as failed, like error_policy=stop (its open jobs cancelled)."""
