@@ -56,6 +56,10 @@ class CreateBatch(BaseModel):
         description="Passed to every flow run, over the flow's own parameters. Data only: "
         "a _target_ key anywhere is refused.",
     )
+    max_cost: float | None = Field(
+        default=None,
+        description="USD: once the batch's LLM spending passes this, it stops as failed.",
+    )
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
         """The batch request: the server's defaults, then every field the body sets.
@@ -91,6 +95,12 @@ class BatchView(BaseModel):
     started_at: float | None
     finished_at: float | None
     error: str | None
+    cost: float | None = Field(
+        description="USD its jobs' LLM calls have cost so far (null until one has a price)."
+    )
+    max_cost: float | None = Field(description="Its cost cap in USD (null: none).")
+    input_tokens: int = Field(description="Prompt tokens its jobs have spent so far.")
+    output_tokens: int = Field(description="Answer tokens its jobs have spent so far.")
     published: bool
     request: dict[str, Any] = Field(description="The stored batch request.")
     common_errors: list[ErrorCountView] = Field(
@@ -120,6 +130,9 @@ class JobView(BaseModel):
     result: dict[str, Any] | None
     error_type: str | None
     error_message: str | None
+    cost: float | None = Field(default=None, description="USD of its last run's LLM calls.")
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class JobPage(BaseModel):

@@ -306,6 +306,29 @@ async def export(app: App) -> int:
     return EXIT_OK
 
 
+async def estimate(app: App) -> int:
+    """What a create with these options would send to the flow's LLM agents: calls, input
+    tokens and input cost, without calling a model, storing or publishing anything."""
+    flow = app.settings.flow_name
+    if not flow:
+        raise UnknownFlowError(None, app.service.flows.names())
+    request = app.settings.batch.to_request(flow)
+    from buttermilk.llm.estimate import estimate_batch  # the OpenAI client: only when used
+
+    found = await anyio.to_thread.run_sync(estimate_batch, app.service.flows, request)
+    if app.json:
+        render.print_json(found.as_json())
+    else:
+        render.stdout_console().print(render.estimate_view(found))
+    if request.seed is None and request.shuffle:
+        log.info(
+            "planned with seed %d: create the same batch with batch.seed=%d",
+            found.seed,
+            found.seed,
+        )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[App], Awaitable[int]]] = {
     "create": create,
     "run": run,
@@ -314,4 +337,5 @@ COMMANDS: dict[str, Callable[[App], Awaitable[int]]] = {
     "cancel": cancel,
     "retry": retry,
     "export": export,
+    "estimate": estimate,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich import box
@@ -13,7 +13,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from buttermilk.batch.models import BatchStatus, BatchSummary, JobStatus
+from buttermilk.batch.models import BatchInfo, BatchStatus, BatchSummary, JobStatus
+
+if TYPE_CHECKING:
+    from buttermilk.llm.estimate import Estimate
 
 STATUS_STYLE = {
     BatchStatus.PENDING: "yellow",
@@ -55,6 +58,34 @@ def rate(value: float | None) -> str:
     return f"{value:.1f}/s" if value else "-"
 
 
+def money(usd: float | None) -> str:
+    """USD, with the digits that matter for small sums: $0.000354, $0.5, $12.30."""
+    if usd is None:
+        return "-"
+    if usd == 0:
+        return "$0"
+    if abs(usd) < 1:
+        return f"${usd:.3g}"
+    return f"${usd:,.2f}"
+
+
+def tokens(count: float | None) -> str:
+    """A token count, short: 950, 12.3k, 4.56M."""
+    if count is None:
+        return "-"
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= size:
+            return f"{count / size:.3g}{suffix}"
+    return f"{count:.0f}"
+
+
+def spending(b: BatchInfo) -> str:
+    """Tokens and cost of a batch, and its cost cap."""
+    cap = b.request.max_cost
+    text = f"{b.input_tokens:,} input + {b.output_tokens:,} output tokens, cost {money(b.cost)}"
+    return f"{text} (max_cost {money(cap)})" if cap is not None else text
+
+
 def status_text(status: BatchStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE[status])
 
@@ -84,6 +115,8 @@ def status_view(s: BatchSummary) -> Group:
     info.add_row("started", when(b.started_at))
     info.add_row("finished", when(b.finished_at))
     info.add_row("elapsed", duration(s.elapsed))
+    if b.input_tokens or b.output_tokens or b.cost is not None or b.request.max_cost is not None:
+        info.add_row("spent", spending(b))
     r = b.request
     info.add_row(
         "options",
@@ -124,6 +157,8 @@ def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
         ("done/total", "right"),
         ("failed", "right"),
         ("rate", "right"),
+        ("tokens", "right"),
+        ("cost", "right"),
         ("created", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -136,6 +171,62 @@ def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
             f"{s.done}/{s.batch.total}",
             str(s.counts.get(JobStatus.FAILED, 0)),
             rate(s.rate),
+            tokens(s.batch.input_tokens + s.batch.output_tokens),
+            money(s.batch.cost),
             when(s.batch.created_at),
         )
     return table
+
+
+def estimate_view(e: Estimate) -> Group:
+    """Calls, input tokens and cost per LLM agent and in total, and what they leave out."""
+    head = Text(
+        f"estimate for flow {e.flow}: {e.records:,} records "
+        f"(shuffle={str(e.shuffle).lower()} seed={e.seed} max_records={e.max_records})"
+    )
+    if not e.agents:
+        return Group(head, Text("the flow has no LLM agent: nothing to estimate"))
+    table = Table(box=box.SIMPLE_HEAD)
+    for name, justify in [
+        ("agent", "left"),
+        ("model", "left"),
+        ("calls", "right"),
+        ("input tokens", "right"),
+        ("input cost", "right"),
+        ("max output tokens", "right"),
+        ("max cost", "right"),
+        ("unrenderable", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for a in e.agents:
+        table.add_row(
+            a.agent,
+            a.model,
+            f"{a.calls:,}",
+            f"{a.input_tokens:,}",
+            money(a.input_cost),
+            "-" if a.max_output_tokens is None else f"{a.max_output_tokens:,}",
+            money(a.max_cost),
+            f"{a.unrenderable:,}",
+        )
+    t = e.total()
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        f"{t['calls']:,}",
+        f"{t['input_tokens']:,}",
+        money(t["input_cost"]),
+        f"{t['max_output_tokens']:,}",
+        money(t["max_cost"]),
+        f"{t['unrenderable']:,}",
+    )
+    parts: list[Any] = [head, table]
+    for a in e.agents:
+        if a.problem:
+            problem = f"{a.unrenderable:,} prompt(s) cannot be rendered, e.g. {a.problem}"
+            parts.append(Text(f"{a.agent}: {problem}"))
+    if e.other_agents:
+        parts.append(Text(f"not LLM agents (no estimate): {', '.join(e.other_agents)}"))
+    parts.extend(Text(f"note: {note}") for note in e.notes())
+    return Group(*parts)

@@ -15,7 +15,7 @@ from buttermilk.errors import UsageError
 from buttermilk.queue import QueueSettings
 from buttermilk.store import StoreSettings
 
-Command = Literal["create", "run", "list", "status", "cancel", "retry", "export"]
+Command = Literal["create", "run", "list", "status", "cancel", "retry", "export", "estimate"]
 COMMANDS: tuple[str, ...] = Command.__args__  # type: ignore[attr-defined]
 REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
 TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
