@@ -23,8 +23,10 @@ from sqlalchemy import select
 from buttermilk.agents.llm import LLM
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import JobContext, set_current_job
-from buttermilk.flows.runner import usage_summary
+from buttermilk.flows.models import AgentConfig, FlowConfig
+from buttermilk.flows.runner import FlowRunner, spent_by, usage_summary
 from buttermilk.llm.limits import Limits, Take, TokenBucketLimiter, refill_and_take
+from buttermilk.llm.schema import InvalidAnswerError
 from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
 from buttermilk.records import Record
 from buttermilk.store.schema import llm_budget, llm_cache
@@ -304,3 +306,33 @@ def test_a_run_sums_the_cost_and_tokens_its_agents_report() -> None:
         "output_tokens": 3,
     }
     assert usage_summary({"d": outputs["d"], "e": outputs["e"]}) is None
+
+
+def test_a_failed_run_still_says_what_its_calls_spent(fake_openai: FakeOpenAI) -> None:
+    # The judge answers; the critic never gives an answer that fits its schema.
+    fake_openai.script(answer(GOOD, usage=(100, 10)))
+    fake_openai.always(answer("not json", usage=(200, 20)))
+    llm = {"_target_": "buttermilk.agents.llm.LLM", "model": "m", "base_url": fake_openai.base_url}
+    judge = {"name": "judge", "prompt": "{{ record.content }}", "price": {"input": 1, "output": 1}}
+    critic = {
+        "name": "critic",
+        "prompt": "{{ outputs.judge.raw }}",
+        "schema": {"type": "object"},
+        "schema_retries": 1,
+        "price": {"input": 2, "output": 2},
+    }
+    flow = FlowConfig(
+        name="f",
+        agents=[AgentConfig.model_validate({**llm, **agent}) for agent in (judge, critic)],
+    )
+    runner = FlowRunner(flow)
+
+    with pytest.raises(InvalidAnswerError) as caught:
+        anyio.run(runner.run, Record(record_id="r1", content="lovely"), {})
+
+    assert spent_by(caught.value) == {
+        "cost": pytest.approx((110 * 1 + 2 * 220 * 2) / 1_000_000),
+        "input_tokens": 100 + 2 * 200,
+        "output_tokens": 10 + 2 * 20,
+    }
+    assert spent_by(ValueError("spent nothing")) is None

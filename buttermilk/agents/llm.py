@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import current_job
+from buttermilk.flows.runner import mark_spent
 from buttermilk.llm.clients import LoopClients
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.limits import (
@@ -231,20 +232,30 @@ class LLM:
                     "cached": True,
                 }
         tally = _Tally()
-        answer, raw = await self._answer(messages, tally, self.rate_limiter())
+        try:
+            answer, raw = await self._answer(messages, tally, self.rate_limiter())
+        except Exception as exc:
+            if tally.calls:  # what the calls cost counts, answer or not
+                mark_spent(exc, self._spent(tally))
+            raise
         result = {
             "answer": answer,
             "raw": raw,
             "model": tally.model,
-            "usage": tally.usage.as_dict(),
             "latency": round(time.perf_counter() - started, 6),
             "attempts": tally.calls,
-            "cost": tally.usage.cost(self.price_of(tally.model)),
+            **self._spent(tally),
             "cached": False,
         }
         if cache is not None and key is not None:
             await cache.put(key, result)
         return result
+
+    def _spent(self, tally: _Tally) -> dict[str, Any]:
+        return {
+            "usage": tally.usage.as_dict(),
+            "cost": tally.usage.cost(self.price_of(tally.model or None)),
+        }
 
     async def _answer(
         self, messages: Messages, tally: _Tally, limiter: RateLimiter

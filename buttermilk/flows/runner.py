@@ -2,7 +2,9 @@
 
 A run's result holds each agent's output and timing and, when any agent reports what it
 spent (an LLM agent's ``cost`` and ``usage``), a ``usage`` summary of the run: the store
-keeps it per job and adds it up per batch.
+keeps it per job and adds it up per batch. A run that fails may have spent too: an agent
+says what with :func:`mark_spent` on its error, and the run's error then carries the
+summary of everything spent so far (:func:`spent_by`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ def _json_ready(name: str, value: Any) -> Any:
         raise PermanentError(
             f"agent {name!r} returned a value that is not JSON-serialisable: {exc}"
         ) from None
+
+
+SPENT = "buttermilk_spent"  # on an agent's error: what that agent spent (output-shaped)
+RUN_USAGE = "buttermilk_usage"  # on a run's error: the usage summary of the run so far
+
+
+def mark_spent(error: BaseException, spent: Mapping[str, Any]) -> None:
+    """Say what an agent spent before it raised ``error``: ``cost`` and ``usage``, shaped
+    like its output would have been."""
+    setattr(error, SPENT, dict(spent))
+
+
+def spent_by(error: BaseException) -> dict[str, Any] | None:
+    """The usage summary of a run that raised ``error`` (None when it spent nothing known)."""
+    found = getattr(error, RUN_USAGE, None)
+    return dict(found) if isinstance(found, Mapping) else None
 
 
 def _number(value: Any) -> float | None:
@@ -91,7 +109,15 @@ class FlowRunner:
         params = MappingProxyType(dict(parameters))
         for agent in self.agents:
             started = time.perf_counter()
-            value = await agent.call(record, view, params)
+            try:
+                value = await agent.call(record, view, params)
+            except Exception as exc:
+                failed = getattr(exc, SPENT, None)
+                spent = {**outputs, agent.name: failed} if failed else outputs
+                usage = usage_summary(spent)
+                if usage is not None:
+                    setattr(exc, RUN_USAGE, usage)
+                raise
             timings[agent.name] = round(time.perf_counter() - started, 6)
             outputs[agent.name] = _json_ready(agent.name, value)
         result: dict[str, Any] = {"outputs": outputs, "timings": timings}
