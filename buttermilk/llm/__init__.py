@@ -7,5 +7,7 @@
 - :mod:`.retry`: which endpoint errors are worth retrying, and how long to wait.
 - :mod:`.limits`: seams shared across agents (rate limits, a response cache), with
   in-process implementations.
+- :mod:`.shared`: the same seams kept in the batch store, for every worker and batch.
 - :mod:`.usage`: token estimates and cost.
+- :mod:`.estimate`: what a batch would send to its LLM agents (``batch.command=estimate``).
 """
