@@ -10,100 +10,103 @@ its claim token is still the job's).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    Connection,
-    Float,
-    Integer,
-    String,
-    Text,
-    and_,
-    cast,
-    column,
-    exists,
-    literal,
-    or_,
-    tuple_,
-    update,
-    values,
-)
+from sqlalchemy import Connection, text
 
-from buttermilk.batch.models import BatchStatus, JobStatus
-from buttermilk.store.schema import JSONType, batches, jobs
+from buttermilk.batch.models import JobStatus
 
 if TYPE_CHECKING:
     from buttermilk.store.spending import Spent
     from buttermilk.store.store import Outcome
 
-LIVE_BATCH = (BatchStatus.PENDING.value, BatchStatus.RUNNING.value)
+# Plain SQL, prepared once per connection by the driver: nothing to build or compile per
+# round, and arrays instead of a parameter per value.
+CLAIM = text(
+    """
+    UPDATE jobs SET status = 'running', attempts = attempts + 1, claim_token = :token,
+        lease_until = :lease_until, worker = :worker, started_at = :now, finished_at = NULL
+    WHERE batch_id = :batch_id AND record_id = ANY(CAST(:record_ids AS text[]))
+        AND (status = 'pending' OR (status = 'running' AND lease_until < :now))
+        AND EXISTS (
+            SELECT 1 FROM batches WHERE id = :batch_id AND status IN ('pending', 'running')
+        )
+    RETURNING record_id, attempts, record
+    """
+)
+FINISH = text(
+    """
+    UPDATE jobs AS j SET status = o.status, duration = o.duration, result = o.result,
+        error_type = o.error_type, error_message = o.error_message, traceback = o.traceback,
+        lease_until = NULL, finished_at = o.finished_at, cost = o.cost,
+        input_tokens = o.input_tokens, output_tokens = o.output_tokens
+    FROM unnest(
+        CAST(:batch_id AS text[]), CAST(:record_id AS text[]), CAST(:token AS text[]),
+        CAST(:status AS text[]), CAST(:duration AS float8[]), CAST(:result AS jsonb[]),
+        CAST(:error_type AS text[]), CAST(:error_message AS text[]),
+        CAST(:traceback AS text[]), CAST(:finished_at AS float8[]), CAST(:cost AS float8[]),
+        CAST(:input_tokens AS bigint[]), CAST(:output_tokens AS bigint[])
+    ) AS o (batch_id, record_id, token, status, duration, result, error_type, error_message,
+        traceback, finished_at, cost, input_tokens, output_tokens)
+    WHERE j.batch_id = o.batch_id AND j.record_id = o.record_id AND j.claim_token = o.token
+        AND j.status = 'running'
+    RETURNING j.batch_id, j.record_id
+    """
+)
+OUTCOME_FIELDS = (
+    "batch_id",
+    "record_id",
+    "token",
+    "status",
+    "duration",
+    "result",
+    "error_type",
+    "error_message",
+    "traceback",
+    "finished_at",
+    "cost",
+    "input_tokens",
+    "output_tokens",
+)
 
 
 def claim_many(
     conn: Connection,
-    keys: Sequence[tuple[str, str]],
+    batch_id: str,
+    record_ids: Sequence[str],
     *,
     token: str,
     worker: str,
     now: float,
     lease: float,
-) -> dict[tuple[str, str], tuple[int, Any]]:
-    """Claim the jobs that can be claimed; (batch_id, record_id) -> (attempts, record)."""
-    running = JobStatus.RUNNING.value
-    statement = (
-        update(jobs)
-        .where(
-            tuple_(jobs.c.batch_id, jobs.c.record_id).in_(keys),
-            or_(
-                jobs.c.status == literal(JobStatus.PENDING.value),
-                and_(jobs.c.status == literal(running), jobs.c.lease_until < now),
-            ),
-            exists().where(batches.c.id == jobs.c.batch_id, batches.c.status.in_(LIVE_BATCH)),
-        )
-        .values(
-            status=running,
-            attempts=jobs.c.attempts + 1,
-            claim_token=token,
-            lease_until=now + lease,
-            worker=worker,
-            started_at=now,
-            finished_at=None,
-        )
-        .returning(jobs.c.batch_id, jobs.c.record_id, jobs.c.attempts, jobs.c.record)
+) -> dict[str, tuple[int, Any]]:
+    """Claim the jobs of one batch that can be claimed; record_id -> (attempts, record)."""
+    found = conn.execute(
+        CLAIM,
+        {
+            "token": token,
+            "lease_until": now + lease,
+            "worker": worker,
+            "now": now,
+            "batch_id": batch_id,
+            "record_ids": list(record_ids),
+        },
     )
-    return {(b, r): (int(a), record) for b, r, a, record in conn.execute(statement)}
+    return {r: (int(a), record) for r, a, record in found}
 
 
-OUTCOME_COLUMNS = (
-    column("batch_id", String),
-    column("record_id", String),
-    column("token", String),
-    column("status", String),
-    column("duration", Float),
-    column("result", JSONType),
-    column("error_type", String),
-    column("error_message", Text),
-    column("traceback", Text),
-    column("finished_at", Float),
-    column("cost", Float),
-    column("input_tokens", Integer),
-    column("output_tokens", Integer),
-)
-
-
-SET_COLUMNS = [c.name for c in OUTCOME_COLUMNS[3:]]
-
-
-def outcome_row(o: Outcome, spent: Spent | None, now: float) -> tuple[Any, ...]:
-    """An outcome as a row of OUTCOME_COLUMNS."""
+def outcome_row(
+    o: Outcome, spent: Spent | None, now: float, dumps: Callable[[Any], str]
+) -> tuple[Any, ...]:
+    """An outcome as a row of OUTCOME_FIELDS."""
     return (
         o.batch_id,
         o.record_id,
         o.token,
         o.status.value,
         o.duration,
-        o.result,
+        None if o.result is None else dumps(o.result),
         o.error_type,
         o.error_message,
         o.traceback,
@@ -115,22 +118,7 @@ def outcome_row(o: Outcome, spent: Spent | None, now: float) -> tuple[Any, ...]:
 
 
 def finish_many(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
-    """Apply outcomes (rows in the order of OUTCOME_COLUMNS) whose claim still holds;
-    returns the (batch_id, record_id) of those applied."""
-    given = values(*OUTCOME_COLUMNS, name="outcome").data(list(rows))
-    statement = (
-        update(jobs)
-        .where(
-            jobs.c.batch_id == given.c.batch_id,
-            jobs.c.record_id == given.c.record_id,
-            jobs.c.claim_token == given.c.token,
-            jobs.c.status == literal(JobStatus.RUNNING.value),
-        )
-        .values(
-            # NULLs in VALUES have no type of their own: cast each to its column's.
-            **{name: cast(given.c[name], jobs.c[name].type) for name in SET_COLUMNS},
-            lease_until=None,
-        )
-        .returning(jobs.c.batch_id, jobs.c.record_id)
-    )
-    return {(b, r) for b, r in conn.execute(statement)}
+    """Apply outcomes (rows of OUTCOME_FIELDS, from :func:`outcome_row`) whose claim still
+    holds; returns the (batch_id, record_id) of those applied."""
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(OUTCOME_FIELDS)}
+    return {(b, r) for b, r in conn.execute(FINISH, columns)}

@@ -753,9 +753,10 @@ class Store:
         finished = [op for op in ops if isinstance(op, Outcome) and not op.release]
         if finished:
             spent = [spent_in(o.result) for o in finished]
-            done = bulk.finish_many(
-                conn, [bulk.outcome_row(o, s, now) for o, s in zip(finished, spent, strict=True)]
-            )
+            rows = [
+                bulk.outcome_row(o, s, now, _dumps) for o, s in zip(finished, spent, strict=True)
+            ]
+            done = bulk.finish_many(conn, rows)
             for o, s in zip(finished, spent, strict=True):
                 applied[id(o)] = (o.batch_id, o.record_id) in done
                 if applied[id(o)]:
@@ -763,20 +764,23 @@ class Store:
         for op in ops:
             if isinstance(op, Outcome) and op.release:
                 applied[id(op)] = self._record_outcome(conn, op, now)
-        claims = [op for op in ops if isinstance(op, Claim)]
         token = secrets.token_hex(8)  # one per round: a re-claim always gets a new one
-        got = (
-            bulk.claim_many(
+        wanted: dict[str, set[str]] = {}
+        for op in ops:
+            if isinstance(op, Claim):
+                wanted.setdefault(op.batch_id, set()).add(op.record_id)
+        got: dict[tuple[str, str], tuple[int, Any]] = {}
+        for batch_id in sorted(wanted):
+            claimed = bulk.claim_many(
                 conn,
-                sorted({(c.batch_id, c.record_id) for c in claims}),
+                batch_id,
+                sorted(wanted[batch_id]),
                 token=token,
                 worker=worker,
                 now=now,
                 lease=lease,
             )
-            if claims
-            else {}
-        )
+            got.update(((batch_id, rid), found) for rid, found in claimed.items())
         results: list[Claimed | Skipped | bool] = []
         handed: set[tuple[str, str]] = set()
         for op in ops:
