@@ -31,13 +31,13 @@ def test_three_workers_one_killed_mid_run_every_record_completes_exactly_once(en
         "t_work",
         "batch.concurrency=30",
         f"batch.parameters={{sleep:0.02,tally_file:'{tally}'}}",
-        env.lease(3),  # Pub/Sub: the subscription is made with this ack deadline
+        env.lease(5),  # Pub/Sub: the subscription is made with this ack deadline
     )
     common = (
         "batch.command=run",
         "batch.idle_timeout=null",
         f"batch.worker_concurrency={HELD}",
-        env.lease(3),
+        env.lease(5),
     )
     doomed = env.popen(*common, log_name="doomed")
     survivors = [env.popen(*common, log_name=f"survivor{n}") for n in (1, 2)]

@@ -10,7 +10,7 @@ its claim token is still the job's).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
@@ -54,6 +54,29 @@ FINISH = text(
     RETURNING j.batch_id, j.record_id
     """
 )
+# Done when no job is open: read from the counters, not from the batch's jobs.
+COMPLETE = text(
+    """
+    UPDATE batches SET status = 'completed', finished_at = :p_now
+    WHERE id = :p_batch AND status = 'running' AND published
+        AND NOT EXISTS (
+            SELECT 1 FROM job_counts
+            WHERE batch_id = :p_batch AND status IN ('pending', 'running') AND n <> 0
+        )
+    """
+)
+COPY_JOBS = "COPY jobs (batch_id, record_id, seq, status, attempts, record) FROM STDIN"
+
+
+def copy_jobs(conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Insert job rows with COPY, in the connection's current transaction."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(COPY_JOBS) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 OUTCOME_FIELDS = (
     "batch_id",
     "record_id",

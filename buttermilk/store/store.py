@@ -68,6 +68,7 @@ from buttermilk.store.schema import (
 from buttermilk.store.spending import Spent, charge, spent_in
 
 INSERT_CHUNK = 5_000
+ANALYZE_AFTER = 1_000  # jobs in a new batch that make PostgreSQL refresh its statistics
 SCHEMA_LOCK_KEY = 0x6275_7474_6572  # any constant: PostgreSQL advisory lock for schema setup
 LIVE_BATCH = (BatchStatus.PENDING.value, BatchStatus.RUNNING.value)
 OPEN_JOB = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
@@ -434,6 +435,11 @@ class Store:
             conn.execute(insert(batches), row)
             for start in range(0, len(records), INSERT_CHUNK):
                 self._insert_jobs(conn, batch_id, start, records[start : start + INSERT_CHUNK])
+        if not self._is_sqlite and len(records) >= ANALYZE_AFTER:
+            # Fresh statistics, so that claims by primary key are planned as such.
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE jobs"))
+                conn.commit()
         return _batch(row | {"started_at": None, "finished_at": None, "error": None})  # type: ignore[arg-type]
 
     def _insert_jobs(
@@ -451,19 +457,14 @@ class Store:
                 ],
             )
             return
-        conn.execute(
-            insert(jobs),
-            [
-                {
-                    "batch_id": batch_id,
-                    "record_id": rec.record_id,
-                    "seq": start + n,
-                    "status": pending,
-                    "attempts": 0,
-                    "record": dict(rec.__dict__),  # JSON-encoded by _dumps
-                }
+        # COPY: one stream, one job-count trigger run (an INSERT per row would fire it
+        # per row, and costs a round trip each).
+        bulk.copy_jobs(
+            conn,
+            (
+                (batch_id, rec.record_id, start + n, pending, 0, _dumps(dict(rec.__dict__)))
                 for n, rec in enumerate(records)
-            ],
+            ),
         )
 
     def mark_published(self, batch_id: str) -> None:
@@ -733,8 +734,9 @@ class Store:
                     results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
             for batch_id in started - self._running:
                 conn.execute(_START_BATCH, {"p_batch": batch_id, "p_now": now})
+            complete = _COMPLETE if self._is_sqlite else bulk.COMPLETE
             for batch_id in sorted(outcome_batches):
-                conn.execute(_COMPLETE, {"p_batch": batch_id, "p_now": now})
+                conn.execute(complete, {"p_batch": batch_id, "p_now": now})
         # Once started, a batch never goes back to pending (retry keeps started ones running).
         self._running |= started
         return results
