@@ -26,7 +26,7 @@ from buttermilk.batch.models import BatchInfo, JobStatus
 from buttermilk.errors import ButtermilkError, JobTimeoutError, PermanentError
 from buttermilk.flows.agents import Console, JobContext, set_current_job
 from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.runner import FlowRunner, merge_parameters
+from buttermilk.flows.runner import FlowRunner, merge_parameters, spent_by
 from buttermilk.queue.base import Delivery, Queue
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
 
@@ -514,9 +514,11 @@ class Worker:
             or claimed.attempts >= request.max_attempts
             or self._last_delivery(running.delivery)
         )
+        spent = spent_by(error)  # what its calls cost before it failed still counts
         return claimed.outcome(
             JobStatus.FAILED if final else JobStatus.PENDING,
             duration=duration,
+            result={"usage": spent} if spent else None,
             error_type=type(error).__name__,
             error_message=str(error)[:2000],
             traceback="".join(traceback.format_exception(error))[-MAX_TRACEBACK:],
