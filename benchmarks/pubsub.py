@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import inspect
 import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -50,19 +46,25 @@ from typing import Any
 
 import anyio
 import grpc
-import psycopg
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import SubscriberAsyncClient
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 from omegaconf import OmegaConf
-from sqlalchemy.engine import make_url
 
 from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.planner import plan_records
 from buttermilk.batch.service import BatchService, new_batch_id
 from buttermilk.batch.worker import Worker, WorkerOptions, WorkerStats
+from buttermilk.devservices import (
+    ServiceError,
+    emulator_ready,
+    free_port,
+    start_emulator,
+    stop_emulator,
+    throwaway_database,
+)
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.queue import JobMessage, PubSubQueueSettings, open_queue
@@ -72,7 +74,6 @@ BENCH_CONF = Path(__file__).resolve().parent / "conf"
 ADMIN_URL = os.environ.get(
     "BUTTERMILK_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-EMULATOR_START_TIMEOUT = 60.0
 SCENARIO_TIMEOUT = 120.0  # seconds any one timed operation may take before it is abandoned
 
 PUBLISH_GOAL = 0.8
@@ -160,35 +161,6 @@ def spread(values: list[float], fmt: str) -> str:
 # -- the Pub/Sub emulator ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def emulator_ready(host: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}/", timeout=1) as answer:
-            return bool(answer.read().strip() == b"Ok")
-    except OSError:
-        return False
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the emulator and its Java child: the whole process group it leads."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    # The Java child may outlive its gcloud parent: the group is what counts.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 @contextmanager
 def emulator() -> Iterator[str]:
     """``host:port`` of the emulator: the given one, or one started here and stopped after."""
@@ -199,23 +171,14 @@ def emulator() -> Iterator[str]:
         progress(f"using the emulator at {given}")
         yield given
         return
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        raise BenchmarkError("no PUBSUB_EMULATOR_HOST, and no gcloud on PATH to start one")
-    host = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    host = f"127.0.0.1:{port}"
     progress(f"starting the Pub/Sub emulator on {host}")
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, stopped as a whole
-    )
     try:
-        deadline = time.monotonic() + EMULATOR_START_TIMEOUT
-        while not emulator_ready(host):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchmarkError(f"the Pub/Sub emulator did not start on {host}")
-            time.sleep(0.1)
+        proc = start_emulator(port)
+    except ServiceError as exc:
+        raise BenchmarkError(str(exc)) from None
+    try:
         os.environ["PUBSUB_EMULATOR_HOST"] = host
         try:
             yield host
@@ -223,22 +186,10 @@ def emulator() -> Iterator[str]:
             del os.environ["PUBSUB_EMULATOR_HOST"]
     finally:
         progress("stopping the Pub/Sub emulator")
-        stop_group(proc)
+        stop_emulator(proc)
 
 
 # -- one scenario: a Pub/Sub project, a database, a data folder ---------------------
-
-
-def _admin() -> psycopg.Connection[tuple[Any, ...]]:
-    url = make_url(ADMIN_URL)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-    )
 
 
 @dataclass
@@ -274,24 +225,20 @@ def _delete_project(project: str) -> None:
 
 @contextmanager
 def scenario(label: str) -> Iterator[Scenario]:
-    name = f"bm_pubsub_bench_{secrets.token_hex(5)}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     data = Path(tempfile.mkdtemp(prefix="buttermilk-bench-"))
-    found = Scenario(
-        project=f"bench-{label}-{secrets.token_hex(4)}",
-        database_url=make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False),
-        data=data,
-    )
     try:
-        yield found
+        with throwaway_database(ADMIN_URL, prefix="bm_pubsub_bench") as url:
+            found = Scenario(
+                project=f"bench-{label}-{secrets.token_hex(4)}", database_url=url, data=data
+            )
+            try:
+                yield found
+            finally:
+                try:
+                    _delete_project(found.project)
+                except Exception as exc:  # the emulator forgets everything when it stops
+                    progress(f"could not clean up Pub/Sub project {found.project}: {exc}")
     finally:
-        try:
-            _delete_project(found.project)
-        except Exception as exc:  # the emulator forgets everything when it stops anyway
-            progress(f"could not clean up Pub/Sub project {found.project}: {exc}")
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(data, ignore_errors=True)
 
 

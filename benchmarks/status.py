@@ -16,17 +16,15 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import psycopg
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 
 from buttermilk.batch.models import BatchRequest, JobStatus
 from buttermilk.batch.service import BatchService
+from buttermilk.devservices import throwaway_database
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
@@ -38,26 +36,6 @@ ADMIN_URL = os.environ.get(
 )
 GOAL_MS = 100.0  # a status call a person or a dashboard makes every second
 REPEATS = 20
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    url = make_url(ADMIN_URL)
-    name = f"bm_bench_{secrets.token_hex(4)}"
-
-    def admin() -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, dbname=url.database,
-            password=url.password, autocommit=True,
-        )  # fmt: skip
-
-    with admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fill(store: Store, count: int) -> str:
@@ -116,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = measure(f"sqlite:///{tmp}/batches.db", args.jobs, Path(tmp) / "q.db")
         rows.append(("sqlite", *sqlite))
-        with postgres_database() as url:
+        with throwaway_database(ADMIN_URL, prefix="bm_bench") as url:
             rows.append(("postgres", *measure(url, args.jobs, Path(tmp) / "q.db")))
     print(f"\nstatus and list of a batch of {args.jobs:,} jobs (median of {REPEATS} calls)\n")
     print("| store | status ms | list ms | goal | ok |\n|---|---|---|---|---|")

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from buttermilk import devservices
+from buttermilk.devservices import (
+    ServiceError,
+    emulator_ready,
+    free_port,
+    stop_emulator,
+    throwaway_database,
+)
 from buttermilk.queue import PubSubQueueSettings
 from buttermilk.queue.local import LocalQueue
 from buttermilk.queue.pubsub import PubSubQueue
@@ -33,7 +34,6 @@ from buttermilk.queue.pubsub import PubSubQueue
 ADMIN_URL = os.environ.get(
     "BUTTERMILK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-EMULATOR_START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -130,49 +130,12 @@ class patched_environ:
 # -- the Pub/Sub emulator ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def emulator_ready(host: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}/", timeout=1) as answer:
-            return bool(answer.read().strip() == b"Ok")
-    except OSError:
-        return False
-
-
 def start_emulator(port: int) -> subprocess.Popen[bytes]:
-    """Start the Pub/Sub emulator on ``port`` in its own process group; wait until ready."""
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        pytest.fail("the Pub/Sub emulator needs gcloud on PATH (see .ci/run)")
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + EMULATOR_START_TIMEOUT
-    while not emulator_ready(f"127.0.0.1:{port}"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_emulator(proc)
-            pytest.fail(f"the Pub/Sub emulator did not start on port {port}")
-        time.sleep(0.1)
-    return proc
-
-
-def stop_emulator(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the emulator and its Java child (the whole process group)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """Start the emulator on ``port`` (see buttermilk.devservices); fail the test if not."""
+    try:
+        return devservices.start_emulator(port)
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -195,32 +158,14 @@ def pubsub_emulator() -> Iterator[str]:
 # -- PostgreSQL --------------------------------------------------------------------
 
 
-def _admin() -> psycopg.Connection[tuple[object, ...]]:
-    url = make_url(ADMIN_URL)
-    try:
-        return psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            autocommit=True,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {url.render_as_string()} does not answer: {exc}")
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """The URL of a new, empty database; dropped after the test."""
-    name = f"bm_test_{secrets.token_hex(6)}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with throwaway_database(ADMIN_URL, prefix="bm_test") as url:
+            yield url
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
