@@ -479,21 +479,19 @@ def test_a_cache_hit_answers_without_a_request_and_says_so(fake_openai: FakeOpen
 
 def test_the_cache_key_changes_with_each_part_of_the_request() -> None:
     messages = [{"role": "user", "content": "hi"}]
-    base = cache_key("m", messages, {"temperature": 0}, None)
+    at = "http://a/v1"
+    base = cache_key("m", messages, {"temperature": 0}, None, endpoint=at)
 
-    assert base == cache_key("m", [dict(messages[0])], {"temperature": 0}, None)
-    assert (
-        len(
-            {
-                base,
-                cache_key("m2", messages, {"temperature": 0}, None),
-                cache_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0}, None),
-                cache_key("m", messages, {"temperature": 0.5}, None),
-                cache_key("m", messages, {"temperature": 0}, {"type": "object"}),
-            }
-        )
-        == 5
-    )
+    assert base == cache_key("m", [dict(messages[0])], {"temperature": 0}, None, endpoint=at)
+    keys = {
+        base,
+        cache_key("m2", messages, {"temperature": 0}, None, endpoint=at),
+        cache_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0}, None, endpoint=at),
+        cache_key("m", messages, {"temperature": 0.5}, None, endpoint=at),
+        cache_key("m", messages, {"temperature": 0}, {"type": "object"}, endpoint=at),
+        cache_key("m", messages, {"temperature": 0}, None, endpoint="http://b/v1"),
+    }
+    assert len(keys) == 6
 
 
 class RecordingLimiter:

@@ -165,6 +165,30 @@ def test_a_second_batch_of_the_same_records_takes_its_answers_from_the_store(
         assert job.cost == 0.0
 
 
+
+def test_the_same_model_at_another_endpoint_is_asked_not_answered_from_the_cache(
+    llm_env: Env, fake_openai: FakeOpenAI
+) -> None:
+    """The cache key holds the endpoint: one model name at two servers may be two models."""
+    env = llm_env
+    write_records(env.data / "records.jsonl", 3)
+    env.extra.update(T_LLM_CACHE="true")
+    run = ("flow=t_llm_shared", "batch.wait=true", "batch.format=json")
+    env.ok(*run)
+    other = FakeOpenAI().start()
+    try:
+        other.always(answer(json.dumps({"label": "positive"}), usage=USAGE))
+        env.extra.update(T_LLM_BASE_URL=other.base_url)
+
+        second = env.ok(*run).json()
+
+        assert len(other.requests) == 3
+    finally:
+        other.close()
+    for job in jobs_of(env, second["batch_id"]):
+        judge = job.result["outputs"]["judge"]
+        assert (judge["cached"], judge["answer"]) == (False, {"label": "positive"})
+
 # -- estimate ------------------------------------------------------------------------------
 
 

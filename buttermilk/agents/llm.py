@@ -210,7 +210,9 @@ class LLM:
     def cache_key(self, messages: Messages) -> str:
         """The response cache's key for a request of these messages."""
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
-        return cache_key(self.config.model, messages, sampling, self.schema_json)
+        return cache_key(
+            self.config.model, messages, sampling, self.schema_json, endpoint=self.config.base_url
+        )
 
     # -- the call --------------------------------------------------------------------
 

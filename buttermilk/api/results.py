@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import anyio
-import orjson
 
-from buttermilk.batch.export import columns, flatten, job_row
+from buttermilk import values
+from buttermilk.batch.export import columns, csv_row, job_row
 from buttermilk.batch.models import JobInfo
 from buttermilk.store.store import Store
 
@@ -40,7 +40,7 @@ async def job_chunks(
 
 async def jsonl_stream(store: Store, batch_id: str) -> AsyncIterator[bytes]:
     async for jobs in job_chunks(store, batch_id):
-        yield b"".join(orjson.dumps(job_row(job)) + b"\n" for job in jobs)
+        yield b"".join(values.dumps(job_row(job)) + b"\n" for job in jobs)
 
 
 async def csv_stream(store: Store, batch_id: str) -> AsyncIterator[str]:
@@ -60,7 +60,7 @@ async def csv_stream(store: Store, batch_id: str) -> AsyncIterator[str]:
     yield take()
     async for jobs in job_chunks(store, batch_id):
         for job in jobs:
-            writer.writerow(flatten(job_row(job)))
+            writer.writerow(csv_row(job_row(job)))
         yield take()
 
 

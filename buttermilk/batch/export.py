@@ -3,6 +3,12 @@
 JSONL keeps results nested. CSV and Parquet flatten them into dotted columns
 (``outputs.vader.compound``); lists become JSON text. The file appears only when
 complete (written beside it, then renamed).
+
+Every value is written exactly. JSONL writes the tags of :mod:`buttermilk.values` for what
+JSON cannot hold (bytes, integers beyond 64 bits, NaN); CSV writes bytes as that tag's JSON
+text and every other value as text; Parquet picks a column type that holds every value of
+the column (int64, else uint64, else text for integers; binary for bytes; text holding JSON
+when a column mixes types).
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ import csv
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from buttermilk import values
 from buttermilk.batch.models import JobInfo
 from buttermilk.errors import InvalidOptionError
 from buttermilk.store.store import Store
@@ -79,7 +85,7 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         elif value is None and key in NESTED:
             continue  # a job without a result: its outputs' columns stay empty
         elif isinstance(value, list):
-            flat[name] = orjson.dumps(value).decode()
+            flat[name] = values.dumps_text(value)
         else:
             flat[name] = value
     return flat
@@ -90,22 +96,46 @@ def _rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
         yield job_row(job)
 
 
-def columns(store: Store, batch_id: str) -> dict[str, set[type]]:
-    """First pass: every flattened column, in order of appearance, with its value types."""
-    columns: dict[str, set[type]] = {}
+@dataclass
+class Column:
+    """What one flattened column holds: its value types, and its integers' range."""
+
+    kinds: set[type] = field(default_factory=set)
+    low: int = 0
+    high: int = 0
+
+    def add(self, value: Any) -> None:
+        if value is None:
+            return
+        kind = float if isinstance(value, float) else type(value)  # NonFiniteFloat too
+        self.kinds.add(kind)
+        if kind is int:
+            self.low, self.high = min(self.low, value), max(self.high, value)
+
+
+def columns(store: Store, batch_id: str) -> dict[str, Column]:
+    """First pass: every flattened column, in order of appearance, with what it holds."""
+    found: dict[str, Column] = {}
     for row in _rows(store, batch_id):
         for key, value in flatten(row).items():
-            kinds = columns.setdefault(key, set())
-            if value is not None:
-                kinds.add(type(value))
-    return columns
+            found.setdefault(key, Column()).add(value)
+    return found
+
+
+def csv_cell(value: Any) -> Any:
+    """A flattened value as the csv module should write it: bytes as their tag's JSON."""
+    return values.dumps_text(value) if isinstance(value, bytes) else value
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: csv_cell(value) for key, value in flatten(row).items()}
 
 
 def _write_jsonl(store: Store, batch_id: str, out: Path) -> int:
     count = 0
     with out.open("wb") as fh:
         for row in _rows(store, batch_id):
-            fh.write(orjson.dumps(row) + b"\n")
+            fh.write(values.dumps(row) + b"\n")
             count += 1
     return count
 
@@ -118,19 +148,29 @@ def _write_csv(store: Store, batch_id: str, out: Path) -> int:
         writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
         writer.writeheader()
         for row in _rows(store, batch_id):
-            writer.writerow(flatten(row))
+            writer.writerow(csv_row(row))
             count += 1
     return count
 
 
-def _arrow_type(kinds: set[type]) -> Any:
+EXACT_FLOAT_INTS = 2**53  # integers a float64 holds exactly
+
+
+def _arrow_type(column: Column) -> Any:
     import pyarrow as pa
 
+    kinds, low, high = column.kinds, column.low, column.high
     if kinds == {bool}:
         return pa.bool_()
     if kinds == {int}:
-        return pa.int64()
-    if kinds and kinds <= {int, float}:
+        if low >= -(2**63) and high < 2**63:
+            return pa.int64()
+        if low >= 0 and high < 2**64:
+            return pa.uint64()
+        return pa.string()  # the digits, exactly
+    if kinds == {bytes}:
+        return pa.binary()
+    if kinds and kinds <= {int, float} and low >= -EXACT_FLOAT_INTS and high <= EXACT_FLOAT_INTS:
         return pa.float64()
     return pa.string()
 
@@ -140,13 +180,15 @@ def _write_parquet(store: Store, batch_id: str, out: Path) -> int:
     import pyarrow.parquet as pq
 
     found = columns(store, batch_id)
-    schema = pa.schema([(name, _arrow_type(kinds)) for name, kinds in found.items()])
-    strings = {name for name, kinds in found.items() if _arrow_type(kinds) == pa.string()}
+    schema = pa.schema([(name, _arrow_type(column)) for name, column in found.items()])
+    strings = {name for name, column in found.items() if _arrow_type(column) == pa.string()}
 
     def cell(name: str, value: Any) -> Any:
         if value is None or name not in strings or isinstance(value, str):
             return value
-        return orjson.dumps(value).decode()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return values.dumps_text(value)
 
     count = 0
     with pq.ParquetWriter(out, schema) as writer:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import orjson
 
+from buttermilk import values
 from buttermilk.batch.export import export_jobs
 from buttermilk.batch.models import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
 from buttermilk.batch.planner import Plan, plan_records
@@ -61,7 +61,7 @@ def check_record_sizes(records: Sequence[Record], limit: int | None, transport: 
     if limit is None:
         return
     for record in records:
-        size = len(orjson.dumps(record.model_dump(mode="json")))
+        size = len(values.dumps(dict(record.__dict__)))
         if size > limit:
             raise DataSourceError(
                 f"record {record.record_id!r} is {size:,} bytes as JSON; the {transport} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +28,23 @@ class FileSource(BaseModel):
     id_prefix: str = Field(
         default="", description="Prepended to every record id, to keep ids of sources apart."
     )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of JSONL, JSON and CSV files (a UTF-8 byte-order mark is "
+        "dropped); e.g. cp1252 for files saved by older Windows programs.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {value!r}: use a Python codec name such as utf-8, cp1252, "
+                "latin-1 or utf-16"
+            ) from None
+        return value
 
     @field_validator("columns")
     @classmethod

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
+from buttermilk import values
 from buttermilk.errors import PermanentError
 from buttermilk.flows.agents import Agent, build_agent
 from buttermilk.flows.models import FlowConfig
@@ -38,8 +38,8 @@ def _json_ready(name: str, value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     try:
-        return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
-    except TypeError as exc:
+        return values.loads(values.dumps(value))
+    except (TypeError, ValueError) as exc:
         raise PermanentError(
             f"agent {name!r} returned a value that is not JSON-serialisable: {exc}"
         ) from None

@@ -1,12 +1,14 @@
 """Read records from a flow's file sources (JSONL, JSON, CSV, Parquet; globs allowed).
 
+The files themselves are read by :mod:`buttermilk.flows.readers`; this module maps their
+rows to record fields and ids.
+
 Rows are streamed, and a row becomes a :class:`Record` only when asked (``to_record``),
 so planning can look at every id of a large file while keeping few records in memory.
 """
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
 from collections.abc import Iterator
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from buttermilk import values
 from buttermilk.errors import DataSourceError
 from buttermilk.flows.models import FileFormat, FileSource, FlowConfig
+from buttermilk.flows.readers import READERS
 from buttermilk.records import Record
 
 EXTENSIONS: dict[str, FileFormat] = {
@@ -80,12 +82,29 @@ class SourceRow:
 
 def content_hash(value: Any) -> str:
     """A stable id for a record without one: a hash of its content."""
-    data = (
-        value.encode()
-        if isinstance(value, str)
-        else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    )
+    data = value.encode() if isinstance(value, str) else values.dumps(value, sort_keys=True)
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+MAX_ID_LENGTH = 512  # the store's record_id column
+
+
+def _record_id(raw: Any, field: str, location: str) -> str:
+    """A record id as text: from text or an integer, exactly as written."""
+    if raw is None or raw == "":
+        raise DataSourceError(f"{location}: empty record id in field {field!r}")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise DataSourceError(
+            f"{location}: the record id in field {field!r} is {type(raw).__name__} "
+            f"{str(raw)[:40]!r}; ids must be text or integers (map another column to record_id)"
+        )
+    record_id = str(raw)
+    if len(record_id) > MAX_ID_LENGTH:
+        raise DataSourceError(
+            f"{location}: the record id in field {field!r} is {len(record_id):,} characters "
+            f"long; at most {MAX_ID_LENGTH}"
+        )
+    return record_id
 
 
 def resolve_paths(name: str, source: FileSource) -> list[Path]:
@@ -115,57 +134,12 @@ def file_format(name: str, source: FileSource, path: Path) -> FileFormat:
     return fmt
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataSourceError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-
-
-def _iter_json(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise DataSourceError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise DataSourceError(f"{path}: a JSON source must hold an array of objects")
-    for index, row in enumerate(data):
-        yield f"{path}[{index}]", row
-
-
-def _iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
-        for lineno, row in enumerate(csv.DictReader(fh), start=2):
-            yield f"{path}:{lineno}", row
-
-
-def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
-        raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from None
-    index = 0
-    for chunk in parquet.iter_batches(batch_size=10_000):
-        for row in chunk.to_pylist():
-            yield f"{path}[{index}]", row
-            index += 1
-
-
-READERS = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}
-
-
 def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
     """Stream the rows of one source, with their record ids."""
     fields = FieldMap.for_source(source)
     for path in resolve_paths(name, source):
         reader = READERS[file_format(name, source, path)]
-        for location, row in reader(path):
+        for location, row in reader(path, source.encoding):
             if not isinstance(row, dict):
                 raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
             # Written out rather than looped: this runs for every row of every source.
@@ -182,10 +156,7 @@ def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
             elif content_field not in row:
                 raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
             if id_field is not None:
-                raw_id = row[id_field]
-                if raw_id is None or raw_id == "":
-                    raise DataSourceError(f"{location}: empty record id in field {id_field!r}")
-                record_id = str(raw_id)
+                record_id = _record_id(row[id_field], id_field, location)
             else:
                 content = row.get(content_field) if content_field else row
                 record_id = content_hash(content)

@@ -53,10 +53,22 @@ def cache_key(
     messages: Sequence[Mapping[str, Any]],
     sampling: Mapping[str, Any],
     schema: Mapping[str, Any] | None,
+    *,
+    endpoint: str,
 ) -> str:
-    """SHA-256 of the canonical JSON of everything that shapes an answer."""
+    """SHA-256 of the canonical JSON of everything that shapes an answer.
+
+    ``endpoint`` (the base URL) is part of it: one model name at two servers may be two
+    different models, as it is for the rate limits' scope.
+    """
     canonical = json.dumps(
-        {"model": model, "messages": list(messages), "sampling": sampling, "schema": schema},
+        {
+            "endpoint": endpoint,
+            "model": model,
+            "messages": list(messages),
+            "sampling": sampling,
+            "schema": schema,
+        },
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -15,6 +15,7 @@ from typing import Any, Literal, Self
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from buttermilk import values
 from buttermilk.records import Record
 
 SCHEMA_VERSION = 1
@@ -54,7 +55,7 @@ class JobMessage:
             body["parameters"] = self.parameters
         encoded = orjson.dumps(body)
         if self.record is not None and record_limit > 0:
-            record = orjson.dumps(self.record.model_dump(mode="json"))
+            record = values.dumps(dict(self.record.__dict__))
             if len(record) <= record_limit:
                 encoded = encoded[:-1] + b',"record":' + record + b"}"
         return encoded
@@ -63,8 +64,8 @@ class JobMessage:
     def decode(cls, body: bytes) -> JobMessage:
         """Parse a message body; raises ValueError with a short reason when malformed."""
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            data = values.loads(body)
+        except ValueError:
             raise ValueError("not JSON") from None
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")

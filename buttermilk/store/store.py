@@ -17,7 +17,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -40,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
+from buttermilk import values
 from buttermilk.batch.models import (
     BatchInfo,
     BatchRequest,
@@ -134,17 +134,9 @@ class Requeued:
     record_ids: list[str] = field(default_factory=list)
 
 
-def _json_fallback(value: Any) -> Any:
-    """What orjson cannot encode itself (Decimal, bytes, sets from Parquet or agents)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    return str(value)
-
-
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_json_fallback, option=orjson.OPT_NON_STR_KEYS).decode()
+    """JSON for the store's columns: exact for every value (see :mod:`buttermilk.values`)."""
+    return values.dumps_text(value)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -172,7 +164,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             json_serializer=_dumps,
-            json_deserializer=orjson.loads,
+            json_deserializer=values.loads,
             connect_args={"timeout": 30},
             # In-process SQLite has no round trips to save: plain executemany is faster
             # than SQLAlchemy's multi-row VALUES batches.
@@ -184,7 +176,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         json_serializer=_dumps,
-        json_deserializer=orjson.loads,
+        json_deserializer=values.loads,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
