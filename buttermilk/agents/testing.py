@@ -77,3 +77,18 @@ def tally(
         with open(path, "a") as fh:  # one short append per run: atomic on local files
             fh.write(f"{record.record_id}\n")
     return {"tallied": bool(path)}
+
+
+def echo(
+    record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the record's values as the agent received them, with their Python types: tests
+    compare them with what the source file held."""
+    fields = {"content": record.content, "ground_truth": record.ground_truth, **record.metadata}
+    return {
+        "record_id": record.record_id,
+        "content": record.content,
+        "ground_truth": record.ground_truth,
+        "metadata": dict(record.metadata),
+        "types": {name: type(value).__name__ for name, value in fields.items()},
+    }
