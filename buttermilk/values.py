@@ -13,6 +13,7 @@ finite numbers, lists and objects; what a source may also hold is written as a o
 ``{"$decimal": "<text>"}``              :class:`decimal.Decimal`
 ``{"$nul": ["a", "b"]}``                a string holding NUL characters, split at each of them
                                         (PostgreSQL's ``jsonb`` refuses ``\\u0000``)
+``{"$items": [[key, value], ...]}``    an object with a key holding NUL characters
 ``{"$object": {...}}``                  an object of the data whose one key is one of these
                                         tags, so that it is never mistaken for one
 =====================================  ====================================================
@@ -31,10 +32,11 @@ from typing import Any
 
 import orjson
 
-TAGS = frozenset({"$bytes", "$int", "$float", "$decimal", "$nul", "$object"})
+TAGS = frozenset({"$bytes", "$int", "$float", "$decimal", "$nul", "$items", "$object"})
 MAX_DEPTH = 200
 """Deepest nesting of lists and objects a value may have (orjson writes at most 254 levels,
 and the store adds a few around a record)."""
+JSON_DEPTH = 254  # orjson writes no deeper
 INT_RANGE = (-(2**63), 2**64)  # what orjson reads and writes as an integer
 _MARK = b'{"$'
 _MARK_TEXT = '{"$'
@@ -67,8 +69,8 @@ def _default(value: Any) -> Any:
 def _tag_walk(value: Any, depth: int = 0) -> Any:
     """The slow path: a copy of ``value`` with every tag written out, for what orjson's
     fast path cannot see (big integers, NUL characters, objects that look like tags)."""
-    if depth > MAX_DEPTH:
-        raise TooDeepError(f"nested more than {MAX_DEPTH} levels deep")
+    if depth > JSON_DEPTH:
+        raise TooDeepError(f"nested too deeply to keep as JSON (at most {JSON_DEPTH} levels)")
     if isinstance(value, str):
         return {"$nul": value.split("\x00")} if "\x00" in value else value
     if isinstance(value, bool) or value is None:
@@ -77,19 +79,16 @@ def _tag_walk(value: Any, depth: int = 0) -> Any:
         low, high = INT_RANGE
         return value if low <= value < high else {"$int": str(value)}
     if isinstance(value, dict):
-        copied = {_key(key): _tag_walk(item, depth + 1) for key, item in value.items()}
+        if any(isinstance(key, str) and "\x00" in key for key in value):
+            pairs = [[_tag_walk(k, depth + 2), _tag_walk(v, depth + 2)] for k, v in value.items()]
+            return {"$items": pairs}
+        copied = {key: _tag_walk(item, depth + 1) for key, item in value.items()}
         if len(copied) == 1 and next(iter(copied)) in TAGS:
             return {"$object": copied}
         return copied
     if isinstance(value, list | tuple):
         return [_tag_walk(item, depth + 1) for item in value]
     return value  # floats, bytes, Decimal, dates: orjson and _default write them
-
-
-def _key(key: Any) -> Any:
-    if isinstance(key, str) and "\x00" in key:
-        raise ValueError(f"an object key holds a NUL character: {key!r}")
-    return key
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
@@ -104,7 +103,9 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     except orjson.JSONEncodeError as exc:
         reason = str(exc)
         if "Recursion limit" in reason:
-            raise TooDeepError("nested too deeply to keep as JSON (at most 254 levels)") from None
+            raise TooDeepError(
+                f"nested too deeply to keep as JSON (at most {JSON_DEPTH} levels)"
+            ) from None
         if "Integer exceeds" not in reason:
             raise TypeError(reason) from None
         encoded = b""
@@ -141,6 +142,8 @@ def _decode_tag(tag: str, inner: Any) -> Any:
         return Decimal(inner)
     if tag == "$nul":
         return "\x00".join(inner)
+    if tag == "$items":
+        return {_untag(key): _untag(item) for key, item in inner}
     return {key: _untag(item) for key, item in inner.items()}  # $object: its keys as they are
 
 

@@ -366,3 +366,61 @@ def test_a_flow_without_sources_is_an_error() -> None:
         list(iter_flow_rows(flow))
     with pytest.raises(DataSourceError, match="no data sources"):
         check_sources(flow)
+
+
+# -- byte-order marks and encodings --------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_a_utf8_byte_order_mark_is_dropped_in_every_text_format(tmp_path: Path, fmt: str) -> None:
+    path = WRITERS[fmt](tmp_path / f"data.{fmt}", ROWS)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+    assert [r.record_id for r in records(path)] == ["a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_the_encoding_option_reads_text_saved_in_another_encoding(tmp_path: Path, fmt: str) -> None:
+    rows = [{"id": "a1", "text": "déjà vu — ½", "lang": "fr"}]
+    path = WRITERS[fmt](tmp_path / f"data.{fmt}", rows)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("cp1252"))
+
+    got = records(path, encoding="cp1252")
+
+    assert got[0].content == "déjà vu — ½"
+
+
+def test_a_file_in_another_encoding_read_as_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes('{"id": "1"}\n{"id": "2", "text": "café"}\n'.encode("cp1252"))
+
+    with pytest.raises(DataSourceError) as caught:
+        records(path)
+
+    assert str(caught.value) == (
+        f"{path}:2: not valid UTF-8 (byte 0xe9); set encoding: in the data source "
+        "(e.g. encoding: cp1252) or save the file as UTF-8"
+    )
+
+
+def test_an_unknown_encoding_is_refused_with_examples() -> None:
+    with pytest.raises(ValidationError, match="unknown encoding 'utf9'"):
+        FileSource(path="x.csv", encoding="utf9")
+
+
+def test_a_csv_line_count_includes_quoted_line_breaks_and_lone_carriage_returns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b'id,text\r1,"two\nlines"\r\n2,ok\n3,too,many\n')
+
+    with pytest.raises(DataSourceError, match=rf"{path}:5: 3 fields, the header has 2"):
+        records(path)
+
+
+def test_a_parquet_column_of_a_type_without_an_exact_form_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"id": ["a"], "wait": pa.array([1], pa.duration("s"))}), path)
+
+    with pytest.raises(DataSourceError, match="column 'wait' holds duration"):
+        records(path)

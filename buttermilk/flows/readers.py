@@ -53,25 +53,38 @@ def _open_error(path: Path, exc: OSError) -> DataSourceError:
 # -- encodings ---------------------------------------------------------------------------
 
 
-def _bad_byte_line(path: Path, encoding: str) -> tuple[int, int] | None:
+def _bad_byte_line(path: Path, encoding: str, universal: bool) -> tuple[int, int] | None:
     """The line (1-based) of the first byte sequence not valid in ``encoding``, and that
-    byte; None when lines cannot be told apart in the raw bytes (UTF-16, UTF-32)."""
+    byte; None when lines cannot be told apart in the raw bytes (UTF-16, UTF-32).
+
+    ``universal``: a lone carriage return ends a line too (as the csv module counts).
+    """
     if "\n".encode(encoding) != b"\n":
         return None
     decoder = codecs.getincrementaldecoder(_text_encoding(encoding))()
+    lineno = 1
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        for piece in fh:  # up to and with each b"\n"
             try:
-                decoder.decode(line)
+                decoder.decode(piece)
             except UnicodeDecodeError as exc:
-                return lineno, exc.object[exc.start]
+                before = piece[: exc.start]
+                return lineno + (_lone_returns(before) if universal else 0), piece[exc.start]
+            lineno += 1 + (_lone_returns(piece) if universal else 0)
     return None
 
 
-def encoding_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataSourceError:
+def _lone_returns(piece: bytes) -> int:
+    """Carriage returns not followed by a line feed (each one ends a line)."""
+    return piece.count(b"\r") - piece.count(b"\r\n")
+
+
+def encoding_error(
+    path: Path, encoding: str, exc: UnicodeDecodeError, *, universal: bool
+) -> DataSourceError:
     """One line naming the file, the line and the byte that ``encoding`` cannot read."""
     name = "UTF-8" if _is_utf8(encoding) else encoding
-    found = _bad_byte_line(path, encoding)
+    found = _bad_byte_line(path, encoding, universal)
     if found is None:
         where, byte = f"{path} (near byte {exc.start})", exc.object[exc.start]
     else:
@@ -121,7 +134,7 @@ def iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
             fh: Any = path.open("rb")
             lines = enumerate(fh, start=1)
         else:
-            fh = path.open(encoding=encoding)
+            fh = path.open(encoding=encoding, newline="\n")  # JSON Lines end with \n only
             lines = enumerate(fh, start=1)
     except OSError as exc:
         raise _open_error(path, exc) from None
@@ -134,7 +147,7 @@ def iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
                     where = f"{path}:{lineno}"
                     yield where, parse_json(line, where)
         except UnicodeDecodeError as exc:
-            raise encoding_error(path, encoding, exc) from None
+            raise encoding_error(path, encoding, exc, universal=False) from None
 
 
 def _drop_bom(text: bytes | str) -> bytes | str:
@@ -152,7 +165,7 @@ def iter_json(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
     try:
         text = _drop_bom(raw if _is_utf8(encoding) else raw.decode(encoding))
     except UnicodeDecodeError as exc:
-        raise encoding_error(path, encoding, exc) from None
+        raise encoding_error(path, encoding, exc, universal=False) from None
     data = parse_json(text, str(path))
     if not isinstance(data, list):
         raise DataSourceError(f"{path}: a JSON source must hold an array of objects")
@@ -202,7 +215,7 @@ def iter_csv(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
         except csv.Error as exc:
             raise DataSourceError(f"{path}:{start}: {_csv_problem(str(exc))}") from None
         except UnicodeDecodeError as exc:
-            raise encoding_error(path, encoding, exc) from None
+            raise encoding_error(path, encoding, exc, universal=True) from None
 
 
 def _check_header(path: Path, header: list[str]) -> None:
