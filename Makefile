@@ -2,12 +2,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-deps lint bench
 
+# setuptools notes every editable install of a package with a mapped folder (conf/ ->
+# buttermilk.conf) as a warning; it is information only, so the install stays quiet.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -17,7 +19,20 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m buttermilk.runner.cli ui=batch flow=sentiment batch.wait=true batch.output=results.jsonl
 
-test: install
+# What the tests need beyond Python packages: headless Chromium and its driver (Debian's
+# packages) for the dashboard's browser test. Installed when missing, as root; otherwise
+# the command to run is printed. PostgreSQL and the Pub/Sub emulator: see .ci/run.
+test-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "error: the dashboard test needs chromium and chromedriver: run sudo apt-get install -y chromium chromium-driver" >&2; \
+			exit 1; \
+		fi; \
+		echo "installing chromium and chromium-driver (Debian packages) for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: install test-deps
 	$(PY) -m pytest
 
 lint: install

@@ -1,6 +1,6 @@
 """The dashboard in headless Chromium, against a real server and a real worker.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` (CI installs them); without them the
+Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them); without them the
 test fails rather than skips, so a missing browser is never mistaken for a pass.
 """
 
