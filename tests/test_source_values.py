@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import Env
+from test_api import api_server
 
 from buttermilk import values
 from buttermilk.values import NonFiniteFloat
@@ -36,11 +37,16 @@ def echo_env(env: Env, path: Path, encoding: str | None = None) -> Env:
     return env
 
 
-def echoed(env: Env) -> dict[str, dict[str, Any]]:
-    """Run a batch of t_echo to its end; what its agent received, by record id."""
+def echoed_batch(env: Env) -> str:
+    """Run a batch of t_echo to its end; its id."""
     batch = env.ok("flow=t_echo", "batch.wait=true", "batch.format=json").json()
     assert batch["status"] == "completed" and batch["counts"]["completed"] == batch["total"]
-    jobs = env.store().iter_jobs(batch["batch_id"])
+    return str(batch["batch_id"])
+
+
+def echoed(env: Env) -> dict[str, dict[str, Any]]:
+    """Run a batch of t_echo to its end; what its agent received, by record id."""
+    jobs = env.store().iter_jobs(echoed_batch(env))
     return {job.record_id: job.result["outputs"]["echo"] for job in jobs if job.result}
 
 
@@ -83,6 +89,26 @@ def test_parquet_bytes_big_integers_decimals_and_nan_reach_the_agent_and_exports
 
 
 @pytest.mark.backends("local")
+def test_the_api_shows_bytes_of_records_and_results_as_tags(env: Env) -> None:
+    pq.write_table(
+        pa.table({"id": ["a"], "image": pa.array([b"\xff\x00"], pa.binary())}),
+        env.data / "img.parquet",
+    )
+    batch_id = echoed_batch(echo_env(env, env.data / "img.parquet"))
+
+    with api_server(env) as api:
+        listed = api.client.get(f"/api/batches/{batch_id}/jobs")
+        one = api.client.get(f"/api/batches/{batch_id}/jobs/a")
+        results = api.client.get(f"/api/batches/{batch_id}/results")
+
+    tag = {"$bytes": base64.b64encode(b"\xff\x00").decode()}
+    assert listed.status_code == 200 and one.status_code == 200, (listed.text, one.text)
+    assert listed.json()["items"][0]["result"]["outputs"]["echo"]["metadata"] == {"image": tag}
+    assert one.json()["record"]["metadata"] == {"image": tag}
+    assert values.loads(results.content)["metadata"] == {"image": b"\xff\x00"}
+
+
+@pytest.mark.backends("local")
 def test_an_export_keeps_every_value_in_each_format(env: Env) -> None:
     pq.write_table(
         pa.table(
@@ -95,8 +121,7 @@ def test_an_export_keeps_every_value_in_each_format(env: Env) -> None:
         ),
         env.data / "u64.parquet",
     )
-    echo_env(env, env.data / "u64.parquet")
-    batch_id = env.ok("flow=t_echo", "batch.wait=true", "batch.format=json").json()["batch_id"]
+    batch_id = echoed_batch(echo_env(env, env.data / "u64.parquet"))
 
     jsonl = {
         row["record_id"]: row

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from buttermilk import values
 from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
 
 # API body field -> BatchRequest field, where the names differ.
@@ -133,6 +134,10 @@ class JobView(BaseModel):
     cost: float | None = Field(default=None, description="USD of its last run's LLM calls.")
     input_tokens: int | None = None
     output_tokens: int | None = None
+
+    @field_serializer("result", when_used="json")
+    def _exact_json(self, value: dict[str, Any] | None) -> Any:
+        return values.json_ready(value)  # bytes and other tagged values (buttermilk.values)
 
 
 class JobPage(BaseModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from buttermilk import values
 from buttermilk.records import Record
 
 
@@ -153,6 +154,10 @@ class JobInfo(BaseModel):
     """USD of its last run's calls (None: unknown, or no paid call)."""
     input_tokens: int | None = None
     output_tokens: int | None = None
+
+    @field_serializer("result", when_used="json")
+    def _exact_json(self, value: dict[str, Any] | None) -> Any:
+        return values.json_ready(value)  # bytes and other tagged values (buttermilk.values)
 
 
 class ErrorCount(BaseModel):
