@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
+
+MAX_COUNT = 2**31 - 1  # the most records or concurrent jobs a create asks for
+MAX_STORED_INT = 2**63 - 1  # integers the store's JSON columns hold (64-bit)
 
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
@@ -22,6 +25,22 @@ REQUEST_TO_API = {core: api for api, core in API_TO_REQUEST.items()}
 def api_field(request_field: str) -> str:
     """The API's name for a BatchRequest field."""
     return REQUEST_TO_API.get(request_field, request_field)
+
+
+def _huge_int(value: Any, path: str) -> str | None:
+    """The path of the first integer inside ``value`` past 64 bits, if any."""
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}", item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        huge = isinstance(value, int) and abs(value) > MAX_STORED_INT
+        return path if huge else None
+    for where, item in children:
+        found = _huge_int(item, where)
+        if found:
+            return found
+    return None
 
 
 class CreateBatch(BaseModel):
@@ -40,10 +59,10 @@ class CreateBatch(BaseModel):
     flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
     shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
     max_records: int | None = Field(
-        default=None, description="Run at most this many records (null: all)."
+        default=None, le=MAX_COUNT, description="Run at most this many records (null: all)."
     )
     concurrency: int | None = Field(
-        default=None, description="Most jobs of this batch at once per worker."
+        default=None, le=MAX_COUNT, description="Most jobs of this batch at once per worker."
     )
     error_policy: ErrorPolicy | None = Field(
         default=None, description="continue: other jobs go on; stop: the first failure ends it."
@@ -60,6 +79,14 @@ class CreateBatch(BaseModel):
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed.",
     )
+
+    @field_validator("flow_parameters")
+    @classmethod
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        found = _huge_int(value, "flow_parameters")
+        if found:
+            raise ValueError(f"{found} is outside the 64-bit integers the batch store holds")
+        return value
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
         """The batch request: the server's defaults, then every field the body sets.
@@ -102,7 +129,9 @@ class BatchView(BaseModel):
     input_tokens: int = Field(description="Prompt tokens its jobs have spent so far.")
     output_tokens: int = Field(description="Answer tokens its jobs have spent so far.")
     published: bool
-    request: dict[str, Any] = Field(description="The stored batch request.")
+    request: dict[str, Any] = Field(
+        description="The stored batch request (in GET /api/batches: without its parameters)."
+    )
     common_errors: list[ErrorCountView] = Field(
         description="Most common errors of failed jobs (only on GET /api/batches/{batch_id})."
     )
