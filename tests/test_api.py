@@ -424,7 +424,7 @@ def test_an_ambiguous_batch_id_prefix_is_a_400_naming_the_matches(env: Env, api:
 
 
 @pytest.mark.backends("local")
-def test_with_the_store_gone_the_api_answers_503_naming_the_store_without_its_password(
+def test_store_failures_answer_503_naming_the_store_without_its_password_and_bad_values_400(
     env: Env, postgres_url: str
 ) -> None:
     password = "s3cret-pw"
@@ -433,6 +433,18 @@ def test_with_the_store_gone_the_api_answers_503_naming_the_store_without_its_pa
     write_records(env.data / "records.jsonl", 3)
     with api_server(env, "store=postgres") as api:
         batch_id = create(api)["batch_id"]
+        # PostgreSQL text cannot hold NUL: no batch or job has such an id, and none is stored.
+        for nul in (
+            api.client.get("/api/batches/%00"),
+            api.client.get(f"/api/batches/{batch_id}/jobs/a%00b"),
+            api.client.get("/api/batches", params={"flow": "t\x00work"}),
+            api.client.post(
+                "/api/batches", json={"flow_name": "t_work", "flow_parameters": {"x": "\x00"}}
+            ),
+        ):
+            error = error_of(nul, 400)
+            assert error["code"] == "bad_request" and "cannot take a value" in error["message"]
+        assert api.client.get("/api/batches").json()["total"] == 1
         with psycopg.connect(host=url.host, user=url.username, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{url.database}" WITH (FORCE)')
 
