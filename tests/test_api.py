@@ -123,6 +123,12 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
         ({"flow_name": "t_work", "error_policy": "maybe"}, "error_policy", "'continue' or 'stop'"),
         ({"flow_name": "t_work", "shuffle": None}, "shuffle", "valid boolean"),
         ({"flow_name": "t_work", "flow_parameters": [1]}, "flow_parameters", "valid dictionary"),
+        ({"flow_name": "t_work", "concurrency": 2**40}, "concurrency", "less than or equal"),
+        (
+            {"flow_name": "t_work", "flow_parameters": {"n": [1, -(2**64)]}},
+            "flow_parameters",
+            "flow_parameters.n[1] is outside the 64-bit integers",
+        ),
         (
             {
                 "flow_name": "t_work",
@@ -210,6 +216,8 @@ def test_batches_are_listed_newest_first_found_by_id_prefix_and_cancelled_idempo
     work = api.client.get("/api/batches", params={"flow": "t_work", "status": "pending"}).json()
     assert [b["batch_id"] for b in work["items"]] == [ids[2], ids[0]] and work["total"] == 2
     assert error_of(api.client.get("/api/batches", params={"limit": 0}), 422)["field"] == "limit"
+    too_far = api.client.get("/api/batches", params={"offset": 2**63})  # past what SQL binds
+    assert error_of(too_far, 422)["field"] == "offset"
     assert (
         error_of(api.client.get("/api/batches", params={"status": "done"}), 422)["field"]
         == "status"
@@ -423,6 +431,7 @@ def test_an_ambiguous_batch_id_prefix_is_a_400_naming_the_matches(env: Env, api:
     assert api.client.get("/api/batches/kab4").json()["batch_id"] == "kab456"
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_store_failures_answer_503_naming_the_store_without_its_password_and_bad_values_400(
     env: Env, postgres_url: str
@@ -469,6 +478,7 @@ def test_store_failures_answer_503_naming_the_store_without_its_password_and_bad
         assert "cannot reach the batch store" in api.log
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_a_body_over_the_cap_is_refused_413_and_batch_lists_leave_out_parameters(
     env: Env,
@@ -546,6 +556,7 @@ def raw_get(api: ApiServer, path: str) -> tuple[int, dict[str, Any]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_every_listed_job_is_fetched_by_its_percent_encoded_record_id(
     env: Env, api: ApiServer
 ) -> None:

@@ -3,7 +3,8 @@
 - schemathesis sends requests generated from the API's own OpenAPI spec (valid and
   invalid ones, with real batch and record ids mixed in): none may answer 500.
 - Hypothesis generates record ids: each job stored under one is fetched back by its
-  percent-encoded id, and by the ``job?record_id=`` route.
+  percent-encoded id, and by the ``job?record_id=`` route. (tests/test_api.py does the
+  same through a real server for a fixed set of odd ids.)
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
 from buttermilk.store.store import Store
 
+MAX_BODY = 4096  # bytes: generated bodies past it must get 413, not 500
+# Generated requests per operation; FUZZ_EXAMPLES=300 for a deeper run by hand (~2 min).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 # Record ids a path mangles unless each is percent-encoded whole.
-MAX_BODY = 4096
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 ODD_IDS = ["plain", "a/b", "a b", "100%", "q?x=1", "h#1", "line\nbreak", "end\n", "é漢"]
 FAIL_ON = ["a/b"]
+FLOW = "sentiment"  # the flow the spec's examples name: their creates reach the store
 
 
 def flow(data: Path) -> FlowConfig:
     return FlowConfig.model_validate(
         {
-            "name": "f",
+            "name": FLOW,
             "data": {"records": {"type": "file", "path": str(data)}},
             "agents": [{"name": "check", "_target_": "buttermilk.agents.testing.FailOn"}],
         }
@@ -62,16 +65,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchService]:
     data.write_text("".join(json.dumps({"id": rid, "text": rid}) + "\n" for rid in ODD_IDS))
     store = Store(f"sqlite:///{root}/batches.db")
     queue = LocalQueue(root / "queue.db", lease_seconds=5)
-    service = BatchService(store, queue, StaticFlowCatalog({"f": flow(data)}))
+    service = BatchService(store, queue, StaticFlowCatalog({FLOW: flow(data)}))
 
     async def prepare() -> None:
         ran = await service.create(
-            BatchRequest(flow="f", max_attempts=1, parameters={"fail_on": FAIL_ON})
+            BatchRequest(flow=FLOW, max_attempts=1, parameters={"fail_on": FAIL_ON})
         )
         await Worker(store, queue, WorkerOptions(idle_timeout=0.2, batch_id=ran.batch.id)).run()
-        cancelled = await service.create(BatchRequest(flow="f"))
+        cancelled = await service.create(BatchRequest(flow=FLOW))
         await service.cancel(cancelled.batch.id)
-        await service.create(BatchRequest(flow="f", max_records=3))
+        await service.create(BatchRequest(flow=FLOW, max_records=3))
 
     anyio.run(prepare)
     yield service
@@ -97,13 +100,29 @@ def app(service: BatchService) -> FastAPI:
     return APP
 
 
+# Integers past what the store binds (SQLite and PostgreSQL: 64 bits; PostgreSQL INTEGER:
+# 32): drawn rarely on their own, so put in now and then for any generated integer.
+EXTREME_INTS = [2**31, 2**63, 2**64, 10**30, -(2**63) - 1]
+
+
+def _extreme(value: Any) -> st.SearchStrategy[Any]:
+    """The value, or (now and then) the same with its integers pushed to the extremes."""
+    if isinstance(value, dict):
+        return st.fixed_dictionaries({key: _extreme(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return st.tuples(*(_extreme(item) for item in value)).map(list)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return st.one_of(st.just(value), st.sampled_from(EXTREME_INTS))
+    return st.just(value)
+
+
 def _mixed(values: Any, real: dict[str, Any]) -> Any:
     """The generated values, each id sometimes swapped for a real one."""
     if not isinstance(values, dict):  # an invalid request may lack them
         return st.just(values)
     return st.fixed_dictionaries(
         {
-            key: st.one_of(st.just(value), real[key]()) if key in real else st.just(value)
+            key: st.one_of(st.just(value), real[key]()) if key in real else _extreme(value)
             for key, value in values.items()
         }
     )
@@ -127,31 +146,16 @@ def flatmap_query(context: Any, query: Any) -> Any:
     return _mixed(query, {"record_id": _real_record})
 
 
+@schema.hook
+def flatmap_body(context: Any, body: Any) -> Any:
+    return _mixed(body, {"flow_name": lambda: st.just(FLOW)})  # else creates stop at 422
+
+
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
 def test_no_generated_request_gets_a_server_error(case: Case, app: FastAPI) -> None:
     case.call_and_validate(checks=[not_a_server_error])
-
-
-def test_every_listed_job_is_fetched_by_its_percent_encoded_record_id(
-    app: FastAPI, service: BatchService
-) -> None:
-    [batch] = service.store.list_batches(limit=1)  # the newest: 3 of ODD_IDS, pending
-    [ran] = [b for b in service.store.list_batches() if b.status == "completed"]
-    with ASGIClient(app) as client:
-        listed = client.get(f"/api/batches/{ran.id}/jobs").json()["items"]
-        assert sorted(job["record_id"] for job in listed) == sorted(ODD_IDS)
-        for job in listed:
-            rid = job["record_id"]
-            by_path = client.get(f"/api/batches/{ran.id}/jobs/{quote(rid, safe='')}")
-            by_query = client.get(f"/api/batches/{ran.id}/job", params={"record_id": rid})
-            assert by_path.status_code == by_query.status_code == 200, (rid, by_path.text)
-            assert by_path.json()["record_id"] == by_query.json()["record_id"] == rid
-            assert by_path.json()["record"]["content"] == rid
-        # "end\n" is its own job, not "end" with the newline dropped by the route's pattern.
-        assert client.get(f"/api/batches/{ran.id}/jobs/end").status_code == 404
-        assert batch.total == 3
 
 
 NEXT_BATCH = itertools.count()
@@ -174,7 +178,7 @@ def test_a_job_stored_under_any_record_id_is_fetched_by_that_id(
     batch_id = f"h{next(NEXT_BATCH):011d}"
     service.store.create_batch(
         batch_id=batch_id,
-        request=BatchRequest(flow="f"),
+        request=BatchRequest(flow=FLOW),
         flow_snapshot={},
         seed=1,
         records=[Record(record_id=record_id, content="x")],

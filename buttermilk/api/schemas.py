@@ -43,6 +43,17 @@ def _huge_int(value: Any, path: str) -> str | None:
     return None
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """The field's schema without its null branch: null is how the model marks a field the
+    body left out (the server's default), which the body may not send itself."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
+
+
 class CreateBatch(BaseModel):
     """``POST /api/batches``. Fields left out take the server's ``batch.*`` settings."""
 
@@ -57,18 +68,33 @@ class CreateBatch(BaseModel):
     )
 
     flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
-    shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
+    shuffle: bool | None = Field(
+        default=None,
+        description="Shuffle record ids before truncating.",
+        json_schema_extra=_not_null,
+    )
     max_records: int | None = Field(
-        default=None, le=MAX_COUNT, description="Run at most this many records (null: all)."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Run at most this many records (null: all).",
     )
     concurrency: int | None = Field(
-        default=None, le=MAX_COUNT, description="Most jobs of this batch at once per worker."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Most jobs of this batch at once per worker.",
+        json_schema_extra=_not_null,
     )
     error_policy: ErrorPolicy | None = Field(
-        default=None, description="continue: other jobs go on; stop: the first failure ends it."
+        default=None,
+        description="continue: other jobs go on; stop: the first failure ends it.",
+        json_schema_extra=_not_null,
     )
     interactive: bool | None = Field(
-        default=None, description="Jobs need a person at a console (interactive workers only)."
+        default=None,
+        description="Jobs need a person at a console (interactive workers only).",
+        json_schema_extra=_not_null,
     )
     flow_parameters: dict[str, Any] | None = Field(
         default=None,
