@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
 
 MAX_COUNT = 2**31 - 1  # the most records or concurrent jobs a create asks for
-MAX_STORED_INT = 2**63 - 1  # integers the store's JSON columns hold (64-bit)
 
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
@@ -25,22 +24,6 @@ REQUEST_TO_API = {core: api for api, core in API_TO_REQUEST.items()}
 def api_field(request_field: str) -> str:
     """The API's name for a BatchRequest field."""
     return REQUEST_TO_API.get(request_field, request_field)
-
-
-def _huge_int(value: Any, path: str) -> str | None:
-    """The path of the first integer inside ``value`` past 64 bits, if any."""
-    if isinstance(value, dict):
-        children = [(f"{path}.{key}", item) for key, item in value.items()]
-    elif isinstance(value, list):
-        children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
-    else:
-        huge = isinstance(value, int) and abs(value) > MAX_STORED_INT
-        return path if huge else None
-    for where, item in children:
-        found = _huge_int(item, where)
-        if found:
-            return found
-    return None
 
 
 def _not_null(schema: dict[str, Any]) -> None:
@@ -105,14 +88,6 @@ class CreateBatch(BaseModel):
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed.",
     )
-
-    @field_validator("flow_parameters")
-    @classmethod
-    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        found = _huge_int(value, "flow_parameters")
-        if found:
-            raise ValueError(f"{found} is outside the 64-bit integers the batch store holds")
-        return value
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
         """The batch request: the server's defaults, then every field the body sets.
