@@ -8,6 +8,7 @@ the CLI and by workers started with ``batch.command=run``, and the other way rou
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import signal
@@ -18,10 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 from conftest import Env, stop_process, wait_until, write_records
+from sqlalchemy import make_url
 
 from buttermilk.batch.models import BatchRequest
 from buttermilk.records import Record
@@ -119,6 +123,7 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
         ({"flow_name": "t_work", "error_policy": "maybe"}, "error_policy", "'continue' or 'stop'"),
         ({"flow_name": "t_work", "shuffle": None}, "shuffle", "valid boolean"),
         ({"flow_name": "t_work", "flow_parameters": [1]}, "flow_parameters", "valid dictionary"),
+        ({"flow_name": "t_work", "concurrency": 2**40}, "concurrency", "less than or equal"),
         (
             {
                 "flow_name": "t_work",
@@ -206,6 +211,8 @@ def test_batches_are_listed_newest_first_found_by_id_prefix_and_cancelled_idempo
     work = api.client.get("/api/batches", params={"flow": "t_work", "status": "pending"}).json()
     assert [b["batch_id"] for b in work["items"]] == [ids[2], ids[0]] and work["total"] == 2
     assert error_of(api.client.get("/api/batches", params={"limit": 0}), 422)["field"] == "limit"
+    too_far = api.client.get("/api/batches", params={"offset": 2**63})  # past what SQL binds
+    assert error_of(too_far, 422)["field"] == "offset"
     assert (
         error_of(api.client.get("/api/batches", params={"status": "done"}), 422)["field"]
         == "status"
@@ -417,3 +424,151 @@ def test_an_ambiguous_batch_id_prefix_is_a_400_naming_the_matches(env: Env, api:
     assert error["code"] == "ambiguous_id"
     assert "kab123" in error["message"] and "kab456" in error["message"]
     assert api.client.get("/api/batches/kab4").json()["batch_id"] == "kab456"
+
+
+@pytest.mark.slow
+@pytest.mark.backends("local")
+def test_store_failures_answer_503_naming_the_store_without_its_password_and_bad_values_400(
+    env: Env, postgres_url: str
+) -> None:
+    password = "s3cret-pw"
+    url = make_url(postgres_url).set(password=password)
+    env.extra["BUTTERMILK_STORE_URL"] = url.render_as_string(hide_password=False)
+    write_records(env.data / "records.jsonl", 3)
+    with api_server(env, "store=postgres") as api:
+        batch_id = create(api)["batch_id"]
+        # PostgreSQL text cannot hold NUL: no batch or job has such an id to look up.
+        for nul in (
+            api.client.get("/api/batches/%00"),
+            api.client.get(f"/api/batches/{batch_id}/jobs/a%00b"),
+            api.client.get("/api/batches", params={"flow": "t\x00work"}),
+        ):
+            error = error_of(nul, 400)
+            assert error["code"] == "bad_request" and "cannot take a value" in error["message"]
+        assert api.client.get("/api/batches").json()["total"] == 1
+        with psycopg.connect(host=url.host, user=url.username, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{url.database}" WITH (FORCE)')
+
+        answers = [
+            api.client.get("/api/batches"),
+            api.client.post("/api/batches", json={"flow_name": "t_work"}),
+            api.client.get(f"/api/batches/{batch_id}"),
+            api.client.delete(f"/api/batches/{batch_id}"),
+            api.client.get(f"/api/batches/{batch_id}/jobs"),
+            api.client.get(f"/api/batches/{batch_id}/jobs/r00000"),
+            api.client.get(f"/api/batches/{batch_id}/results"),
+        ]
+
+        for answer in answers:
+            error = error_of(answer, 503)
+            assert error["code"] == "unavailable", error
+            assert error["message"].startswith(
+                f"cannot reach the batch store at {url.render_as_string(hide_password=True)}: "
+            ), error
+            assert password not in answer.text and "SELECT" not in answer.text
+        assert password not in api.log and "Traceback" not in api.log
+        assert "cannot reach the batch store" in api.log
+
+
+@pytest.mark.slow
+@pytest.mark.backends("local")
+def test_a_body_over_the_cap_is_refused_413_and_batch_lists_leave_out_parameters(
+    env: Env,
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    with api_server(env, "api.max_body_bytes=2000") as api:
+        fits = {"flow_name": "t_work", "flow_parameters": {"note": "x" * 1500}}
+        too_big = {"flow_name": "t_work", "flow_parameters": {"note": "x" * 2000}}
+        declared = api.client.post("/api/batches", json=too_big)
+        streamed = api.client.post(  # chunked: no Content-Length to check up front
+            "/api/batches",
+            content=iter([json.dumps(too_big)[:1000].encode(), b"x" * 1500]),
+            headers={"Content-Type": "application/json"},
+        )
+        created = api.client.post("/api/batches", json=fits)
+
+        for refused in (declared, streamed):
+            error = error_of(refused, 413)
+            assert error["code"] == "payload_too_large"
+            assert "2000 bytes" in error["message"] and "api.max_body_bytes" in error["message"]
+        assert "transfer-encoding" in streamed.request.headers
+        assert created.status_code == 201, created.text
+        # A batch stored with 5 MB of parameters (by an older server, or the CLI).
+        env.store().create_batch(
+            batch_id="kbig00000000",
+            request=BatchRequest(flow="t_work", parameters={"blob": "y" * 5_000_000}),
+            flow_snapshot={},
+            seed=1,
+            records=[Record(record_id="r1", content="x")],
+        )
+
+        listed = api.client.get("/api/batches")
+        one = api.client.get("/api/batches/kbig00000000").json()
+
+        assert listed.status_code == 200 and len(listed.content) < 10_000
+        items = listed.json()["items"]
+        assert [b["batch_id"] for b in items] == ["kbig00000000", created.json()["batch_id"]]
+        assert all("parameters" not in b["request"] for b in items)
+        assert all(b["request"]["flow"] == "t_work" for b in items)
+        assert one["request"]["parameters"] == {"blob": "y" * 5_000_000}
+        assert api.client.get(f"/api/batches/{created.json()['batch_id']}").json()["request"][
+            "parameters"
+        ] == {"note": "x" * 1500}
+
+
+ODD_RECORD_IDS = [
+    "line\nbreak",
+    "end\n",
+    "end",
+    "a/b",
+    "a/../b",
+    "..",
+    ".",
+    "100%",
+    "%2F",
+    "q?x=1&y",
+    "h#frag",
+    " spaced ",
+    "tab\there",
+    "bell\x07",
+    "é漢🙂",
+    "trailing/",
+]
+
+
+def raw_get(api: ApiServer, path: str) -> tuple[int, dict[str, Any]]:
+    """GET a path exactly as given: httpx, like browsers, rewrites ``.`` and ``..`` segments."""
+    host, port = api.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_every_listed_job_is_fetched_by_its_percent_encoded_record_id(
+    env: Env, api: ApiServer
+) -> None:
+    with (env.data / "records.jsonl").open("w") as fh:
+        for rid in ODD_RECORD_IDS:
+            fh.write(json.dumps({"id": rid, "text": f"text of {rid}"}) + "\n")
+    batch_id = create(api, shuffle=False)["batch_id"]
+
+    listed = api.client.get(f"/api/batches/{batch_id}/jobs").json()["items"]
+
+    assert [job["record_id"] for job in listed] == ODD_RECORD_IDS
+    for rid in ODD_RECORD_IDS:
+        path = f"/api/batches/{batch_id}/jobs/{quote(rid, safe='')}"
+        status, by_path = raw_get(api, path)
+        by_query = api.client.get(f"/api/batches/{batch_id}/job", params={"record_id": rid})
+        assert status == 200 and by_path["record_id"] == rid, (rid, by_path)
+        assert by_path["record"]["content"] == f"text of {rid}"
+        assert by_query.status_code == 200 and by_query.json()["record_id"] == rid, rid
+        if rid not in (".", ".."):
+            assert api.client.get(path).json()["record_id"] == rid
+    missing = error_of(api.client.get(f"/api/batches/{batch_id}/job?record_id=nobody"), 404)
+    assert "nobody" in missing["message"]
+    assert error_of(api.client.get(f"/api/batches/{batch_id}/job"), 422)["field"] == "record_id"

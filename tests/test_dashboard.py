@@ -6,10 +6,12 @@ test fails rather than skips, so a missing browser is never mistaken for a pass.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Env, stop_process, wait_until, write_records
@@ -18,6 +20,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 from test_api import api_server, create
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -145,3 +148,60 @@ def test_dashboard_shows_a_running_batch_progress_and_cancels_it(
             assert not browser.find_element(By.ID, "cancel").is_displayed()
     finally:
         stop_process(worker)
+
+
+ODD_IDS = ["line\nbreak", "..", "a/b?c#d", "100% é"]
+CLICK_JOB = """
+const link = [...document.querySelectorAll("a.job-link")]
+  .find((a) => a.closest("tr").dataset.record === arguments[0]);
+if (!link) return false;
+link.click();
+return true;
+"""
+
+
+def open_job(browser: WebDriver, record_id: str) -> dict[str, Any]:
+    """Click the job's link in the table; the job as the dialog shows it."""
+    wait_until(
+        lambda: browser.execute_script(CLICK_JOB, record_id), 5, f"the link of {record_id!r}"
+    )
+
+    def shown() -> dict[str, Any] | None:
+        text = read(browser, "#job-json")
+        job = json.loads(text) if text else None
+        return job if job and job["record_id"] == record_id else None
+
+    found: dict[str, Any] = wait_until(shown, 10, f"the job {record_id!r} in the dialog")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.backends("local")  # the page is the same over any backend
+def test_each_job_link_opens_its_job_whatever_its_record_id(env: Env, browser: WebDriver) -> None:
+    with (env.data / "records.jsonl").open("w") as fh:
+        for rid in ODD_IDS:
+            fh.write(json.dumps({"id": rid, "text": f"text of {rid}"}) + "\n")
+    with api_server(env) as api:
+        batch_id = create(api, shuffle=False)["batch_id"]
+        browser.get(f"{api.url}/batches/{batch_id}")
+        wait_until(lambda: read(browser, "#batch-id") == batch_id, 15, "the batch page")
+        # The jobs have not started: only the planned order lists them.
+        Select(browser.find_element(By.ID, "job-order")).select_by_value("planned")
+        wait_until(
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, "a.job-link")) == len(ODD_IDS),
+            15,
+            "the job links",
+        )
+        dialog = browser.find_element(By.ID, "job-dialog")
+
+        for rid in ODD_IDS:
+            job = open_job(browser, rid)
+
+            assert job["batch_id"] == batch_id and job["status"] == "pending"
+            assert job["record"]["record_id"] == rid
+            assert job["record"]["content"] == f"text of {rid}"
+            if rid == ODD_IDS[0]:
+                ARTIFACTS.mkdir(exist_ok=True)
+                browser.save_screenshot(str(ARTIFACTS / "dashboard-job.png"))
+            browser.find_element(By.ID, "job-close").click()
+            wait_until(lambda: not dialog.is_displayed(), 5, "the dialog to close")

@@ -11,6 +11,7 @@ from buttermilk import __version__
 from buttermilk.api import dashboard, docs, routes
 from buttermilk.api.auth import require_token
 from buttermilk.api.errors import documented, install_error_handlers
+from buttermilk.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from buttermilk.batch.service import BatchService
 
 DESCRIPTION = """\
@@ -26,11 +27,13 @@ def create_app(
     *,
     defaults: Mapping[str, Any] | None = None,
     token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API (``/api``, docs at ``/docs``) and the dashboard (``/``) over ``service``.
 
     ``defaults``: BatchRequest fields for what a create body leaves out (the server's
     ``batch.*`` settings). ``token``: when set, every ``/api`` request must carry it.
+    ``max_body_bytes``: larger request bodies are refused with 413.
     """
     app = FastAPI(
         title="Buttermilk batch",
@@ -42,6 +45,7 @@ def create_app(
     app.state.service = service
     app.state.defaults = dict(defaults or {})
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token:
         app.include_router(
             routes.router, dependencies=[Depends(require_token(token))], responses=documented(401)

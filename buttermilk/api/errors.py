@@ -8,10 +8,12 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from buttermilk.api.schemas import api_field
@@ -39,6 +41,9 @@ STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
     (QueueError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
 )
+
+# Codes that must not change with Python's HTTP phrases (413 was renamed in 3.13).
+CODE_OF_STATUS = {413: "payload_too_large"}
 
 
 class ErrorDetail(BaseModel):
@@ -137,7 +142,9 @@ async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    code = CODE_OF_STATUS.get(exc.status_code) or (
+        HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    )
     return error_response(exc.status_code, code, str(exc.detail), **(exc.headers or {}))
 
 
@@ -152,6 +159,46 @@ async def _buttermilk_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", str(exc))
 
 
+# What a store call raises when the database cannot be reached or refuses the call, before
+# (or instead of) the store turning it into a StoreError: SQLAlchemy's wrappers of the
+# driver's errors, its pool's timeout, and psycopg's own errors from raw-driver fast paths.
+STORE_FAILURES: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+    psycopg.Error,
+)
+# A value of the request the database cannot hold or compare (PostgreSQL: a NUL character
+# in text, a number out of its range): the client's to change, not a reason to retry.
+VALUE_FAILURES: tuple[type[Exception], ...] = (sa_exc.DataError, psycopg.DataError)
+
+
+def _driver_reason(exc: Exception) -> str:
+    """The driver's own message, first line only: later lines (psycopg's DETAIL) and
+    SQLAlchemy's wrapper text carry the statement and the values bound to it."""
+    reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+    if isinstance(reason, sa_exc.StatementError):  # no driver error to quote
+        return type(reason).__name__
+    lines = str(reason).strip().splitlines()
+    return (lines[0].strip() if lines else "") or type(reason).__name__
+
+
+def _store_url(request: Request) -> str:
+    service = getattr(request.app.state, "service", None)
+    store = getattr(service, "store", None)
+    return str(getattr(store, "safe_url", "(unknown)"))
+
+
+async def _store_failed(request: Request, exc: Exception) -> JSONResponse:
+    reason = _driver_reason(exc)
+    if isinstance(exc, VALUE_FAILURES):
+        message = f"the batch store cannot take a value of this request: {reason}"
+        return error_response(400, "bad_request", message)
+    message = f"cannot reach the batch store at {_store_url(request)}: {reason}"
+    log.error("%s %s failed: %s", request.method, request.url.path, message)
+    return error_response(503, "unavailable", message)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Starlette re-raises the exception after this answer, so the server logs its traceback.
     return error_response(500, "internal_error", "internal error: see the server's log")
@@ -161,4 +208,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ButtermilkError, _buttermilk_error)
+    for kind in STORE_FAILURES:
+        app.add_exception_handler(kind, _store_failed)
     app.add_exception_handler(Exception, _unexpected)

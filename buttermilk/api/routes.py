@@ -9,6 +9,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 
 from buttermilk.api.errors import FieldError, as_body_errors, documented
 from buttermilk.api.results import MEDIA_TYPES, ResultFormat, result_stream
@@ -20,9 +21,32 @@ from buttermilk.flows.catalog import FlowCatalog
 
 MAX_PAGE = 500
 MAX_JOB_PAGE = 1_000
+MAX_POSITION = 2**31 - 1  # offsets and seqs: past any count the store holds, and bindable
 LIST_EXCLUDES = {"record", "traceback"}  # a job list leaves out the bulky fields
+# A batch list leaves out the request's flow parameters: they are as large as the client
+# made them, and the dashboard polls the list every second. GET /api/batches/{id} has them.
+BATCH_LIST_EXCLUDES = {"parameters"}
 
 router = APIRouter(prefix="/api")
+
+
+class AnyTextConvertor(Convertor[str]):
+    """A path parameter holding any characters, line breaks included (a record id).
+
+    Starlette's ``path`` convertor is ``.*`` and its route pattern ends in ``$``: a newline
+    stops the match (404), and one at the end is dropped, so ``a%0A`` would fetch job ``a``.
+    """
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", AnyTextConvertor())
 
 
 def _service(request: Request) -> BatchService:
@@ -65,21 +89,30 @@ async def create_batch(
     return summary.as_json()
 
 
+def _list_item(batch: dict[str, Any]) -> dict[str, Any]:
+    request = {k: v for k, v in batch["request"].items() if k not in BATCH_LIST_EXCLUDES}
+    return {**batch, "request": request}
+
+
 @router.get("/batches", response_model=BatchPage, summary="List batches")
 async def list_batches(
     service: Service,
     status: BatchStatus | None = None,
     flow: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> dict[str, Any]:
-    """Batches, newest first, with their job counts; ``total`` counts every page."""
+    """Batches, newest first, with their job counts; ``total`` counts every page.
+
+    Each item's ``request`` leaves out ``parameters`` (the flow parameters, as large as the
+    creator made them), and ``common_errors`` is empty: ``GET /api/batches/{batch_id}`` has both.
+    """
     summaries = await service.list(status=status, flow=flow, limit=limit, offset=offset)
     total = await anyio.to_thread.run_sync(
         lambda: service.store.count_batches(status=status, flow=flow)
     )
     return {
-        "items": [s.as_json() for s in summaries],
+        "items": [_list_item(s.as_json()) for s in summaries],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -120,7 +153,9 @@ async def list_jobs(
     service: Service,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_JOB_PAGE)] = 50,
-    after_seq: Annotated[int, Query(ge=-1, description="next_after_seq of the page before")] = -1,
+    after_seq: Annotated[
+        int, Query(ge=-1, le=MAX_POSITION, description="next_after_seq of the page before")
+    ] = -1,
     order: Annotated[
         Literal["planned", "recent"],
         Query(description="planned: in planned order, paged; recent: latest started first"),
@@ -152,19 +187,42 @@ async def list_jobs(
     )
 
 
+async def _read_job(service: BatchService, batch_id: str, record_id: str) -> JobInfo:
+    def read() -> JobInfo:
+        return service.store.get_job(service.resolve(batch_id), record_id)
+
+    return await anyio.to_thread.run_sync(read)
+
+
 @router.get(
-    "/batches/{batch_id}/jobs/{record_id:path}",
+    "/batches/{batch_id}/jobs/{record_id:anytext}",
     response_model=JobInfo,
     responses=documented(404),
     summary="One job",
 )
 async def get_job(batch_id: str, record_id: str, service: Service) -> JobInfo:
-    """One job with its record, its result, or its error and traceback."""
+    """One job with its record, its result, or its error and traceback.
 
-    def read() -> JobInfo:
-        return service.store.get_job(service.resolve(batch_id), record_id)
+    ``record_id`` is percent-encoded whole (``/`` as ``%2F``, a newline as ``%0A``).
+    Clients rewrite a path segment ``.`` or ``..`` before sending it: the ``job`` route
+    takes the record id as a query parameter and reaches every id.
+    """
+    return await _read_job(service, batch_id, record_id)
 
-    return await anyio.to_thread.run_sync(read)
+
+@router.get(
+    "/batches/{batch_id}/job",
+    response_model=JobInfo,
+    responses=documented(404),
+    summary="One job, by a record id in the query",
+)
+async def get_job_by_query(
+    batch_id: str,
+    service: Service,
+    record_id: Annotated[str, Query(description="The record id, whatever it holds.")],
+) -> JobInfo:
+    """The same as ``GET /api/batches/{batch_id}/jobs/{record_id}``, for any record id."""
+    return await _read_job(service, batch_id, record_id)
 
 
 @router.get(

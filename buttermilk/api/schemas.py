@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from buttermilk import values
 from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
 
+MAX_COUNT = 2**31 - 1  # the most records or concurrent jobs a create asks for
+
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
 REQUEST_TO_API = {core: api for api, core in API_TO_REQUEST.items()}
@@ -23,6 +25,17 @@ REQUEST_TO_API = {core: api for api, core in API_TO_REQUEST.items()}
 def api_field(request_field: str) -> str:
     """The API's name for a BatchRequest field."""
     return REQUEST_TO_API.get(request_field, request_field)
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """The field's schema without its null branch: null is how the model marks a field the
+    body left out (the server's default), which the body may not send itself."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
 
 
 class CreateBatch(BaseModel):
@@ -39,18 +52,33 @@ class CreateBatch(BaseModel):
     )
 
     flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
-    shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
+    shuffle: bool | None = Field(
+        default=None,
+        description="Shuffle record ids before truncating.",
+        json_schema_extra=_not_null,
+    )
     max_records: int | None = Field(
-        default=None, description="Run at most this many records (null: all)."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Run at most this many records (null: all).",
     )
     concurrency: int | None = Field(
-        default=None, description="Most jobs of this batch at once per worker."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Most jobs of this batch at once per worker.",
+        json_schema_extra=_not_null,
     )
     error_policy: ErrorPolicy | None = Field(
-        default=None, description="continue: other jobs go on; stop: the first failure ends it."
+        default=None,
+        description="continue: other jobs go on; stop: the first failure ends it.",
+        json_schema_extra=_not_null,
     )
     interactive: bool | None = Field(
-        default=None, description="Jobs need a person at a console (interactive workers only)."
+        default=None,
+        description="Jobs need a person at a console (interactive workers only).",
+        json_schema_extra=_not_null,
     )
     flow_parameters: dict[str, Any] | None = Field(
         default=None,
@@ -103,7 +131,9 @@ class BatchView(BaseModel):
     input_tokens: int = Field(description="Prompt tokens its jobs have spent so far.")
     output_tokens: int = Field(description="Answer tokens its jobs have spent so far.")
     published: bool
-    request: dict[str, Any] = Field(description="The stored batch request.")
+    request: dict[str, Any] = Field(
+        description="The stored batch request (in GET /api/batches: without its parameters)."
+    )
     common_errors: list[ErrorCountView] = Field(
         description="Most common errors of failed jobs (only on GET /api/batches/{batch_id})."
     )

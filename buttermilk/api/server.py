@@ -79,7 +79,12 @@ async def serve_api(settings: AppSettings, flows: FlowCatalog) -> int:
     sock = listen(api.host, api.port)
     try:
         async with open_app(settings, flows) as app:
-            web = create_app(app.service, defaults=settings.batch.request, token=token)
+            web = create_app(
+                app.service,
+                defaults=settings.batch.request,
+                token=token,
+                max_body_bytes=api.max_body_bytes,
+            )
             config = uvicorn.Config(
                 web,
                 log_config=None,

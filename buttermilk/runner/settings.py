@@ -86,6 +86,9 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token: str | None = None
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Largest request body accepted (413 beyond)."
+    )
 
 
 class AppSettings(BaseModel):

@@ -240,13 +240,21 @@ function renderBatch(batch) {
   $("download-csv").href = `${base}?format=csv`;
 }
 
+// The record id goes in the query, encoded whole: in the path, a browser would rewrite an
+// id such as ".." (a dot segment) before sending it.
+function jobHref(job) {
+  const batch = encodeURIComponent(job.batch_id);
+  return `/api/batches/${batch}/job?record_id=${encodeURIComponent(job.record_id)}`;
+}
+
 function jobRow(job) {
   const error = job.error_type ? `${job.error_type}: ${job.error_message}` : "";
+  const link = el("a", { href: jobHref(job), class: "job-link" }, el("code", {}, job.record_id));
   return el(
     "tr",
     { "data-record": job.record_id },
     el("td", { class: "num" }, String(job.seq + 1)),
-    el("td", {}, el("code", {}, job.record_id)),
+    el("td", {}, link),
     el("td", {}, statusBadge(job.status)),
     el("td", { class: "num" }, String(job.attempts)),
     el("td", { class: "num" }, duration(job.duration)),
@@ -395,6 +403,24 @@ $("cancel").addEventListener("click", async () => {
     button.disabled = false;
   }
 });
+
+// A job link opens the job (record, result, error, traceback) in a dialog, fetched with
+// the token when there is one.
+$("job-rows").addEventListener("click", async (event) => {
+  const link = event.target.closest("a.job-link");
+  if (!link) return;
+  event.preventDefault();
+  try {
+    const job = await api(link.getAttribute("href"));
+    $("job-title").textContent = job.record_id;
+    $("job-json").textContent = JSON.stringify(job, null, 2);
+    if (!$("job-dialog").open) $("job-dialog").showModal();
+  } catch (error) {
+    if (!(error instanceof NeedsToken)) showMessage(`Job failed to load: ${error.message}`);
+  }
+});
+
+$("job-close").addEventListener("click", () => $("job-dialog").close());
 
 // With a token, a plain link cannot send it: fetch the file and hand it over instead.
 for (const id of ["download-jsonl", "download-csv"]) {
