@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
+from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus, Usd
+from buttermilk.option_types import Count
 
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
@@ -39,10 +40,10 @@ class CreateBatch(BaseModel):
 
     flow_name: str = Field(description="Name of the flow to run (GET /api/flows lists them).")
     shuffle: bool | None = Field(default=None, description="Shuffle record ids before truncating.")
-    max_records: int | None = Field(
+    max_records: Count | None = Field(
         default=None, description="Run at most this many records (null: all)."
     )
-    concurrency: int | None = Field(
+    concurrency: Count | None = Field(
         default=None, description="Most jobs of this batch at once per worker."
     )
     error_policy: ErrorPolicy | None = Field(
@@ -56,7 +57,7 @@ class CreateBatch(BaseModel):
         description="Passed to every flow run, over the flow's own parameters. Data only: "
         "a _target_ key anywhere is refused.",
     )
-    max_cost: float | None = Field(
+    max_cost: Usd | None = Field(
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed.",
     )

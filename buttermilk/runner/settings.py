@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from buttermilk.batch.models import BatchRequest, BatchStatus
 from buttermilk.batch.worker import WorkerOptions
 from buttermilk.errors import UsageError
+from buttermilk.option_types import Count, Seconds
 from buttermilk.queue import QueueSettings
 from buttermilk.store import StoreSettings
 
@@ -52,11 +53,11 @@ class BatchSettings(BaseModel):
     output: Path | None = None
     format: Literal["table", "json"] = "table"
     status: BatchStatus | None = None
-    limit: int = Field(default=20, ge=1)
-    max_jobs: int | None = Field(default=None, ge=1)
-    idle_timeout: float | None = Field(default=10.0, ge=0)
-    worker_concurrency: int = Field(default=100, ge=1)
-    grace_period: float = Field(default=30.0, ge=0)
+    limit: Count = 20
+    max_jobs: Count | None = None
+    idle_timeout: Seconds | None = 10.0
+    worker_concurrency: Count = 100
+    grace_period: Seconds = 30.0
     interactive: bool = False
     request: dict[str, Any] = Field(default_factory=dict)
 
