@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel
 
 from buttermilk.api.app import create_app
-from buttermilk.batch.models import BatchRequest
+from buttermilk.batch import worker
+from buttermilk.batch.models import MAX_RETRY_DELAY, BatchRequest
 from buttermilk.batch.service import BatchService
 from buttermilk.errors import UsageError
 from buttermilk.flows.catalog import StaticFlowCatalog
@@ -356,3 +357,8 @@ def test_every_numeric_option_has_a_spec_here(
 ) -> None:
     numeric = {name for name, f in model.model_fields.items() if is_number(f.annotation)}
     assert numeric == set(specs)
+
+
+def test_the_largest_retry_delay_is_the_workers_backoff_cap() -> None:
+    # A larger retry_delay would be cut to the cap without a word: it is refused instead.
+    assert REQUEST_OPTIONS["retry_delay"].high == MAX_RETRY_DELAY == worker.MAX_RETRY_DELAY
