@@ -67,6 +67,11 @@ class StoreError(ButtermilkError):
     """Raised when the batch store cannot be reached or refuses an operation."""
 
 
+class StoreValueError(StoreError, UsageError):
+    """Raised when the batch store cannot hold or compare a value it was given (PostgreSQL:
+    a NUL character in text, a number out of its column's range): retrying cannot help."""
+
+
 class AgentError(ButtermilkError):
     """Raised by an agent for a failure that is worth retrying."""
 

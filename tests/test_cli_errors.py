@@ -39,6 +39,26 @@ BAD_CREATES = [
     ),
     pytest.param(["batch.command=create"], ["no flow given", "t_work"], id="no-flow"),
     pytest.param(
+        ["flow=t_work", "batch.retry_delay=inf"],
+        ["batch.retry_delay=inf is not allowed: input should be a finite number"],
+        id="retry-delay-inf",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.job_timeout=nan"],
+        ["batch.job_timeout=nan is not allowed: input should be a finite number"],
+        id="job-timeout-nan",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.max_cost=inf"],
+        ["batch.max_cost=inf is not allowed: input should be a finite number"],
+        id="max-cost-inf",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.max_records=true"],
+        ["batch.max_records=True is not allowed: input should be a number, not true or false"],
+        id="max-records-true",
+    ),
+    pytest.param(
         ["flow=t_work", "batch.flow=sentiment"],
         ["flow='t_work'", "batch.flow='sentiment'"],
         id="two-flows",
@@ -139,7 +159,49 @@ def test_an_unknown_option_is_refused_by_hydra_with_exit_code_2(env: Env) -> Non
     result = env.cli("batch.colour=blue")
 
     assert result.returncode == 2
-    assert "batch.colour" in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: batch.colour is not a known option"]
+
+
+@pytest.mark.backends("local")
+def test_an_output_that_is_a_directory_is_refused_before_anything_is_created(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 5)
+    folder = env.data / "out.jsonl"
+    folder.mkdir()
+
+    assert_one_line_error(
+        env,
+        ["flow=t_work", "batch.wait=true", f"batch.output={folder}"],
+        [f"batch.output='{folder}' is not allowed: {folder} is a directory"],
+    )
+
+    assert_nothing_created(env)
+    assert_one_line_error(
+        env,
+        ["batch.command=export", "batch.batch_id=zz404", f"batch.output={folder}"],
+        ["unknown batch id 'zz404'"],
+    )
+
+
+@pytest.mark.backends("local")
+def test_a_refused_create_leaves_no_folder_of_its_output_behind(env: Env) -> None:
+    out = env.data / "new" / "deep" / "out.jsonl"
+
+    assert_one_line_error(
+        env, ["flow=nope", "batch.wait=true", f"batch.output={out}"], ["unknown flow 'nope'"]
+    )
+
+    assert not (env.data / "new").exists()
+
+
+@pytest.mark.backends("local")
+def test_export_makes_the_missing_folders_of_its_output(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 3)
+    batch_id = env.create("t_work")
+    out = env.data / "new" / "deep" / "out.csv"
+
+    env.ok("batch.command=export", f"batch.batch_id={batch_id}", f"batch.output={out}")
+
+    assert len(out.read_text().splitlines()) == 1 + 3
 
 
 def test_an_ambiguous_batch_id_prefix_lists_the_matches(env: Env) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from buttermilk import values
-from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus
-
-MAX_COUNT = 2**31 - 1  # the most records or concurrent jobs a create asks for
+from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus, Usd
+from buttermilk.option_types import Count
 
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
@@ -57,16 +56,11 @@ class CreateBatch(BaseModel):
         description="Shuffle record ids before truncating.",
         json_schema_extra=_not_null,
     )
-    max_records: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_COUNT,
-        description="Run at most this many records (null: all).",
+    max_records: Count | None = Field(
+        default=None, description="Run at most this many records (null: all)."
     )
-    concurrency: int | None = Field(
+    concurrency: Count | None = Field(
         default=None,
-        ge=1,
-        le=MAX_COUNT,
         description="Most jobs of this batch at once per worker.",
         json_schema_extra=_not_null,
     )
@@ -85,7 +79,7 @@ class CreateBatch(BaseModel):
         description="Passed to every flow run, over the flow's own parameters. Data only: "
         "a _target_ key anywhere is refused.",
     )
-    max_cost: float | None = Field(
+    max_cost: Usd | None = Field(
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed.",
     )

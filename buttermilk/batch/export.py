@@ -213,17 +213,27 @@ WRITERS: dict[str, Callable[[Store, str, Path], int]] = {
 
 
 def check_output(path: Path) -> None:
-    """Fail now, before any work, if ``path`` has no known format or cannot be written."""
+    """Fail now, before any work, if ``path`` has no known format or cannot become a file.
+
+    Creates nothing (a refused command leaves no folder behind): the folders that are
+    missing are made when the export is written. Raises InvalidOptionError naming
+    ``batch.output``.
+    """
     export_format(path)
-    folder = path.expanduser().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    target = path.expanduser()
+    if target.is_dir():
+        raise InvalidOptionError("batch.output", str(path), f"{target} is a directory")
+    existing = target.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
         raise InvalidOptionError(
-            "batch.output", str(path), f"cannot create its folder ({exc.strerror})"
-        ) from None
-    if not os.access(folder, os.W_OK):
-        raise InvalidOptionError("batch.output", str(path), f"its folder {folder} is not writable")
+            "batch.output", str(path), f"cannot create its folder ({existing} is not a folder)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidOptionError(
+            "batch.output", str(path), f"its folder {existing} is not writable"
+        )
 
 
 def export_jobs(store: Store, batch_id: str, path: Path) -> int:
@@ -232,6 +242,7 @@ def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     check_output(path)
     path = path.expanduser()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
         raise InvalidOptionError(

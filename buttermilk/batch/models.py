@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from buttermilk import values
+from buttermilk.option_types import Count, Int64, NotABool
 from buttermilk.records import Record
 
 
@@ -36,6 +44,14 @@ class JobStatus(StrEnum):
 
 ErrorPolicy = Literal["continue", "stop"]
 TARGET_KEY = "_target_"
+MAX_RETRY_DELAY = 300.0
+"""Seconds: the longest pause before a retry (backoff doubles up to this)."""
+MAX_JOB_TIMEOUT = 7 * 24 * 3600.0
+"""Seconds: the longest ``job_timeout`` (a week; null means no limit at all)."""
+
+RetryDelay = Annotated[float, Field(ge=0, le=MAX_RETRY_DELAY, allow_inf_nan=False), NotABool]
+JobTimeout = Annotated[float, Field(gt=0, le=MAX_JOB_TIMEOUT, allow_inf_nan=False), NotABool]
+Usd = Annotated[float, Field(gt=0, allow_inf_nan=False), NotABool]
 
 
 def find_target_key(value: Any, path: str) -> str | None:
@@ -63,12 +79,10 @@ class BatchRequest(BaseModel):
 
     flow: str = Field(min_length=1, description="Name of the flow to run.")
     shuffle: bool = Field(default=True, description="Shuffle record ids before truncating.")
-    max_records: int | None = Field(
-        default=None, ge=1, description="Run at most this many records (null: all)."
+    max_records: Count | None = Field(
+        default=None, description="Run at most this many records (null: all)."
     )
-    concurrency: int = Field(
-        default=5, ge=1, description="Most jobs of this batch at once per worker."
-    )
+    concurrency: Count = Field(default=5, description="Most jobs of this batch at once per worker.")
     error_policy: ErrorPolicy = Field(
         default="continue", description="continue: other jobs go on; stop: end the batch."
     )
@@ -76,17 +90,18 @@ class BatchRequest(BaseModel):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="Passed to every flow run, over the flow's own."
     )
-    max_attempts: int = Field(default=3, ge=1, description="Tries per job before it fails.")
-    retry_delay: float = Field(
-        default=1.0, ge=0, description="Seconds before the first retry; doubles each time."
+    max_attempts: Count = Field(default=3, description="Tries per job before it fails.")
+    retry_delay: RetryDelay = Field(
+        default=1.0,
+        description="Seconds before the first retry; doubles each time, up to 300.",
     )
-    job_timeout: float | None = Field(
-        default=None, gt=0, description="Seconds a job may run before it fails (null: no limit)."
-    )
-    seed: int | None = Field(default=None, description="Shuffle seed, for a repeatable order.")
-    max_cost: float | None = Field(
+    job_timeout: JobTimeout | None = Field(
         default=None,
-        gt=0,
+        description="Seconds a job may run before it fails, up to a week (null: no limit).",
+    )
+    seed: Int64 | None = Field(default=None, description="Shuffle seed, for a repeatable order.")
+    max_cost: Usd | None = Field(
+        default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed "
         "(null: no cap).",
     )
@@ -106,6 +121,32 @@ class BatchRequest(BaseModel):
                 "batch parameters are data and may not name code to instantiate"
             )
         return value
+
+    @classmethod
+    def from_stored(cls, raw: Any, flow: str) -> tuple[BatchRequest, str | None]:
+        """The request stored with a batch of ``flow``, and what is wrong with it (None: nothing).
+
+        Never raises: a row written by an older or faulty version may hold values this
+        version refuses (``"retry_delay": null``). Those fields read as their defaults, so
+        that the batch still lists and shows, and the problem names them; no worker may run
+        such a batch as if it were what its creator asked for.
+        """
+        try:
+            return cls.model_validate(raw), None
+        except ValidationError as exc:
+            errors = exc.errors()
+        problem = "its stored request cannot be used: " + "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'request'}="
+            f"{error.get('input')!r} ({error['msg'][:1].lower()}{error['msg'][1:]})"
+            for error in errors
+        )
+        bad = {str(error["loc"][0]) for error in errors if error["loc"]}
+        given = raw if isinstance(raw, dict) else {}
+        kept = {k: v for k, v in given.items() if k in cls.model_fields and k not in bad}
+        try:
+            return cls.model_validate({**kept, "flow": flow}), problem
+        except ValidationError:  # e.g. an empty flow name: defaults for everything
+            return cls.model_construct(flow=flow), problem
 
 
 class BatchInfo(BaseModel):
@@ -127,6 +168,11 @@ class BatchInfo(BaseModel):
     """USD spent by its jobs so far (None until a call with a known price)."""
     input_tokens: int = 0
     output_tokens: int = 0
+    request_error: str | None = None
+    """Why the stored request cannot be used (its fields then read as defaults); workers
+    fail the batch's jobs with it instead of running them. None for a sound batch."""
+    stored_request: dict[str, Any] | None = None
+    """The request exactly as stored, when it cannot be used (else None: see ``request``)."""
 
     @property
     def interactive(self) -> bool:
@@ -240,6 +286,9 @@ class BatchSummary(BaseModel):
             "input_tokens": b.input_tokens,
             "output_tokens": b.output_tokens,
             "published": b.published,
-            "request": b.request.model_dump(mode="json"),
+            "request": b.request.model_dump(mode="json")
+            if b.stored_request is None
+            else b.stored_request,
+            "request_error": b.request_error,
             "common_errors": [e.model_dump() for e in self.common_errors],
         }

@@ -361,6 +361,8 @@ class Worker:
         error: BaseException | None = None
         params: dict[str, Any] = {}
         try:
+            if info.request_error:  # run with defaults, it would not be the batch asked for
+                raise ButtermilkError(info.request_error)
             flow = FlowConfig.model_validate(info.flow_snapshot)
             runner = FlowRunner(flow)
             params = merge_parameters(flow.parameters, info.request.parameters)

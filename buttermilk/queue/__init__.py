@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from buttermilk.option_types import PositiveSeconds
 from buttermilk.queue.base import Delivery, JobMessage, Queue
 
 __all__ = [
@@ -26,8 +27,8 @@ class LocalQueueSettings(BaseModel):
 
     type: Literal["local"] = "local"
     path: str
-    lease_seconds: float = Field(default=30.0, gt=0)
-    poll_interval: float = Field(default=0.2, gt=0)
+    lease_seconds: PositiveSeconds = 30.0
+    poll_interval: PositiveSeconds = 0.2
 
 
 class PubSubQueueSettings(BaseModel):
@@ -54,7 +55,7 @@ class PubSubQueueSettings(BaseModel):
     inline_record_bytes: int = Field(default=65_536, ge=0)
     """Records up to this size (JSON) travel inside the message; workers read larger ones
     from the store."""
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: PositiveSeconds = 30.0
     """Longest wait for one Pub/Sub call (admin calls, acks, a chunk of publishes)."""
 
 

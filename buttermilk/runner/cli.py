@@ -7,13 +7,16 @@ can call those functions without the CLI.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 
 import anyio
 import hydra
 from omegaconf import DictConfig
 
 from buttermilk.errors import ButtermilkError, UsageError
+from buttermilk.runner.command_line import hydra_argv, hydra_error_line
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
 from buttermilk.runner.settings import AppSettings, settings_from_config
@@ -22,6 +25,7 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 _task_started = False
+_user_full_error: str | None = None  # HYDRA_FULL_ERROR as the user set it
 
 
 def setup_logging(level: str) -> None:
@@ -71,17 +75,51 @@ def run_cli(cfg: DictConfig) -> int:
 def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
+    _restore_full_error()
     sys.exit(run_cli(cfg))
 
 
+def _restore_full_error() -> None:
+    if _user_full_error is None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = _user_full_error
+
+
 def main() -> None:
+    """The ``python -m buttermilk.runner.cli`` command; exits with the command's code.
+
+    A command line Hydra cannot use (an unknown option, an override that does not parse,
+    ``--multirun``) gives one ``error:`` line and exit code 2.
+    """
+    global _user_full_error
     register_resolvers()
+    try:
+        sys.argv[1:] = hydra_argv(sys.argv[1:])
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    # Hydra prints its own errors over several lines and exits 1; told to raise them
+    # instead, it lets main() say them in one. The user's own setting comes back for the
+    # command, and a user who asked for full errors gets Hydra's.
+    _user_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _hydra_main()
     except SystemExit as exc:
         if not _task_started and exc.code not in (0, None):
-            sys.exit(EXIT_USAGE)  # Hydra refused the command line (unknown key, bad override)
+            sys.exit(EXIT_USAGE)  # Hydra refused the command line
         raise
+    except Exception as exc:
+        line = None if _task_started else hydra_error_line(exc)
+        if line is None:
+            raise
+        if _user_full_error == "1":
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    finally:
+        _restore_full_error()
 
 
 if __name__ == "__main__":

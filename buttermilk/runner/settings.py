@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -12,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from buttermilk.batch.models import BatchRequest, BatchStatus
 from buttermilk.batch.worker import WorkerOptions
 from buttermilk.errors import UsageError
+from buttermilk.option_types import Count, Seconds
 from buttermilk.queue import QueueSettings
 from buttermilk.store import StoreSettings
 
@@ -21,8 +25,28 @@ REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
 TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming the first bad value and what is allowed."""
+def closest(name: str, known: Sequence[str]) -> str | None:
+    """The known option ``name`` most likely stands for (a typo, or the section left out)."""
+    found = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    if found:
+        return found[0]
+    last = name.rpartition(".")[2]
+    by_last = {option.rpartition(".")[2]: option for option in known}
+    found = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
+    return by_last[found[0]] if found else None
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`` (did you mean X?)`` for the closest known option, or nothing."""
+    match = closest(name, known)
+    return f" (did you mean {match}?)" if match else ""
+
+
+def describe_validation_error(
+    exc: ValidationError, prefix: str = "", known: Sequence[str] = ()
+) -> str:
+    """One line naming the first bad value and what is allowed (``known``: the option
+    names, to suggest the closest to an unknown one)."""
     errors = exc.errors()
     first = errors[0]
     loc = list(first["loc"])
@@ -35,7 +59,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     if first["type"] == "missing":
         return f"{where} is required{more}"
     if first["type"] == "extra_forbidden":
-        return f"{where} is not a known option{more}"
+        return f"{where} is not a known option{did_you_mean(where, known)}{more}"
     return f"{where}={first.get('input')!r} is not allowed: {reason}{more}"
 
 
@@ -52,11 +76,11 @@ class BatchSettings(BaseModel):
     output: Path | None = None
     format: Literal["table", "json"] = "table"
     status: BatchStatus | None = None
-    limit: int = Field(default=20, ge=1)
-    max_jobs: int | None = Field(default=None, ge=1)
-    idle_timeout: float | None = Field(default=10.0, ge=0)
-    worker_concurrency: int = Field(default=100, ge=1)
-    grace_period: float = Field(default=30.0, ge=0)
+    limit: Count = 20
+    max_jobs: Count | None = None
+    idle_timeout: Seconds | None = 10.0
+    worker_concurrency: Count = 100
+    grace_period: Seconds = 30.0
     interactive: bool = False
     request: dict[str, Any] = Field(default_factory=dict)
 
@@ -115,6 +139,34 @@ class AppSettings(BaseModel):
         return self.flow or self.batch.flow
 
 
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The settings models an annotation names (unions and Annotated included)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    elif get_origin(annotation) in (Union, types.UnionType) or hasattr(annotation, "__metadata__"):
+        for arg in get_args(annotation):
+            yield from _models_in(arg)
+
+
+def _option_names(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    for name, field in model.model_fields.items():
+        if model is BatchSettings and name == "request":
+            continue
+        nested = list(_models_in(field.annotation))
+        if nested:
+            for inner in nested:
+                yield from _option_names(inner, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def known_options() -> list[str]:
+    """Every option name the settings take (``batch.concurrency``, ``queue.path``, ...)."""
+    names = set(_option_names(AppSettings, ""))
+    names.update(f"batch.{name}" for name in REQUEST_FIELDS)
+    return sorted(names)
+
+
 def settings_from_config(cfg: DictConfig) -> AppSettings:
     """Resolve and validate the composed config; UsageError on the first bad value."""
     try:
@@ -136,4 +188,4 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
     try:
         return AppSettings.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError(describe_validation_error(exc)) from None
+        raise UsageError(describe_validation_error(exc, known=known_options())) from None

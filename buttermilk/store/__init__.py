@@ -15,7 +15,14 @@ class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
+    """``sqlite:///PATH`` or ``postgresql+psycopg://...`` (checked when the store opens)."""
 
 
 def open_store(settings: StoreSettings) -> Store:
+    """The store at ``settings.url``.
+
+    Raises InvalidOptionError for a URL the store cannot use (see
+    :func:`buttermilk.store.url.check_url`) and StoreError when the database cannot be
+    opened.
+    """
     return Store(settings.url)

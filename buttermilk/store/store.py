@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, SQLAlchemyError, StatementError
 from sqlalchemy.sql.elements import ColumnElement
 
 from buttermilk import values
@@ -52,6 +52,7 @@ from buttermilk.errors import (
     AmbiguousBatchIdError,
     BatchStateError,
     StoreError,
+    StoreValueError,
     UnknownBatchError,
 )
 from buttermilk.records import Record
@@ -66,6 +67,7 @@ from buttermilk.store.schema import (
     migrate,
 )
 from buttermilk.store.spending import Spent, charge, spent_in
+from buttermilk.store.url import check_url
 
 INSERT_CHUNK = 5_000
 ANALYZE_AFTER = 1_000  # jobs in a new batch that make PostgreSQL refresh its statistics
@@ -139,6 +141,19 @@ def _dumps(value: Any) -> str:
     return values.dumps_text(value)
 
 
+def _store_failure(
+    exc: BaseException, doing: str, value_errors: tuple[type[BaseException], ...]
+) -> StoreError:
+    """``doing`` and the first line of the driver's message (later lines, e.g. psycopg's
+    DETAIL and CONTEXT, and SQLAlchemy's wrapper text quote the values of the statement)."""
+    reason = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    said = str(reason).split(" (Background on this error at:", 1)[0].strip()
+    said = said.splitlines()[0].strip() if said else ""
+    said = said[:300] or type(reason).__name__
+    kind = StoreValueError if isinstance(reason, value_errors) else StoreError
+    return kind(f"{doing}: {said}")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN itself
     cursor = dbapi_conn.cursor()
@@ -184,11 +199,19 @@ def make_engine(url: str) -> Engine:
 
 
 def _batch(row: RowMapping) -> BatchInfo:
+    """Every read of a batch row goes through here. It never fails on a stored request
+    this version refuses: that one batch shows its problem, and the others still read."""
+    request, problem = BatchRequest.from_stored(row["request"], row["flow"])
+    error = row["error"]
+    if problem:
+        error = f"{error}; {problem}" if error else problem
     return BatchInfo(
         id=row["id"],
         flow=row["flow"],
         status=BatchStatus(row["status"]),
-        request=BatchRequest.model_validate(row["request"]),
+        request=request,
+        request_error=problem,
+        stored_request=row["request"] if problem and isinstance(row["request"], dict) else None,
         flow_snapshot=row["flow_snapshot"],
         total=row["total"],
         seed=row["seed"],
@@ -196,7 +219,7 @@ def _batch(row: RowMapping) -> BatchInfo:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        error=row["error"],
+        error=error,
         cost=row.get("cost"),
         input_tokens=row.get("input_tokens") or 0,
         output_tokens=row.get("output_tokens") or 0,
@@ -325,22 +348,29 @@ class Store:
     """Batches and jobs in a SQL database (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
 
     def __init__(self, url: str) -> None:
+        """Open (and if need be set up) the store at ``url``.
+
+        Raises InvalidOptionError for a URL it cannot use and StoreError (one line) when
+        the database cannot be opened or read.
+        """
         self.url = url
-        is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        is_sqlite = check_url(url).get_backend_name() == "sqlite"
         self._is_sqlite = is_sqlite
         self._running: set[str] = set()  # batches seen past pending: no start update needed
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if is_sqlite else nullcontext()
         )
+        self._database_errors: tuple[type[BaseException], ...] = (SQLAlchemyError,)
+        self._value_errors: tuple[type[BaseException], ...] = (DataError,)
+        opening = f"cannot open the batch store at {self.safe_url}"
         try:
             self.engine = make_engine(url)
-            self._init_schema()
-        except (OperationalError, OSError) as exc:
-            reason = exc.orig if isinstance(exc, OperationalError) else exc
-            one_line = " ".join(str(reason).split())  # drivers add hints on further lines
-            raise StoreError(
-                f"cannot open the batch store at {self.safe_url}: {one_line}"
-            ) from None
+            dbapi = self.engine.dialect.loaded_dbapi
+            self._database_errors = (SQLAlchemyError, dbapi.Error)  # raw-driver paths too
+            self._value_errors = (DataError, dbapi.DataError)
+            self._init_schema(opening)
+        except OSError as exc:
+            raise StoreError(f"{opening}: {exc}") from None
 
     @property
     def safe_url(self) -> str:
@@ -352,10 +382,27 @@ class Store:
     # -- plumbing ------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _failing_as(self, doing: str | None = None) -> Iterator[None]:
+        """Database errors inside become one-line StoreErrors: ``"{doing}: {driver's message}"``.
+
+        SQLAlchemy's own text of a failed statement carries its SQL and every value bound
+        to it (whole records), so it is never shown, logged or chained. A value the
+        database cannot hold (DataError) becomes StoreValueError, a UsageError.
+        """
+        try:
+            yield
+        except StoreError:
+            raise
+        except self._database_errors as exc:
+            doing = doing or f"the batch store at {self.safe_url} failed"
+            raise _store_failure(exc, doing, self._value_errors) from None
+
+    @contextmanager
+    def _write(self, doing: str | None = None) -> Iterator[Connection]:
         # SQLite allows one writer at a time; threads of this process queue on a lock
         # here rather than in SQLite's busy handler, which sleeps for milliseconds.
         with (
+            self._failing_as(doing),
             self._write_lock,
             self.engine.connect().execution_options(write=True) as conn,
             conn.begin(),
@@ -364,7 +411,7 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        with self._failing_as(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
@@ -372,8 +419,8 @@ class Store:
         and answers: :mod:`buttermilk.store.llm_state`). Writers queue as the store's do."""
         return self._write() if write else self._read()
 
-    def _init_schema(self) -> None:
-        with self._write() as conn:
+    def _init_schema(self, doing: str) -> None:
+        with self._write(doing) as conn:
             if not self._is_sqlite:
                 # Workers starting together must not race to create the same tables.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -423,13 +470,13 @@ class Store:
             "created_at": now,
             "max_cost": request.max_cost,
         }
-        with self._write() as conn:
+        with self._write(f"cannot store the new batch ({len(records):,} jobs)") as conn:
             conn.execute(insert(batches), row)
             for start in range(0, len(records), INSERT_CHUNK):
                 self._insert_jobs(conn, batch_id, start, records[start : start + INSERT_CHUNK])
         if not self._is_sqlite and len(records) >= ANALYZE_AFTER:
             # Fresh statistics, so that claims by primary key are planned as such.
-            with self.engine.connect() as conn:
+            with self._failing_as(), self.engine.connect() as conn:
                 conn.execute(text("ANALYZE jobs"))
                 conn.commit()
         return _batch(row | {"started_at": None, "finished_at": None, "error": None})  # type: ignore[arg-type]

@@ -1,0 +1,126 @@
+"""The command line as users type it, made ready for Hydra, and Hydra's refusals as one line.
+
+Hydra's own parser takes its flags only before the overrides, so the README's
+``bm --config-dir myconf flow=x`` (``bm`` ending in ``ui=batch``) would fail: flags are
+moved in front here. Hydra prints its errors over several lines; :func:`hydra_error_line`
+says the same in one line that names the key, and the closest known option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from hydra._internal.utils import get_args_parser
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import OmegaConfBaseException
+
+from buttermilk.errors import UsageError
+from buttermilk.runner.settings import did_you_mean, known_options
+
+NO_SWEEPS = (
+    "compare flows or settings with separate batches, or variants of one flow "
+    "(coming: batch.variants)"
+)
+HYDRA_FLAGS = (
+    "--config-dir/-cd DIR, --config-name/-cn NAME, --config-path/-cp PATH, --cfg/-c job, "
+    "--resolve, --info/-i, --help/-h, --hydra-help, --version"
+)
+_NOT_IN_CONFIG = re.compile(r"Could not override '([^']+)'")
+_AMBIGUOUS = re.compile(r"Ambiguous value for argument '([^']+)'")
+_MULTIRUN_MODE = re.compile(r"^\+{0,2}hydra\.mode=\s*MULTIRUN\s*$", re.IGNORECASE)
+
+
+def _refuse(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = get_args_parser()
+    parser.error = _refuse  # type: ignore[method-assign]  # one line, not usage text
+    return parser
+
+
+def hydra_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` (without the program) with Hydra's flags before the overrides.
+
+    Flags may stand on either side of the overrides, or between them, as users type
+    them. Raises UsageError for a flag Hydra does not know, a flag missing its value, and
+    ``--multirun`` (or ``hydra.mode=MULTIRUN``): a sweep would create only its first batch.
+    """
+    parser = _parser()
+    known = parser._option_string_actions  # argparse's table: flag -> action
+    for token in argv:
+        if token == "--":
+            break
+        name = token.partition("=")[0]
+        # argparse takes a unique prefix of a long flag (--config-d for --config-dir)
+        abbreviates = name.startswith("--") and sum(f.startswith(name) for f in known) == 1
+        if name.startswith("-") and name not in known and not abbreviates:
+            raise UsageError(f"unknown flag {name}: Hydra's flags are {HYDRA_FLAGS}")
+    args = parser.parse_intermixed_args(list(argv))
+    overrides: list[str] = list(args.overrides)
+    if args.multirun or any(_MULTIRUN_MODE.match(o) for o in overrides):
+        raise UsageError(f"--multirun is not supported: {NO_SWEEPS}")
+    flags: list[str] = []
+    for action in parser._actions:  # argparse's table of flags, in their declared order
+        if not action.option_strings or action.dest in ("overrides", "help"):
+            continue
+        value: Any = getattr(args, action.dest, None)
+        if value is None or value is False:
+            continue
+        flags.append(action.option_strings[0])
+        if value is not True:
+            flags.append(str(value))
+    if args.help:
+        flags.insert(0, "--help")
+    return [*flags, *overrides]
+
+
+def hydra_error_line(exc: BaseException) -> str | None:
+    """One line for an error Hydra raised while composing the config (None: not Hydra's).
+
+    The line names what was wrong: an unknown option with the closest known one, an
+    unknown group option with the known ones, an override that does not parse.
+    """
+    if isinstance(exc, OverrideParseException):
+        reason = _first_line(exc.message)
+        return f"cannot read the override {exc.override!r}: {reason} (see Hydra's override grammar)"
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        if group and exc.options is not None:
+            allowed = ", ".join(exc.options) or "none found"
+            return f"{group}={option} is not allowed: known options are {allowed}"
+    message = str(exc)
+    if isinstance(exc, ConfigCompositionException):
+        unknown = _NOT_IN_CONFIG.search(message)
+        if unknown:
+            key = unknown.group(1)
+            return f"{key} is not a known option{did_you_mean(key, known_options())}"
+        sweep = _AMBIGUOUS.search(message)
+        if sweep:
+            given = sweep.group(1)
+            key, _, value = given.partition("=")
+            return (
+                f"{given} is a sweep, and sweeps are not supported: {NO_SWEEPS}; "
+                f"for a list write {key}=[{value}], for text quote it: {key}='{value}'"
+            )
+    if isinstance(exc, HydraException | OmegaConfBaseException):
+        cause = exc.__cause__
+        reason = _first_line(message)
+        if isinstance(cause, OmegaConfBaseException):
+            reason = f"{reason} ({_first_line(str(cause))})"
+        return reason or type(exc).__name__
+    return None
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""

@@ -1,0 +1,160 @@
+"""The command line as users type it: Hydra's flags on either side of the overrides,
+sweeps refused at once, and every refusal of Hydra's as one ``error:`` line."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Env, write_records
+from test_cli_errors import assert_nothing_created
+
+from buttermilk.errors import UsageError
+from buttermilk.runner.command_line import NO_SWEEPS, hydra_argv
+
+
+def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -> None:
+    assert hydra_argv(["ui=batch", "--config-dir", "myconf", "flow=x"]) == [
+        "--config-dir",
+        "myconf",
+        "ui=batch",
+        "flow=x",
+    ]
+    assert hydra_argv(["ui=batch", "flow=x", "-cd=myconf", "--cfg", "job"]) == [
+        "--cfg",
+        "job",
+        "--config-dir",
+        "myconf",
+        "ui=batch",
+        "flow=x",
+    ]
+    assert hydra_argv(["a=1", "--config-d", "c", "b=2"]) == ["--config-dir", "c", "a=1", "b=2"]
+    assert hydra_argv(["ui=batch", "~queue", "+x=1", "++y=2"]) == [
+        "ui=batch",
+        "~queue",
+        "+x=1",
+        "++y=2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ui=batch", "--multirun", "flow=a,b"], f"--multirun is not supported: {NO_SWEEPS}"),
+        (["-m", "batch.seed=1,2"], "--multirun is not supported"),
+        (["hydra.mode=MULTIRUN", "flow=a,b"], "--multirun is not supported"),
+        (["ui=batch", "--colour", "flow=a"], "unknown flag --colour: Hydra's flags are"),
+        (["ui=batch", "--config-dir"], "argument --config-dir/-cd: expected one argument"),
+    ],
+)
+def test_a_command_line_hydra_cannot_take_is_refused_before_hydra_runs(
+    argv: list[str], expected: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        hydra_argv(argv)
+
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.backends("local")
+def test_the_readmes_config_dir_after_ui_batch_creates_a_batch_of_the_users_flow(
+    env: Env, tmp_path: Path
+) -> None:
+    ids = write_records(env.data / "records.jsonl", 2)
+    flows = tmp_path / "myconf" / "flows"
+    flows.mkdir(parents=True)
+    (flows / "mine.yaml").write_text(
+        "data: {records: {type: file, path: '${oc.env:BUTTERMILK_DATA}/records.jsonl'}}\n"
+        "agents: [{name: noop, _target_: buttermilk.agents.testing.noop}]\n"
+    )
+
+    # env.args puts ui=batch and other overrides first: the flag comes after them.
+    created = env.ok("--config-dir", str(tmp_path / "myconf"), "flow=mine", "batch.format=json")
+
+    batch = created.json()
+    assert (batch["flow"], batch["total"]) == ("mine", len(ids))
+
+
+@pytest.mark.backends("local")
+def test_multirun_is_refused_at_once_and_leaves_no_multirun_folder(
+    env: Env, tmp_path: Path
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    proc = subprocess.run(
+        env.args("--multirun", "flow=t_work,sentiment"),
+        env=env.environ,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: --multirun is not supported: {NO_SWEEPS}"]
+    assert list(workdir.iterdir()) == []  # no multirun/ (or outputs/) folder
+    assert_nothing_created(env)
+
+
+HYDRA_REFUSALS = [
+    pytest.param(
+        ["flow=t_work", "batch.concurency=5"],
+        "error: batch.concurency is not a known option (did you mean batch.concurrency?)",
+        id="typo",
+    ),
+    pytest.param(
+        ["flow=t_work", "concurrency=5"],
+        "error: concurrency is not a known option (did you mean batch.concurrency?)",
+        id="section-left-out",
+    ),
+    pytest.param(
+        ["flow=t_work", "queue=kafka"],
+        "error: queue=kafka is not allowed: known options are local, pubsub",
+        id="unknown-group-option",
+    ),
+    pytest.param(
+        ["flow=t_work", "+batch.parameters.x=[1,2"],
+        "error: cannot read the override '+batch.parameters.x=[1,2': no viable alternative",
+        id="unparseable-override",
+    ),
+    pytest.param(
+        ["flow=t_work,sentiment"],
+        f"error: flow=t_work,sentiment is a sweep, and sweeps are not supported: {NO_SWEEPS}",
+        id="sweep-without-multirun",
+    ),
+    pytest.param(
+        ["flow=t_work", "+batch.retry_dely=5"],
+        "error: batch.retry_dely is not a known option (did you mean batch.retry_delay?)",
+        id="added-unknown-key",
+    ),
+]
+
+
+@pytest.mark.backends("local")
+@pytest.mark.parametrize(("args", "expected"), HYDRA_REFUSALS)
+def test_a_command_line_hydra_refuses_gives_one_error_line_and_exit_2(
+    env: Env, args: list[str], expected: str
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+
+    result = env.cli(*args)
+
+    assert result.returncode == 2, str(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), str(result)
+    assert_nothing_created(env)
+
+
+@pytest.mark.backends("local")
+def test_a_user_who_asks_hydra_for_full_errors_gets_them(env: Env) -> None:
+    env.extra["HYDRA_FULL_ERROR"] = "1"
+
+    result = env.cli("batch.concurency=5")
+
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: batch.concurency is not")
