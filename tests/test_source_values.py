@@ -241,6 +241,12 @@ BAD_FILES = [
         id="float-id",
     ),
     pytest.param(
+        "nul.jsonl",
+        b'{"id": "a\\u0000b", "text": "a"}\n',
+        "nul.jsonl:1: the record id in field 'id' holds a NUL character",
+        id="nul-in-id",
+    ),
+    pytest.param(
         "long.jsonl",
         json.dumps({"id": "x" * 600, "text": "a"}).encode() + b"\n",
         "long.jsonl:1: the record id in field 'id' is 600 characters long; at most 512",

@@ -99,6 +99,10 @@ def _record_id(raw: Any, field: str, location: str) -> str:
             f"{str(raw)[:40]!r}; ids must be text or integers (map another column to record_id)"
         )
     record_id = str(raw)
+    if "\x00" in record_id:  # PostgreSQL's text columns cannot hold it: refused everywhere
+        raise DataSourceError(
+            f"{location}: the record id in field {field!r} holds a NUL character; ids cannot"
+        )
     if len(record_id) > MAX_ID_LENGTH:
         raise DataSourceError(
             f"{location}: the record id in field {field!r} is {len(record_id):,} characters "
