@@ -33,9 +33,11 @@ LOG_EVERY = 5.0
 
 
 def worker_line(stats: WorkerStats, held: int) -> str:
+    # Outcomes dropped because another worker took the job over count apart, if any.
+    taken = f"{stats.taken_over} taken over by other workers, " if stats.taken_over else ""
     return (
         f"{stats.completed} completed, {stats.failed} failed, {stats.retried} retried, "
-        f"{held} in hand, rate {rate(stats.rate)}"
+        f"{taken}{held} in hand, rate {rate(stats.rate)}"
     )
 
 
