@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -41,37 +42,50 @@ def refuse_connections(env: Env, refuse: bool) -> None:
         engine.dispose()
 
 
+def tallies(path: Path) -> Counter[str]:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
 def log_of(env: Env, name: str) -> str:
     return (env.home / f"{name}.log").read_text()
 
 
 @pytest.mark.slow
 @pytest.mark.backends("pubsub")
-def test_a_worker_waits_out_a_store_outage_and_then_finishes_the_batch(env: Env) -> None:
+def test_waiting_on_a_batch_rides_out_a_store_outage_and_ends_when_the_batch_does(
+    env: Env,
+) -> None:
     write_records(env.data / "records.jsonl", 20)
     tally = env.data / "tally.txt"
-    batch_id = env.create(
-        "t_work", "batch.concurrency=4", f"batch.parameters={{sleep:0.3,tally_file:'{tally}'}}"
+    waiting = env.popen(
+        "flow=t_work",
+        "batch.wait=true",
+        "batch.concurrency=2",
+        f"batch.parameters={{sleep:0.5,tally_file:'{tally}'}}",
+        log_name="wait",
     )
-    with env.worker(log_name="worker"):
-        wait_until(lambda: env.counts(batch_id)["completed"] >= 4, 30, "4 jobs completed")
+    try:
+        wait_until(lambda: len(tallies(tally)) >= 2, 30, "2 jobs ran")
         refuse_connections(env, True)
         try:
-            wait_until(
-                lambda: "cannot reach the batch store" in log_of(env, "worker"), 30, "outage said"
-            )
+            said = ("holding its jobs", "cannot read the status of batch")
+            wait_until(lambda: all(s in log_of(env, "wait") for s in said), 30, "outage said")
         finally:
             refuse_connections(env, False)
-        wait_until(lambda: env.batch_status(batch_id) == "completed", 60, "batch completed")
+        code = waiting.wait(timeout=60)
+    finally:
+        stop_process(waiting)
 
-    log = log_of(env, "worker")
-    assert log.count("cannot reach the batch store at postgresql+psycopg://") == 1, log
+    log = log_of(env, "wait")
+    assert code == 0, log
+    # The worker in it and the progress it shows each say so once, and once it is back.
+    assert log.count("cannot reach the batch store at postgresql+psycopg://") == 2, log
     assert log.count("the batch store is reachable again") == 1, log
+    assert log.count("reading the status of batch") == 1, log
     assert "Traceback" not in log
     # Outcomes were held until the store came back: nothing ran twice.
-    runs = tally.read_text().split()
-    assert sorted(runs) == sorted(set(runs)) and len(runs) == 20
-    assert env.counts(batch_id)["completed"] == 20
+    assert tallies(tally) == Counter({f"r{i:05d}": 1 for i in range(20)})
+    assert log.strip().splitlines()[-1].endswith("completed: 20 of 20 jobs completed")
 
 
 @pytest.mark.slow
