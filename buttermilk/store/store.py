@@ -636,8 +636,8 @@ class Store:
         )
 
     def requeue(self, batch_id: str) -> Requeued:
-        """Make every job that did not complete and is not running runnable again, with a
-        fresh attempt budget, and list them for publishing.
+        """Make every job that did not complete, and does not run under a live lease,
+        runnable again with a fresh attempt budget, and list them for publishing.
 
         Failed and cancelled jobs go back to pending. Pending jobs are listed too, since
         their messages may be gone (a transport that lost them, a batch that ended, a
@@ -699,7 +699,8 @@ class Store:
         """Try to start each job; a job goes to at most one live claimer at a time.
 
         A job can be claimed when it is pending, or running under a lease that has
-        expired (its worker died), and only while its batch is live.
+        expired (its worker died) on a try that was not its last, and only while its batch
+        is live. A job whose worker died on its last try fails instead (SkipReason.LOST).
         """
         return self.exchange(claims, worker=worker, lease=lease)  # type: ignore[return-value]
 
