@@ -82,6 +82,7 @@ def test_a_record_that_kills_its_worker_fails_after_max_attempts_and_the_batch_e
 
 
 @pytest.mark.slow
+@pytest.mark.backends("local")  # Pub/Sub: test_pubsub.py, where the last delivery does it
 def test_status_fails_a_job_whose_worker_died_on_its_last_try(env: Env) -> None:
     # On Pub/Sub the message of such a job may be gone (dead-lettered after its last
     # delivery): nothing but the store can end it.
