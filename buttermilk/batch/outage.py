@@ -17,7 +17,7 @@ import anyio
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from buttermilk.errors import StoreError
+from buttermilk.errors import StoreError, UsageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +39,10 @@ def one_line(error: BaseException) -> str:
 def unreachable_store(error: BaseException, where: str) -> StoreError | None:
     """The error as a one-line StoreError naming the store, if it says the store could not
     be reached or used (a lost connection, a database gone, a lock held too long); None
-    for other errors. The message never holds the SQL statement or its parameters."""
+    for other errors, and for a value the store refused (a UsageError: trying again
+    cannot help). The message never holds the SQL statement or its parameters."""
+    if isinstance(error, UsageError):
+        return None
     if isinstance(error, StoreError):
         return error
     if isinstance(error, OperationalError | InterfaceError):
@@ -141,15 +144,19 @@ class Outage:
         if self.abandoned:
             raise GaveUp
 
-    async def retry(self, call: Callable[[], Awaitable[T]], kind: type[Exception]) -> T:
-        """Run ``call`` until it does not raise ``kind``, pausing between tries; raises
-        GaveUp once the outage was abandoned."""
+    async def retry(
+        self, call: Callable[[], Awaitable[T]], outage: Callable[[Exception], bool]
+    ) -> T:
+        """Run ``call`` until it raises no error that ``outage`` says is one, pausing
+        between tries; raises other errors, and GaveUp once the outage was abandoned."""
         while True:
             if self.abandoned:
                 raise GaveUp
             try:
                 result = await call()
-            except kind as exc:
+            except Exception as exc:
+                if not outage(exc):
+                    raise
                 self.failed(exc)
                 await self.pause()
                 continue

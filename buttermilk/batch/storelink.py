@@ -13,10 +13,15 @@ from typing import TypeVar
 
 from buttermilk.batch.coalesce import Coalescer
 from buttermilk.batch.outage import Outage, store_call
-from buttermilk.errors import StoreError
+from buttermilk.errors import StoreError, UsageError
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, Store
 
 T = TypeVar("T")
+
+
+def _unreachable(error: Exception) -> bool:
+    """A store error worth waiting out (not a value the store refused)."""
+    return isinstance(error, StoreError) and not isinstance(error, UsageError)
 
 
 class StoreLink:
@@ -48,11 +53,11 @@ class StoreLink:
     async def exchange(self, op: Claim | Outcome) -> Claimed | Skipped | bool:
         """Claim a job or record an outcome (see ``Store.exchange``), waiting out an
         unreachable store; raises GaveUp if the worker gives up on it."""
-        return await self.down.retry(lambda: self._ops.submit(op), StoreError)
+        return await self.down.retry(lambda: self._ops.submit(op), _unreachable)
 
     async def patient(self, fn: Callable[[], T]) -> T:
         """A store call that waits out an unreachable store like :meth:`exchange`."""
-        return await self.down.retry(lambda: self.call(fn), StoreError)
+        return await self.down.retry(lambda: self.call(fn), _unreachable)
 
     async def probe(self, batch_id: str = "") -> None:
         """Look whether an unreachable store is back (any cheap read: one batch row)."""
