@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from buttermilk.batch.messages import Messages
 from buttermilk.batch.models import BatchInfo, JobStatus
 from buttermilk.batch.outage import GaveUp, Outage
-from buttermilk.batch.retries import DueRetries, retry_delay
+from buttermilk.batch.retries import MAX_RETRY_DELAY, DueRetries, retry_delay
 from buttermilk.batch.storelink import StoreLink
 from buttermilk.batch.worker_options import WorkerOptions, WorkerStats
 from buttermilk.errors import (
@@ -40,7 +40,7 @@ from buttermilk.store.lost import ERROR_TYPE as LOST_ERROR
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
 
 log = logging.getLogger(__name__)
-__all__ = ["Worker", "WorkerOptions", "WorkerStats", "worker_name"]
+__all__ = ["MAX_RETRY_DELAY", "Worker", "WorkerOptions", "WorkerStats", "worker_name"]
 
 MAX_TRACEBACK = 8_000
 HEARTBEAT = 1.0  # seconds between checks for cancelled batches
