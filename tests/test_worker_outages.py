@@ -145,7 +145,7 @@ def test_a_worker_whose_job_was_taken_over_counts_it_apart_not_as_completed(
 ) -> None:
     write_records(env.data / "records.jsonl", 1)
     batch_id = env.create("t_work", "batch.parameters={sleep:3}")
-    run = ("batch.command=run", "batch.idle_timeout=2", "batch.format=json", env.lease(1))
+    run = ("batch.command=run", "batch.idle_timeout=2", "batch.format=json", env.lease(2))
     out = tmp_path / "frozen.json"
     with out.open("w") as stdout:
         frozen = subprocess.Popen(
@@ -166,7 +166,7 @@ def test_a_worker_whose_job_was_taken_over_counts_it_apart_not_as_completed(
         stop_process(frozen)
 
     assert frozen.returncode == 0, stderr
-    assert other.json()["completed"] == 1
+    assert other.json()["completed"] == 1, other.stderr
     summary = json.loads(out.read_text())
     assert (summary["completed"], summary["taken_over"]) == (0, 1)
     assert "taken over by another worker" in stderr

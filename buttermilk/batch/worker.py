@@ -260,7 +260,8 @@ class Worker:
         lease = self.queue.lease_seconds
         last_extend = last_sweep = time.monotonic()
         while True:
-            await anyio.sleep(HEARTBEAT)
+            # A lease shorter than three beats would lapse between extensions.
+            await anyio.sleep(min(HEARTBEAT, lease / 3))
             try:
                 await self._check_batches()
                 if time.monotonic() - last_extend >= lease / 3:
