@@ -14,10 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
-from buttermilk.errors import StoreError, UsageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,36 +30,6 @@ def one_line(error: BaseException) -> str:
     """The error's message on one line (drivers add hints on further lines)."""
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def unreachable_store(error: BaseException, where: str) -> StoreError | None:
-    """The error as a one-line StoreError naming the store, if it says the store could not
-    be reached or used (a lost connection, a database gone, a lock held too long); None
-    for other errors, and for a value the store refused (a UsageError: trying again
-    cannot help). The message never holds the SQL statement or its parameters."""
-    if isinstance(error, UsageError):
-        return None
-    if isinstance(error, StoreError):
-        return error
-    if isinstance(error, OperationalError | InterfaceError):
-        return StoreError(
-            f"cannot reach the batch store at {where}: {one_line(error.orig or error)}"
-        )
-    if isinstance(error, PoolTimeoutError):
-        return StoreError(f"cannot reach the batch store at {where}: {one_line(error)}")
-    return None
-
-
-async def store_call(where: str, fn: Callable[[], T]) -> T:
-    """Run a blocking store call in a worker thread; raises StoreError (one line) when
-    the store cannot be reached, and anything else unchanged."""
-    try:
-        return await anyio.to_thread.run_sync(fn)
-    except Exception as exc:
-        error = unreachable_store(exc, where)
-        if error is None:
-            raise
-        raise error from None
 
 
 class Outage:

@@ -22,8 +22,9 @@ from rich.progress import (
 )
 
 from buttermilk.batch.models import BatchSummary, JobStatus
-from buttermilk.batch.outage import Outage, unreachable_store
+from buttermilk.batch.outage import Outage
 from buttermilk.batch.service import BatchService
+from buttermilk.batch.storelink import unreachable_store
 from buttermilk.batch.worker import Worker, WorkerStats
 from buttermilk.runner.render import progress_line, rate
 
