@@ -110,6 +110,7 @@ def test_wait_on_the_embedded_queue_works_the_batch_itself(env: Env, tmp_path: P
     waited = env.ok("flow=t_work", "batch.wait=true", f"batch.output={out}")
 
     assert "completed" in waited.stdout
+    assert waited.stderr.strip().splitlines()[-1].endswith("completed: 12 of 12 jobs completed")
     assert len(out.read_text().splitlines()) == 12
 
 

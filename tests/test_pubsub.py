@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -147,6 +148,61 @@ def test_a_poison_record_is_dead_lettered_after_its_attempts_and_failed_in_the_s
     assert attributes["delivery_attempt"] == "5"
     assert attributes["reason"].startswith("job failed: ")
     assert json.loads(dead[0].message.data)["record_id"] == "r00002"
+
+
+def deliver_without_claiming(backend: Backend, times: int) -> None:
+    """Receive the one queued message ``times`` times and give it back each time, as
+    workers that died before claiming it would: only its delivery count grows."""
+
+    async def main(queue: PubSubQueue) -> None:
+        _, subscriber = queue._async_clients()
+        path = queue.subscription_path("jobs")
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < times and time.monotonic() < deadline:
+            answer = await subscriber.pull(subscription=path, max_messages=1, timeout=3, retry=None)
+            for received in answer.received_messages:
+                seen = received.delivery_attempt
+                await subscriber.modify_ack_deadline(
+                    subscription=path, ack_ids=[received.ack_id], ack_deadline_seconds=0
+                )
+        assert seen == times
+
+    with_queue(backend, main)
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_dies_on_its_messages_last_delivery_fails_in_the_store(
+    env: Env,
+) -> None:
+    # The subscription dead-letters the message after its last delivery: no claim will ever
+    # come again, so the store must end the job itself once its lease has run out.
+    env.extra["PYTHONPATH"] = str(Path(__file__).parent)  # the t_crash flow's agent
+    write_records(env.data / "records.jsonl", 1)
+    batch_id = env.create(
+        "t_crash",
+        "batch.max_attempts=10",
+        "batch.parameters={kill_on:[r00000]}",
+        "queue.max_delivery_attempts=5",
+        "queue.ack_deadline=2",
+    )
+    deliver_without_claiming(env.backend, 4)
+
+    killed = env.cli("batch.command=run", "batch.idle_timeout=3")
+    assert killed.returncode == -9, str(killed)  # it claimed the 5th delivery, then died
+
+    status = wait_until(
+        lambda: (s := env.status(batch_id))["status"] == "completed" and s,
+        20,
+        "status to fail the job once its lease ran out",
+        interval=0.5,
+    )
+    [error] = status["common_errors"]
+    assert error["error_type"] == "WorkerLost"
+    assert error["error_message"].startswith("worker lost while running it once")
+    assert env.store().get_job(batch_id, "r00000").attempts == 1
+    retried = env.ok("batch.command=retry", f"batch.batch_id={batch_id}")
+    assert "requeued 1 jobs" in retried.stderr
 
 
 def test_a_missing_project_is_a_one_line_error(env: Env) -> None:

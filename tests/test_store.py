@@ -78,10 +78,19 @@ def make_batch(
     return [r.record_id for r in records]
 
 
-def claim_one(store: Store, record_id: str, batch_id: str = "b1", **kw: Any) -> Claimed | Skipped:
+def claim_one(
+    store: Store,
+    record_id: str,
+    batch_id: str = "b1",
+    *,
+    max_attempts: int | None = None,
+    last_delivery: bool = False,
+    **kw: Any,
+) -> Claimed | Skipped:
     kw.setdefault("worker", "w1")
     kw.setdefault("lease", 30)
-    (result,) = store.claim([Claim(batch_id, record_id)], **kw)
+    claim = Claim(batch_id, record_id, max_attempts=max_attempts, last_delivery=last_delivery)
+    (result,) = store.claim([claim], **kw)
     return result
 
 
@@ -531,8 +540,9 @@ def test_requeue_puts_failed_jobs_back_to_pending_with_a_fresh_attempt_budget(
 
     requeued = store.requeue("b1")
 
-    # r002 is pending in a live, published batch: its message is still queued.
-    assert requeued.record_ids == [rid(1)]
+    # r002 is pending: its message may have been lost with the transport, so it is listed
+    # for publishing again (a second delivery is dropped by the claim).
+    assert requeued.record_ids == [rid(1), rid(2)]
     job = store.get_job("b1", rid(1))
     assert (job.status, job.attempts, job.error_type, job.error_message, job.traceback) == (
         JobStatus.PENDING,
@@ -611,10 +621,140 @@ def test_requeue_of_an_unpublished_batch_lists_its_pending_jobs_in_planned_order
 
 def test_requeue_with_nothing_to_retry_is_an_error(store: Store) -> None:
     make_batch(store, 2)
+    running = claimed(store, rid(0))  # under a live lease: its worker is at it
+    store.finish([claimed(store, rid(1)).outcome(JobStatus.COMPLETED, result={})])
+    with pytest.raises(BatchStateError, match="nothing to retry"):
+        store.requeue("b1")
+    store.finish([running.outcome(JobStatus.COMPLETED, result={})])
     with pytest.raises(BatchStateError, match="nothing to retry"):
         store.requeue("b1")
     with pytest.raises(UnknownBatchError):
         store.requeue("nope")
+
+
+def test_requeue_of_a_live_batch_lists_its_pending_jobs_and_those_of_dead_workers(
+    store: Store,
+) -> None:
+    # The transport lost the messages (a restarted emulator): only the store knows the jobs.
+    make_batch(store, 3)
+    claimed_at = time.time()
+    claimed(store, rid(0), worker="dead", lease=0.3, max_attempts=1)  # its last try
+    live = claimed(store, rid(1), worker="alive")
+    wait_until(lambda: time.time() > claimed_at + 0.4, 5, "the dead worker's lease to run out")
+
+    requeued = store.requeue("b1")
+
+    assert requeued.record_ids == [rid(0), rid(2)]
+    assert job_status(store, rid(1)) == JobStatus.RUNNING  # its worker still runs it
+    again = claimed(store, rid(0), max_attempts=1)
+    assert again.attempts == 1  # a fresh budget: not failed as lost on its next claim
+    store.finish([live.outcome(JobStatus.COMPLETED, result={})])
+    assert job_status(store, rid(1)) == JobStatus.COMPLETED
+
+
+# -- workers lost on a job's last try ---------------------------------------------------
+
+
+def lose(store: Store, record_id: str, times: int = 1, **claim: Any) -> None:
+    """Claim a job ``times`` times for workers that die at once (their leases run out)."""
+    for _ in range(times):
+        claimed(store, record_id, worker="doomed", lease=0.2, **claim)
+        after = time.time()  # the lease started before this
+        wait_until(lambda: time.time() > after + 0.2, 5, "the lease to run out")  # noqa: B023
+
+
+def test_a_job_whose_worker_dies_on_every_try_fails_once_its_attempts_are_spent(
+    store: Store,
+) -> None:
+    make_batch(store, 2)
+    store.finish([claimed(store, rid(1)).outcome(JobStatus.COMPLETED, result={})])
+    lose(store, rid(0), 3, max_attempts=3)
+
+    fourth = claim_one(store, rid(0), worker="w2", max_attempts=3)
+
+    assert fourth == Skipped("b1", rid(0), SkipReason.LOST)
+    job = store.get_job("b1", rid(0))
+    assert (job.status, job.attempts, job.error_type) == (JobStatus.FAILED, 3, "WorkerLost")
+    assert job.error_message is not None
+    assert job.error_message.startswith("worker lost while running it 3 times")
+    assert store.get_batch("b1").status == BatchStatus.COMPLETED  # nothing else was open
+    assert claim_one(store, rid(0), max_attempts=3).reason == SkipReason.DONE  # type: ignore[union-attr]
+
+
+def test_a_job_lost_on_its_last_try_fails_without_another_claim(store: Store) -> None:
+    # Pub/Sub: the message's last delivery was claimed, then its worker died; the
+    # subscription dead-letters the message, so no claim will ever come again.
+    make_batch(store, 1)
+    lose(store, rid(0), max_attempts=10)
+    assert store.fail_lost_jobs(["b1"]) == 0  # not its last try: a claim takes it over
+    lose(store, rid(0), max_attempts=10, last_delivery=True)
+
+    assert store.fail_lost_jobs(["b1"]) == 1
+
+    job = store.get_job("b1", rid(0))
+    assert (job.status, job.attempts, job.error_type) == (JobStatus.FAILED, 2, "WorkerLost")
+    assert job.error_message is not None
+    assert job.error_message.startswith("worker lost while running it 2 times")
+    assert store.get_batch("b1").status == BatchStatus.COMPLETED
+    assert store.fail_lost_jobs(["b1"]) == 0
+
+
+def test_a_last_delivery_that_finds_the_job_busy_makes_the_running_claim_its_last_try(
+    store: Store,
+) -> None:
+    make_batch(store, 1)
+    claimed_at = time.time()
+    claimed(store, rid(0), worker="doomed", lease=0.5)
+    # Its message comes back for the last time while the lease still runs.
+    busy = claim_one(store, rid(0), worker="w2", last_delivery=True)
+    assert busy == Skipped("b1", rid(0), SkipReason.BUSY)
+    assert store.fail_lost_jobs(["b1"]) == 0  # the lease still runs: its worker may live
+
+    wait_until(lambda: time.time() > claimed_at + 0.6, 5, "the lease to run out")
+
+    assert store.fail_lost_jobs(["b1"]) == 1
+    job = store.get_job("b1", rid(0))
+    assert job.error_message == (
+        "worker lost while running it once (killed, out of memory, or stalled past its "
+        "lease); attempt 1 was its last try"
+    )
+
+
+def test_a_live_worker_on_its_last_try_is_left_alone(store: Store) -> None:
+    make_batch(store, 1)
+    got = claimed(store, rid(0), max_attempts=1)
+
+    assert store.fail_lost_jobs(["b1"]) == 0
+    assert claim_one(store, rid(0), max_attempts=1).reason == SkipReason.BUSY  # type: ignore[union-attr]
+    store.finish([got.outcome(JobStatus.COMPLETED, result={})])
+    assert store.get_batch("b1").status == BatchStatus.COMPLETED
+
+
+def test_a_job_lost_on_its_last_try_stops_a_batch_under_the_stop_policy(store: Store) -> None:
+    make_batch(store, 3, error_policy="stop")
+    lose(store, rid(1), max_attempts=1)
+
+    assert store.fail_lost_jobs(["b1"]) == 1
+
+    batch = store.get_batch("b1")
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error is not None and "WorkerLost" in batch.error and rid(1) in batch.error
+    assert [job_status(store, rid(i)) for i in range(3)] == [
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    ]
+
+
+def test_jobs_of_an_ended_batch_are_not_failed_as_lost(store: Store) -> None:
+    make_batch(store, 2)
+    claimed(store, rid(0), worker="doomed", lease=0.3, max_attempts=1)
+    after = time.time()
+    store.cancel("b1")  # under a live lease: left to its worker (which then died)
+    wait_until(lambda: time.time() > after + 0.3, 5, "the lease to run out")
+
+    assert store.fail_lost_jobs(["b1"]) == 0
+    assert job_status(store, rid(0)) == JobStatus.RUNNING
 
 
 # -- batch ids -------------------------------------------------------------------------

@@ -143,6 +143,12 @@ class BatchService:
         full_id = self.store.resolve_id(batch_id)
         batch = self.store.get_batch(full_id)
         counts = self.store.job_counts([full_id])[full_id]
+        # A job whose worker was lost on its last try fails now (on Pub/Sub its message is
+        # gone, so no claim would ever end it); the batch may complete with it.
+        live = batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING)
+        if live and counts.get(JobStatus.RUNNING) and self.store.fail_lost_jobs([full_id]):
+            batch = self.store.get_batch(full_id)
+            counts = self.store.job_counts([full_id])[full_id]
         open_jobs = counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.RUNNING, 0)
         # Only then a write: status is polled while workers run, and must not take the
         # writer's lock each time. (A worker died before marking the batch completed.)

@@ -10,90 +10,42 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from buttermilk.batch.coalesce import Coalescer
+from buttermilk.batch.messages import Messages
 from buttermilk.batch.models import BatchInfo, JobStatus
-from buttermilk.errors import ButtermilkError, JobTimeoutError, PermanentError
+from buttermilk.batch.outage import GaveUp, Outage
+from buttermilk.batch.retries import MAX_RETRY_DELAY, DueRetries, retry_delay
+from buttermilk.batch.storelink import StoreLink
+from buttermilk.batch.worker_options import WorkerOptions, WorkerStats
+from buttermilk.errors import (
+    ButtermilkError,
+    JobTimeoutError,
+    PermanentError,
+    StoreError,
+)
 from buttermilk.flows.agents import Console, JobContext, set_current_job
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner, merge_parameters, spent_by
 from buttermilk.queue.base import Delivery, Queue
+from buttermilk.store.lost import ERROR_TYPE as LOST_ERROR
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
 
 log = logging.getLogger(__name__)
+__all__ = ["MAX_RETRY_DELAY", "Worker", "WorkerOptions", "WorkerStats", "worker_name"]
 
-MAX_RETRY_DELAY = 300.0
 MAX_TRACEBACK = 8_000
 HEARTBEAT = 1.0  # seconds between checks for cancelled batches
+LOST_SWEEP = 5.0  # seconds between looks for jobs whose worker was lost on their last try
 RECEIVE_WAIT = 1.0
-RECEIVE_BACKOFF = 0.5  # first pause after the queue failed; doubles up to the maximum
-MAX_RECEIVE_BACKOFF = 15.0
-ACK_LINGER = 0.005  # acks wait a moment to go out together: their latency costs nothing
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerOptions:
-    """How one worker behaves. Every duration is in seconds."""
-
-    concurrency: int = 100
-    """Most jobs this worker holds at once, over all batches."""
-    max_jobs: int | None = None
-    """Stop after starting this many jobs (None: no limit)."""
-    idle_timeout: float | None = 10.0
-    """Stop once nothing ran and the queue stayed empty this long (None: never)."""
-    interactive: bool = False
-    """Take jobs of interactive batches (and only those)."""
-    batch_id: str | None = None
-    """Work only this batch, and stop when it ends."""
-    grace_period: float = 30.0
-    """On stop, how long running jobs may take before they are released."""
-    hold_timeout: float = 5.0
-    """A received job waiting this long for a slot of its batch goes back to the queue."""
-
-
-@dataclass
-class WorkerStats:
-    """Counts since the worker started, for progress lines."""
-
-    started_at: float = field(default_factory=time.monotonic)
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    cancelled: int = 0
-    skipped: int = 0
-    malformed: int = 0
-    claimed: int = 0
-    first_claim: float | None = None
-    last_end: float | None = None
-
-    @property
-    def active(self) -> float:
-        """Seconds from the first job's claim to the last job's end."""
-        if self.first_claim is None or self.last_end is None:
-            return 0.0
-        return self.last_end - self.first_claim
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started_at
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
 @dataclass
@@ -115,12 +67,6 @@ class _Running:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-
-
-def retry_delay(base: float, attempt: int) -> float:
-    """Exponential backoff with +-10% jitter: base, 2*base, 4*base, ... capped."""
-    delay: float = min(base * 2 ** max(attempt - 1, 0), MAX_RETRY_DELAY)
-    return delay * random.uniform(0.9, 1.1)
 
 
 class Worker:
@@ -151,18 +97,26 @@ class Worker:
         self._stopping = anyio.Event()
         self._stopped_batches: set[str] = set()
         self._last_activity = time.monotonic()
-        # Claims and outcomes share one store transaction per round; acks one queue call.
-        self._store_ops: Coalescer[Claim | Outcome, Claimed | Skipped | bool] = Coalescer(
-            self._exchange
+        self._retries = DueRetries()
+        self._link = StoreLink(store, worker=self.name, lease=lambda: self.queue.lease_seconds)
+        self._store_down = self._link.down
+        self._queue_down = Outage(
+            "cannot receive jobs, retrying with backoff: {error}",
+            "receiving jobs again, after {seconds:.0f}s",
         )
-        self._acks: Coalescer[Delivery, None] = Coalescer(self._ack_many, linger=ACK_LINGER)
+        self.failure: StoreError | None = None
+        """Why the worker gave up, if it did (``run`` raises it too)."""
+        self._messages = Messages(queue)
 
     # -- public --------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop pulling; running jobs get ``grace_period`` to finish (safe from signal tasks)."""
+        """Stop pulling; running jobs get ``grace_period`` to finish (safe from signal tasks).
+
+        Jobs waiting for an unreachable store give their messages back at once.
+        """
         if not self._stopping.is_set():
-            if self._running:
+            if self._running and not self._store_down.abandoned:
                 log.info(
                     "stopping: no new jobs; waiting up to %.0fs for %d running",
                     self.options.grace_period,
@@ -171,24 +125,31 @@ class Worker:
             self._stopping.set()
             for waiting in self._waiting.values():
                 waiting.cancel()
+            self._store_down.stop_waiting()
 
     @property
     def held(self) -> int:
         return len(self._held)
 
     async def run(self) -> WorkerStats:
-        """Work until stopped, idle ``idle_timeout``, ``max_jobs`` reached, or the batch ends."""
+        """Work until stopped, idle ``idle_timeout``, ``max_jobs`` reached, or the batch ends.
+
+        Raises QueueError when the queue cannot be prepared (reached) at the start, and
+        StoreError when the worker gave up on an unreachable store (see ``idle_timeout``).
+        """
         self.stats = WorkerStats()
         # Make what the transport is missing, and learn its real lease.
         await self.queue.prepare(interactive=self.options.interactive)
         async with anyio.create_task_group() as services:
-            services.start_soon(self._store_ops.run)
-            services.start_soon(self._acks.run)
+            services.start_soon(self._link.run)
+            services.start_soon(self._messages.run)
             services.start_soon(self._heartbeat)
             async with anyio.create_task_group() as jobs:
                 await self._receive_loop(jobs)
                 await self._drain()
             services.cancel_scope.cancel()
+        if self.failure is not None:
+            raise self.failure
         return self.stats
 
     # -- receiving -----------------------------------------------------------------
@@ -219,13 +180,18 @@ class Worker:
             return True
         if opts.batch_id is not None and opts.batch_id in self._stopped_batches and not self._held:
             return True
-        idle = time.monotonic() - self._last_activity
-        return opts.idle_timeout is not None and not self._held and idle >= opts.idle_timeout
+        if opts.idle_timeout is None or self._held:
+            return False
+        idle = time.monotonic() - self._last_activity >= opts.idle_timeout
+        return idle and not self._retries.keep_waiting(opts.idle_timeout)
 
     async def _receive_loop(self, jobs: TaskGroup) -> None:
-        outage: float | None = None  # when receiving started to fail
-        backoff = RECEIVE_BACKOFF
         while not self._should_stop():
+            if self._store_down.active:
+                # No new jobs while outcomes and claims wait for the store.
+                self._last_activity = time.monotonic()  # an outage is not idleness
+                await self._wait_for_store()
+                continue
             free = self._free_slots()
             if free <= 0:
                 with anyio.move_on_after(HEARTBEAT):
@@ -240,27 +206,41 @@ class Worker:
                     wait=RECEIVE_WAIT,
                 )
             except ButtermilkError as exc:
-                if outage is None:
-                    outage = time.monotonic()
-                    log.warning("cannot receive jobs, retrying with backoff: %s", exc)
-                else:
-                    log.debug("still cannot receive jobs: %s", exc)
-                with anyio.move_on_after(backoff):
+                self._queue_down.failed(exc)
+                with anyio.move_on_after(self._queue_down.until_next_try):
                     await self._stopping.wait()
-                backoff = min(backoff * 2, MAX_RECEIVE_BACKOFF)
                 self._last_activity = time.monotonic()  # an outage is not idleness
                 continue
-            if outage is not None:
-                log.warning("receiving jobs again, after %.0fs", time.monotonic() - outage)
-                outage, backoff = None, RECEIVE_BACKOFF
+            self._queue_down.recovered()
             if deliveries:
                 self._last_activity = time.monotonic()
             for delivery in deliveries:
                 if self._stopping.is_set():
-                    await self._release(delivery)
+                    await self._messages.give_back(delivery)
                     continue
                 self._held.add(delivery)
                 jobs.start_soon(self._handle, delivery)
+
+    async def _wait_for_store(self) -> None:
+        """Back off, then look whether the store is back; give up past ``idle_timeout``."""
+        limit = self.options.idle_timeout
+        if limit is not None and self._store_down.duration >= limit:
+            self.failure = StoreError(
+                f"gave up: {self._store_down.error} (unreachable for "
+                f"{self._store_down.duration:.0f}s, batch.idle_timeout={limit:g})"
+            )
+            self._store_down.abandon()
+            self.stop()
+            for running in list(self._running.values()):  # nothing they end could be stored
+                running.cancel_reason = "shutdown"
+                running.scope.cancel()
+            return
+        try:
+            await self._store_down.pause()
+        except GaveUp:
+            return
+        if self._store_down.active:
+            await self._link.probe()
 
     async def _drain(self) -> None:
         """Let running jobs finish; past the grace period, release them to the queue."""
@@ -274,42 +254,39 @@ class Worker:
             running.cancel_reason = "shutdown"
             running.scope.cancel()
 
-    async def _release(self, delivery: Delivery) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._nack(delivery, 0.0)
-
-    async def _nack(self, delivery: Delivery, delay: float) -> None:
-        try:
-            await self.queue.nack([delivery], delay)
-        except ButtermilkError as exc:
-            log.warning("could not release a message (it returns when its lease ends): %s", exc)
-
     # -- heartbeat -----------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         lease = self.queue.lease_seconds
-        last_extend = time.monotonic()
+        last_extend = last_sweep = time.monotonic()
         while True:
-            await anyio.sleep(HEARTBEAT)
+            # A lease shorter than three beats would lapse between extensions.
+            await anyio.sleep(min(HEARTBEAT, lease / 3))
             try:
                 await self._check_batches()
                 if time.monotonic() - last_extend >= lease / 3:
                     last_extend = time.monotonic()
                     await self._extend_leases(lease)
+                if time.monotonic() - last_sweep >= LOST_SWEEP:
+                    last_sweep = time.monotonic()
+                    await self._fail_lost_jobs()
+            except StoreError as exc:
+                self._store_down.failed(exc)  # said once; the receive loop looks for its return
             except ButtermilkError as exc:
                 log.warning("heartbeat failed, trying again: %s", exc)
 
     async def _check_batches(self) -> None:
-        live = {key[0] for key in self._running}
+        live = {key[0] for key in self._running} | self._retries.batches()
         if self.options.batch_id:
             live.add(self.options.batch_id)
-        if not live:
+        if not live or self._store_down.active:
             return
-        statuses = await anyio.to_thread.run_sync(self.store.batch_statuses, live)
+        statuses = await self._link.call(lambda: self.store.batch_statuses(live))
         for batch_id, status in statuses.items():
             if not status.ended:
                 continue
             self._stopped_batches.add(batch_id)
+            self._retries.forget(batch_id)
             for (bid, _rid), running in list(self._running.items()):
                 if bid == batch_id and running.cancel_reason is None:
                     running.cancel_reason = f"batch {status.value}"
@@ -323,19 +300,22 @@ class Worker:
             (r.claimed.batch_id, r.claimed.record_id, r.claimed.token)
             for r in self._running.values()
         ]
-        if running:
-            await anyio.to_thread.run_sync(self.store.extend_leases, running, time.time() + lease)
+        if running and not self._store_down.active:
+            until = time.time() + lease
+            await self._link.call(lambda: self.store.extend_leases(running, until))
 
-    # -- bulk helpers --------------------------------------------------------------
-
-    async def _exchange(self, ops: list[Claim | Outcome]) -> list[Claimed | Skipped | bool]:
-        return await anyio.to_thread.run_sync(
-            lambda: self.store.exchange(ops, worker=self.name, lease=self.queue.lease_seconds)
-        )
-
-    async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
-        await self.queue.ack(deliveries)
-        return [None] * len(deliveries)
+    async def _fail_lost_jobs(self) -> None:
+        """End jobs of the live batches this worker knows whose worker was lost on their
+        last try: on Pub/Sub their message is gone (dead-lettered), so no claim ever would."""
+        live = set(self._batches) - self._stopped_batches
+        if live and not self._store_down.active:
+            failed = await self._link.call(lambda: self.store.fail_lost_jobs(live))
+            if failed:
+                log.warning(
+                    "failed %d job(s) whose worker was lost on their last try (%s)",
+                    failed,
+                    LOST_ERROR,
+                )
 
     # -- one job -------------------------------------------------------------------
 
@@ -349,7 +329,7 @@ class Worker:
             if ctx is not None:
                 return ctx
             try:
-                info = await anyio.to_thread.run_sync(self.store.get_batch, batch_id)
+                info = await self._link.patient(lambda: self.store.get_batch(batch_id))
             except LookupError:
                 return None
             ctx = await anyio.to_thread.run_sync(self._load_batch, info)
@@ -375,6 +355,8 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> None:
         try:
             await self._handle_inner(delivery)
+        except GaveUp:  # on the store: what this job did was not stored, it runs again
+            await self._messages.give_back(delivery)
         except Exception:
             log.exception("unexpected error handling a message; it returns after its lease")
         finally:
@@ -389,7 +371,7 @@ class Worker:
             log.warning(
                 "dropping a malformed message (%s): %.200r", delivery.problem, delivery.body
             )
-            await self._dead_letter(delivery, f"malformed message: {delivery.problem}")
+            await self._messages.dead_letter(delivery, f"malformed message: {delivery.problem}")
             return
         ctx = await self._batch(message.batch_id)
         if ctx is None:
@@ -399,7 +381,7 @@ class Worker:
                 message.batch_id,
                 message.record_id,
             )
-            await self._dead_letter(delivery, f"unknown batch {message.batch_id}")
+            await self._messages.dead_letter(delivery, f"unknown batch {message.batch_id}")
             return
         if message.flow != ctx.info.flow:
             self.stats.malformed += 1
@@ -409,7 +391,8 @@ class Worker:
                 message.batch_id,
                 ctx.info.flow,
             )
-            await self._dead_letter(delivery, f"flow {message.flow!r} is not its batch's flow")
+            reason = f"flow {message.flow!r} is not its batch's flow"
+            await self._messages.dead_letter(delivery, reason)
             return
         acquired = 0
         with anyio.move_on_after(self.options.hold_timeout) as waiting:
@@ -427,7 +410,7 @@ class Worker:
                 ctx.limiter.release_on_behalf_of(delivery)
             if acquired == 2:
                 self._run_slots.release_on_behalf_of(delivery)
-            await self._release(delivery)
+            await self._messages.give_back(delivery)
             return
         await self._claim_and_run(delivery, ctx, message.record_id)
 
@@ -437,8 +420,14 @@ class Worker:
 
     async def _claim_and_run(self, delivery: Delivery, ctx: _BatchContext, record_id: str) -> None:
         batch_id = ctx.info.id
+        claim = Claim(
+            batch_id,
+            record_id,
+            max_attempts=ctx.info.request.max_attempts,
+            last_delivery=self._messages.last_delivery(delivery),
+        )
         try:
-            result = await self._store_ops.submit(Claim(batch_id, record_id))
+            result = await self._link.exchange(claim)
         except BaseException:
             self._free_run_slots(ctx, delivery)
             raise
@@ -449,11 +438,15 @@ class Worker:
             if result.reason == SkipReason.BUSY:
                 # Another worker runs it under a live lease: look again once that lease
                 # could have ended, in case that worker dies.
-                await self._nack(delivery, self.queue.lease_seconds)
+                await self._messages.nack(delivery, self.queue.lease_seconds)
+            elif result.reason == SkipReason.LOST:
+                reason = f"{LOST_ERROR}: worker lost while running it on its last try"
+                log.warning("job %s/%s failed: %s", batch_id, record_id, reason)
+                await self._messages.dead_letter(delivery, f"job failed: {reason}")
             else:
                 if result.reason == SkipReason.UNKNOWN:
                     log.warning("dropping a message for unknown job %s/%s", batch_id, record_id)
-                await self._ack(delivery)
+                await self._messages.ack(delivery)
             return
         self.stats.claimed += 1
         if self.stats.first_claim is None:
@@ -467,13 +460,10 @@ class Worker:
             # Slots are for running flows; storing the outcome and acking overlap with
             # the next job's start.
             self._free_run_slots(ctx, delivery)
+        # Shielded: a hard stop must not cut storing an outcome and its ack apart. Waiting
+        # for an unreachable store ends with the outage's abandon() on stop instead.
         with anyio.CancelScope(shield=True):
             await self._settle(delivery, ctx, result.attempts, outcome)
-
-    def _last_delivery(self, delivery: Delivery) -> bool:
-        """Whether the transport gives this message up if it is not acked now."""
-        limit = self.queue.max_deliveries
-        return limit is not None and delivery.delivery_attempt >= limit
 
     async def _run_job(self, ctx: _BatchContext, running: _Running) -> Outcome:
         claimed = running.claimed
@@ -514,7 +504,7 @@ class Worker:
             isinstance(error, PermanentError)
             or error is ctx.load_error
             or claimed.attempts >= request.max_attempts
-            or self._last_delivery(running.delivery)
+            or self._messages.last_delivery(running.delivery)
         )
         spent = spent_by(error)  # what its calls cost before it failed still counts
         return claimed.outcome(
@@ -542,10 +532,15 @@ class Worker:
     async def _settle(
         self, delivery: Delivery, ctx: _BatchContext, attempt: int, outcome: Outcome
     ) -> None:
-        """Store the outcome, then ack or give the message back."""
+        """Store the outcome, then ack or give the message back.
+
+        Raises GaveUp (the message is then given back) if the worker gave up on the store.
+        """
         try:
-            applied = await self._store_ops.submit(outcome)
-        except Exception as exc:  # store errors, database driver errors
+            applied = await self._link.exchange(outcome)
+        except GaveUp:
+            raise
+        except Exception as exc:  # not the store being away: a fault of ours
             log.error(
                 "could not store the outcome of %s/%s (it runs again later): %s",
                 outcome.batch_id,
@@ -554,17 +549,23 @@ class Worker:
             )
             return
         if not applied:
+            # Its lease ran out and another worker claimed it: that one's outcome counts.
+            self.stats.taken_over += 1
             log.warning(
                 "job %s/%s was taken over by another worker; its outcome here is dropped",
                 outcome.batch_id,
                 outcome.record_id,
             )
+            await self._messages.ack(delivery)
+            return
         if outcome.status == JobStatus.PENDING:
             if outcome.release:
-                await self._release(delivery)
+                await self._messages.give_back(delivery)
             else:
                 self.stats.retried += 1
-                await self._nack(delivery, retry_delay(ctx.info.request.retry_delay, attempt))
+                delay = retry_delay(ctx.info.request.retry_delay, attempt)
+                self._retries.add(outcome.batch_id, delay)
+                await self._messages.nack(delivery, delay)
             return
         self.stats.last_end = time.monotonic()
         if outcome.status == JobStatus.COMPLETED:
@@ -578,23 +579,10 @@ class Worker:
                 outcome.error_type,
                 outcome.error_message,
             )
-            await self._dead_letter(
+            await self._messages.dead_letter(
                 delivery, f"job failed: {outcome.error_type}: {outcome.error_message}"
             )
             return
         else:
             self.stats.cancelled += 1
-        await self._ack(delivery)
-
-    async def _ack(self, delivery: Delivery) -> None:
-        """Ack (batched with others); if that fails, the message returns and is skipped."""
-        try:
-            await self._acks.submit(delivery)
-        except ButtermilkError as exc:
-            log.warning("could not ack a message (it comes back and is skipped): %s", exc)
-
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        try:
-            await self.queue.dead_letter([delivery], reason)
-        except ButtermilkError as exc:
-            log.warning("could not set a message aside (it comes back): %s", exc)
+        await self._messages.ack(delivery)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import anyio
 
 from buttermilk.batch.export import check_output
-from buttermilk.batch.models import BatchStatus, BatchSummary
+from buttermilk.batch.models import BatchStatus, BatchSummary, JobStatus
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerStats
-from buttermilk.errors import UnknownFlowError, UsageError
+from buttermilk.errors import ButtermilkError, UnknownFlowError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.queue import Queue, open_queue
 from buttermilk.runner import render
@@ -32,6 +32,7 @@ log = logging.getLogger("buttermilk")
 
 EXIT_OK = 0
 EXIT_BATCH_DID_NOT_COMPLETE = 1
+EXIT_JOBS_FAILED = 3  # a batch waited on completed, but some of its jobs failed
 EXIT_INTERRUPTED = 130
 
 
@@ -70,9 +71,34 @@ def choose_command(settings: AppSettings) -> Command:
 
 
 async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
+    """Run the chosen command; returns its exit code.
+
+    An error raised inside a task group reaches here wrapped in an ExceptionGroup: the
+    error itself is raised instead, so that the CLI can report it in one line.
+    """
     command = choose_command(settings)
-    async with open_app(settings, flows) as app:
-        return await COMMANDS[command](app)
+    try:
+        async with open_app(settings, flows) as app:
+            return await COMMANDS[command](app)
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error in a (nested) exception group, or the first of ours among several;
+    the group itself when neither fits."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        found = pending.pop(0)
+        if isinstance(found, BaseExceptionGroup):
+            pending[:0] = found.exceptions
+        else:
+            leaves.append(found)
+    if len(leaves) == 1:
+        return leaves[0]
+    ours = [e for e in leaves if isinstance(e, ButtermilkError)]
+    return ours[0] if ours else group
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -158,7 +184,28 @@ async def _wait(app: App, batch_id: str, interactive: bool) -> int:
         return EXIT_INTERRUPTED
     _show_summary(app, summary)
     await _export(app, batch_id)
-    return EXIT_OK if summary.batch.status == BatchStatus.COMPLETED else EXIT_BATCH_DID_NOT_COMPLETE
+    return _ended(summary)
+
+
+def _ended(summary: BatchSummary) -> int:
+    """Say how a batch waited on ended, in the last line; returns the exit code: 0 when
+    every job completed, EXIT_JOBS_FAILED when it completed with failed jobs, 1 when the
+    batch failed or was cancelled."""
+    batch = summary.batch
+    counts = summary.counts
+    completed = counts.get(JobStatus.COMPLETED, 0)
+    line = f"batch {batch.id} {batch.status.value}: {completed} of {batch.total} jobs completed"
+    for status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING, JobStatus.RUNNING):
+        if counts.get(status):
+            line += f", {counts[status]} {status.value}"
+    if batch.status != BatchStatus.COMPLETED:
+        log.warning("%s", line + (f" ({batch.error})" if batch.error else ""))
+        return EXIT_BATCH_DID_NOT_COMPLETE
+    if counts.get(JobStatus.FAILED):
+        log.warning("%s", line)
+        return EXIT_JOBS_FAILED
+    log.info("%s", line)
+    return EXIT_OK
 
 
 # -- commands ----------------------------------------------------------------------
@@ -235,6 +282,7 @@ async def run(app: App) -> int:
                 "failed": stats.failed,
                 "retried": stats.retried,
                 "cancelled": stats.cancelled,
+                "taken_over": stats.taken_over,
                 "skipped": stats.skipped,
                 "malformed": stats.malformed,
                 "rate": stats.rate,
@@ -289,7 +337,12 @@ async def cancel(app: App) -> int:
 async def retry(app: App) -> int:
     batch_id = _batch_id(app, "retry")
     batch, count = await app.service.retry(batch_id)
-    log.info("requeued %d jobs of batch %s", count, batch_id)
+    log.info(
+        "requeued %d jobs of batch %s (failed, cancelled, pending, or left running by a dead "
+        "worker) and published them; a job whose old message is still queued runs once",
+        count,
+        batch_id,
+    )
     if app.settings.batch.wait:
         return await _wait(app, batch_id, batch.interactive)
     if app.json:

@@ -22,7 +22,9 @@ from rich.progress import (
 )
 
 from buttermilk.batch.models import BatchSummary, JobStatus
+from buttermilk.batch.outage import Outage
 from buttermilk.batch.service import BatchService
+from buttermilk.batch.storelink import unreachable_store
 from buttermilk.batch.worker import Worker, WorkerStats
 from buttermilk.runner.render import progress_line, rate
 
@@ -33,9 +35,11 @@ LOG_EVERY = 5.0
 
 
 def worker_line(stats: WorkerStats, held: int) -> str:
+    # Outcomes dropped because another worker took the job over count apart, if any.
+    taken = f"{stats.taken_over} taken over by other workers, " if stats.taken_over else ""
     return (
         f"{stats.completed} completed, {stats.failed} failed, {stats.retried} retried, "
-        f"{held} in hand, rate {rate(stats.rate)}"
+        f"{taken}{held} in hand, rate {rate(stats.rate)}"
     )
 
 
@@ -59,12 +63,32 @@ async def show_worker(worker: Worker) -> None:
             log.info("progress: %s", worker_line(worker.stats, worker.held))
 
 
+async def _poll(service: BatchService, batch_id: str, outage: Outage) -> BatchSummary:
+    """The batch's summary, waiting out a store that cannot be reached (said once)."""
+    while True:
+        try:
+            summary = await service.summary(batch_id)
+        except Exception as exc:
+            error = unreachable_store(exc, service.store.safe_url)
+            if error is None:
+                raise
+            outage.failed(error)
+            await outage.pause()
+            continue
+        outage.recovered()
+        return summary
+
+
 async def follow_batch(service: BatchService, batch_id: str, *, live: bool = True) -> BatchSummary:
     """Show the batch's progress until it ends; returns its final summary.
 
     ``live=False`` logs lines instead of drawing a bar (a person answers questions here).
     """
-    summary = await service.summary(batch_id)
+    outage = Outage(
+        f"cannot read the status of batch {batch_id}: {{error}}; retrying with backoff",
+        f"reading the status of batch {batch_id} again, after {{seconds:.0f}}s",
+    )
+    summary = await _poll(service, batch_id, outage)
     if live and sys.stderr.isatty():
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -83,11 +107,11 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
                 if summary.batch.status.ended:
                     return summary
                 await anyio.sleep(POLL)
-                summary = await service.summary(batch_id)
+                summary = await _poll(service, batch_id, outage)
     last = time.monotonic()
     while not summary.batch.status.ended:
         await anyio.sleep(POLL)
-        summary = await service.summary(batch_id)
+        summary = await _poll(service, batch_id, outage)
         if time.monotonic() - last >= LOG_EVERY:
             last = time.monotonic()
             log.info("batch %s: %s", batch_id, progress_line(summary))

@@ -4,8 +4,8 @@ A worker's exchange carries tens of claims and outcomes. Over a network, and wit
 job-count triggers firing once per statement, one UPDATE per job would cost a round trip
 and a trigger run each; these statements do a whole exchange's worth at once, under the
 same conditions as the single-job statements in ``store.py`` (a claim only takes a
-pending job or one whose lease ran out, of a live batch; an outcome only applies while
-its claim token is still the job's).
+pending job, or one whose lease ran out on a try that was not its last, of a live batch;
+an outcome only applies while its claim token is still the job's).
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ if TYPE_CHECKING:
 CLAIM = text(
     """
     UPDATE jobs SET status = 'running', attempts = attempts + 1, claim_token = :token,
-        lease_until = :lease_until, worker = :worker, started_at = :now, finished_at = NULL
+        lease_until = :lease_until, worker = :worker, started_at = :now, finished_at = NULL,
+        last_try = (attempts + 1 >= :max_attempts
+            OR record_id = ANY(CAST(:last_delivery AS text[]))),
+        lost = lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END
     WHERE batch_id = :batch_id AND record_id = ANY(CAST(:record_ids AS text[]))
-        AND (status = 'pending' OR (status = 'running' AND lease_until < :now))
+        AND (status = 'pending'
+            OR (status = 'running' AND lease_until < :now AND NOT last_try))
         AND EXISTS (
             SELECT 1 FROM batches WHERE id = :batch_id AND status IN ('pending', 'running')
         )
@@ -103,11 +107,19 @@ def claim_many(
     worker: str,
     now: float,
     lease: float,
+    max_attempts: int,
+    last_delivery: Sequence[str] = (),
 ) -> dict[str, tuple[int, Any]]:
-    """Claim the jobs of one batch that can be claimed; record_id -> (attempts, record)."""
+    """Claim the jobs of one batch that can be claimed; record_id -> (attempts, record).
+
+    A claim is its job's last try when it reaches ``max_attempts`` or its record is in
+    ``last_delivery`` (messages their transport gives up after this delivery).
+    """
     found = conn.execute(
         CLAIM,
         {
+            "max_attempts": max_attempts,
+            "last_delivery": list(last_delivery),
             "token": token,
             "lease_until": now + lease,
             "worker": worker,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     inspect,
     text,
 )
@@ -28,8 +29,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateColumn
 
 # 1: batches and jobs. 2: cost and tokens per job and per batch, max_cost; llm_budget,
-# llm_cache.
-SCHEMA_VERSION = 2
+# llm_cache. 3: jobs.last_try and jobs.lost (a job whose worker died on its last try fails).
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -89,6 +90,11 @@ jobs = Table(
     Column("cost", Float),
     Column("input_tokens", BigInteger),
     Column("output_tokens", BigInteger),
+    # Whether the current claim is the job's last try (its last attempt, or its message's
+    # last delivery), and how many of its claims lost their worker (the lease ran out):
+    # a running job whose last try lost its worker fails instead of running again.
+    Column("last_try", Boolean, nullable=False, server_default=false()),
+    Column("lost", Integer, nullable=False, server_default="0"),
     Index("ix_jobs_batch_status", "batch_id", "status"),
     Index("ix_jobs_batch_seq", "batch_id", "seq"),
     Index("ix_jobs_batch_started", "batch_id", "started_at"),
@@ -115,7 +121,7 @@ llm_cache = Table(
 
 ADDED_COLUMNS = {
     "batches": ("max_cost", "cost", "input_tokens", "output_tokens"),
-    "jobs": ("cost", "input_tokens", "output_tokens"),
+    "jobs": ("cost", "input_tokens", "output_tokens", "last_try", "lost"),
 }
 
 

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
+    Integer,
     RowMapping,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -56,7 +59,7 @@ from buttermilk.errors import (
     UnknownBatchError,
 )
 from buttermilk.records import Record
-from buttermilk.store import bulk, counters
+from buttermilk.store import bulk, counters, lost
 from buttermilk.store.schema import (
     SCHEMA_VERSION,
     JSONType,
@@ -83,12 +86,17 @@ class SkipReason(StrEnum):
     BUSY = "busy"  # another worker holds a live lease on it
     BATCH_ENDED = "batch_ended"  # its batch was cancelled, failed or completed
     UNKNOWN = "unknown"  # no such job (a deleted batch, or a foreign message)
+    LOST = "lost"  # its worker was lost on its last try: this claim failed it (WorkerLost)
 
 
 @dataclass(frozen=True)
 class Claim:
     batch_id: str
     record_id: str
+    max_attempts: int | None = None
+    """The batch's max_attempts: the claim that reaches it is the job's last try."""
+    last_delivery: bool = False
+    """The transport gives the message up after this delivery: a claim now is the last try."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,7 @@ _CLAIM = (
             and_(
                 jobs.c.status == literal(JobStatus.RUNNING.value),
                 jobs.c.lease_until < bindparam("p_now"),
+                jobs.c.last_try.is_(False),  # lost on its last try: it fails instead
             ),
         ),
         exists().where(batches.c.id == bindparam("p_batch"), _is(batches.c.status, *LIVE_BATCH)),
@@ -273,6 +282,11 @@ _CLAIM = (
     .values(
         status=JobStatus.RUNNING.value,
         attempts=jobs.c.attempts + 1,
+        last_try=or_(
+            jobs.c.attempts + 1 >= bindparam("p_max", type_=Integer),
+            bindparam("p_last", type_=Boolean),
+        ),
+        lost=jobs.c.lost + case((jobs.c.status == literal(JobStatus.RUNNING.value), 1), else_=0),
         claim_token=bindparam("p_token"),
         lease_until=bindparam("p_lease"),
         worker=bindparam("p_worker"),
@@ -289,7 +303,7 @@ _START_BATCH = (
     .values(status=BatchStatus.RUNNING.value, started_at=bindparam("p_now"))
 )
 _JOB_AND_BATCH_STATUS = (
-    select(jobs.c.status, batches.c.status)
+    select(jobs.c.status, batches.c.status, jobs.c.last_try, jobs.c.lease_until)
     .join(batches, batches.c.id == jobs.c.batch_id)
     .where(_job_key())
 )
@@ -661,29 +675,25 @@ class Store:
         )
 
     def requeue(self, batch_id: str) -> Requeued:
-        """Make every job that did not complete runnable again, with a fresh attempt budget.
+        """Make every job that did not complete, and does not run under a live lease,
+        runnable again with a fresh attempt budget, and list them for publishing.
 
-        Failed and cancelled jobs go back to pending. Pending jobs are listed for
-        republishing only when their messages may be gone (the batch ended, or publishing
-        never finished), and so are jobs of an ended batch whose worker died while
-        running them. The batch becomes live again.
+        Failed and cancelled jobs go back to pending. Pending jobs are listed too, since
+        their messages may be gone (a transport that lost them, a batch that ended, a
+        publish that never finished); a delivery of a job that has a message already is
+        dropped by the claim. So are running jobs whose lease ran out (their worker died).
+        The batch becomes live again.
         """
         with self._write() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
             if row is None:
                 raise UnknownBatchError(f"unknown batch id {batch_id!r}")
             batch = _batch(row)
-            wanted = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
-            if batch.status.ended or not batch.published:
-                wanted.append(JobStatus.PENDING.value)
-            selected: ColumnElement[bool] = jobs.c.status.in_(wanted)
-            if batch.status.ended:
-                # Left running by a worker that died: its message was dropped when it came
-                # back, because the batch had ended by then.
-                abandoned = and_(
-                    jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < time.time()
-                )
-                selected = or_(selected, abandoned)
+            wanted = [JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.PENDING.value]
+            abandoned = and_(
+                jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < time.time()
+            )
+            selected: ColumnElement[bool] = or_(jobs.c.status.in_(wanted), abandoned)
             ids = list(
                 conn.execute(
                     select(jobs.c.record_id)
@@ -693,8 +703,8 @@ class Store:
             )
             if not ids:
                 raise BatchStateError(
-                    f"batch {batch_id} has nothing to retry: "
-                    "no failed, cancelled or unpublished jobs"
+                    f"batch {batch_id} has nothing to retry: every job completed or runs "
+                    "under a live lease"
                 )
             conn.execute(
                 update(jobs)
@@ -702,6 +712,8 @@ class Store:
                 .values(
                     status=JobStatus.PENDING.value,
                     attempts=0,
+                    last_try=False,
+                    lost=0,
                     claim_token=None,
                     lease_until=None,
                     finished_at=None,
@@ -726,7 +738,8 @@ class Store:
         """Try to start each job; a job goes to at most one live claimer at a time.
 
         A job can be claimed when it is pending, or running under a lease that has
-        expired (its worker died), and only while its batch is live.
+        expired (its worker died) on a try that was not its last, and only while its batch
+        is live. A job whose worker died on its last try fails instead (SkipReason.LOST).
         """
         return self.exchange(claims, worker=worker, lease=lease)  # type: ignore[return-value]
 
@@ -763,6 +776,8 @@ class Store:
                         "p_token": token,
                         "p_lease": now + lease,
                         "p_worker": worker,
+                        "p_max": op.max_attempts or lost.NO_LIMIT,
+                        "p_last": op.last_delivery,
                     },
                 ).first()
                 if row is not None:
@@ -770,11 +785,18 @@ class Store:
                     record = Record.model_validate(row[1])
                     results.append(Claimed(op.batch_id, op.record_id, token, int(row[0]), record))
                 else:
-                    results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
+                    reason = self._not_claimed(conn, op, now)
+                    results.append(Skipped(op.batch_id, op.record_id, reason))
             for batch_id in started - self._running:
                 conn.execute(_START_BATCH, {"p_batch": batch_id, "p_now": now})
             complete = _COMPLETE if self._is_sqlite else bulk.COMPLETE
-            for batch_id in sorted(outcome_batches):
+            # A job failed as lost may have been its batch's last open one.
+            lost_batches = {
+                r.batch_id
+                for r in results
+                if isinstance(r, Skipped) and r.reason == SkipReason.LOST
+            }
+            for batch_id in sorted(outcome_batches | lost_batches):
                 conn.execute(complete, {"p_batch": batch_id, "p_now": now})
         # Once started, a batch never goes back to pending (retry keeps started ones running).
         self._running |= started
@@ -807,9 +829,15 @@ class Store:
                 applied[id(op)] = self._record_outcome(conn, op, now)
         token = secrets.token_hex(8)  # one per round: a re-claim always gets a new one
         wanted: dict[str, set[str]] = {}
+        last_delivery: dict[str, set[str]] = {}
+        max_attempts: dict[str, int] = {}
         for op in ops:
             if isinstance(op, Claim):
                 wanted.setdefault(op.batch_id, set()).add(op.record_id)
+                if op.last_delivery:
+                    last_delivery.setdefault(op.batch_id, set()).add(op.record_id)
+                if op.max_attempts:
+                    max_attempts[op.batch_id] = op.max_attempts
         got: dict[tuple[str, str], tuple[int, Any]] = {}
         for batch_id in sorted(wanted):
             claimed = bulk.claim_many(
@@ -820,6 +848,8 @@ class Store:
                 worker=worker,
                 now=now,
                 lease=lease,
+                max_attempts=max_attempts.get(batch_id, lost.NO_LIMIT),
+                last_delivery=sorted(last_delivery.get(batch_id, ())),
             )
             got.update(((batch_id, rid), found) for rid, found in claimed.items())
         results: list[Claimed | Skipped | bool] = []
@@ -837,7 +867,7 @@ class Store:
             elif key in handed:  # the same job twice in one round: this copy is a duplicate
                 results.append(Skipped(op.batch_id, op.record_id, SkipReason.BUSY))
             else:
-                results.append(Skipped(op.batch_id, op.record_id, self._skip_reason(conn, op)))
+                results.append(Skipped(op.batch_id, op.record_id, self._not_claimed(conn, op, now)))
         return results
 
     def _lock_batches(self, conn: Connection, batch_ids: Iterable[str]) -> None:
@@ -846,19 +876,66 @@ class Store:
         if not self._is_sqlite:
             conn.execute(_LOCK_BATCHES, {"p_batches": sorted(batch_ids)})
 
-    @staticmethod
-    def _skip_reason(conn: Connection, c: Claim) -> SkipReason:
+    def _not_claimed(self, conn: Connection, c: Claim, now: float) -> SkipReason:
+        """Why a claim did not take its job; a job lost on its last try fails here."""
         row = conn.execute(
             _JOB_AND_BATCH_STATUS, {"p_batch": c.batch_id, "p_record": c.record_id}
         ).first()
         if row is None:
             return SkipReason.UNKNOWN
-        job_status, batch_status = row
+        job_status, batch_status, last_try, lease_until = row
         if job_status not in OPEN_JOB:
             return SkipReason.DONE
         if batch_status not in LIVE_BATCH:
             return SkipReason.BATCH_ENDED
+        if last_try and lease_until is not None and lease_until < now:
+            if self._fail_lost(conn, c.batch_id, now, [c.record_id]):
+                return SkipReason.LOST
+        elif c.last_delivery:
+            # This message is about to be given up by its transport while another claim
+            # runs the job: should that worker be dead, nothing would ever end the job.
+            lost.mark_last_try(conn, c.batch_id, c.record_id)
         return SkipReason.BUSY
+
+    def _fail_lost(
+        self, conn: Connection, batch_id: str, now: float, record_ids: list[str] | None = None
+    ) -> int:
+        """Fail the batch's jobs lost on their last try (see :mod:`buttermilk.store.lost`),
+        stopping the batch under error_policy=stop; returns how many failed."""
+        failed = lost.fail_lost(conn, batch_id, now, record_ids)
+        if failed:
+            request = conn.execute(select(batches.c.request).where(batches.c.id == batch_id))
+            if (request.scalar() or {}).get("error_policy") == "stop":
+                record_id, error = failed[0]
+                self._fail_batch(
+                    conn,
+                    batch_id,
+                    now,
+                    f"stopped by error_policy=stop: record {record_id!r} failed "
+                    f"({lost.ERROR_TYPE}: {error})",
+                )
+        return len(failed)
+
+    def fail_lost_jobs(self, batch_ids: Iterable[str]) -> int:
+        """Fail the running jobs of these live batches whose worker was lost on their last
+        try, then complete each batch left with no open job; returns how many failed.
+
+        Cheap when there is none (one read); status and workers' heartbeats call it.
+        """
+        ids = list(batch_ids)
+        with self._read() as conn:
+            found = lost.batches_with_lost_jobs(conn, ids, time.time())
+        if not found:
+            return 0
+        failed = 0
+        with self._write() as conn:
+            now = time.time()
+            self._lock_batches(conn, found)
+            complete = _COMPLETE if self._is_sqlite else bulk.COMPLETE
+            for batch_id in found:
+                failed += self._fail_lost(conn, batch_id, now)
+                conn.execute(complete, {"p_batch": batch_id, "p_now": now})
+        return failed
 
     def extend_leases(self, held: Sequence[tuple[str, str, str]], until: float) -> None:
         """Push back the lease of running jobs: (batch_id, record_id, token) each."""
