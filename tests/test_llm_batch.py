@@ -165,7 +165,6 @@ def test_a_second_batch_of_the_same_records_takes_its_answers_from_the_store(
         assert job.cost == 0.0
 
 
-
 def test_the_same_model_at_another_endpoint_is_asked_not_answered_from_the_cache(
     llm_env: Env, fake_openai: FakeOpenAI
 ) -> None:
@@ -188,6 +187,7 @@ def test_the_same_model_at_another_endpoint_is_asked_not_answered_from_the_cache
     for job in jobs_of(env, second["batch_id"]):
         judge = job.result["outputs"]["judge"]
         assert (judge["cached"], judge["answer"]) == (False, {"label": "positive"})
+
 
 # -- estimate ------------------------------------------------------------------------------
 
