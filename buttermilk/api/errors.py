@@ -154,6 +154,8 @@ async def _buttermilk_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, exc.code, str(exc), exc.field)
     for kind, status, code in STATUS_OF_ERROR:
         if isinstance(exc, kind):
+            if status >= 500:  # the server's own trouble (a service down): its log says so
+                log.error("%s %s failed: %s", request.method, request.url.path, exc)
             return error_response(status, code, str(exc))
     log.error("%s %s failed: %s", request.method, request.url.path, exc)
     return error_response(500, "internal_error", str(exc))

@@ -39,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DataError, InterfaceError, SQLAlchemyError, StatementError
 from sqlalchemy.sql.elements import ColumnElement
 
 from buttermilk import values
@@ -160,6 +160,20 @@ def _store_failure(
     said = said[:300] or type(reason).__name__
     kind = StoreValueError if isinstance(reason, value_errors) else StoreError
     return kind(f"{doing}: {said}")
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether a PostgreSQL error says the server could not be reached or dropped the
+    connection, rather than refusing a statement: the driver's OperationalError with no
+    SQLSTATE (the connection itself failed), class 08 (connection exception) or 57P (the
+    server is shutting down)."""
+    if isinstance(exc, InterfaceError):
+        return True
+    reason = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    if not any(kind.__name__ == "OperationalError" for kind in type(reason).__mro__):
+        return False
+    state = getattr(reason, "sqlstate", None)
+    return state is None or str(state).startswith(("08", "57P"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -408,6 +422,8 @@ class Store:
         except StoreError:
             raise
         except self._database_errors as exc:
+            if not self._is_sqlite and _lost_connection(exc):  # whatever it was doing
+                doing = f"cannot reach the batch store at {self.safe_url}"
             doing = doing or f"the batch store at {self.safe_url} failed"
             raise _store_failure(exc, doing, self._value_errors) from None
 
