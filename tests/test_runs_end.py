@@ -192,3 +192,15 @@ def test_waiting_on_a_batch_that_fails_exits_1(env: Env) -> None:
     assert stopped.returncode == 1, str(stopped)
     last = stopped.stderr.strip().splitlines()[-1]
     assert " failed: 0 of 3 jobs completed, 1 failed, 2 cancelled (stopped by error_policy" in last
+
+
+@pytest.mark.backends("pubsub")  # PostgreSQL's text columns refuse NUL
+def test_an_error_message_holding_nul_is_stored_and_the_batch_ends(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 2)
+
+    result = env.cli("flow=t_nul_error", "batch.wait=true", "batch.format=json", timeout=120)
+
+    assert result.returncode == 3, str(result)
+    failed = [job for job in env.store().iter_jobs(result.json()["batch_id"])]
+    assert [job.status for job in failed] == [JobStatus.FAILED] * 2
+    assert all("bad\\x00byte" in (job.error_message or "") for job in failed)

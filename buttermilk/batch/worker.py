@@ -65,6 +65,11 @@ class _Running:
     cancel_reason: str | None = None
 
 
+def _printable(text: str) -> str:
+    """Error text as a text column can hold it: NUL, which PostgreSQL refuses, as ``\\x00``."""
+    return text.replace("\x00", "\\x00")
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
@@ -512,8 +517,8 @@ class Worker:
             duration=duration,
             result={"usage": spent} if spent else None,
             error_type=type(error).__name__,
-            error_message=str(error)[:2000],
-            traceback="".join(traceback.format_exception(error))[-MAX_TRACEBACK:],
+            error_message=_printable(str(error)[:2000]),
+            traceback=_printable("".join(traceback.format_exception(error))[-MAX_TRACEBACK:]),
             stop_batch=final and request.error_policy == "stop",
         )
 
