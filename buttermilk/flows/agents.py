@@ -17,10 +17,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pkgutil import resolve_name
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from hydra.utils import get_object
 
 from buttermilk.errors import UsageError
 from buttermilk.flows.models import AgentConfig
@@ -86,8 +86,8 @@ def _is_async(fn: object) -> bool:
 def build_agent(config: AgentConfig) -> Agent:
     """Import and set up one agent; a UsageError says which agent and why when it fails."""
     try:
-        target = get_object(config.target)
-    except Exception as exc:  # hydra wraps import errors in several types
+        target = resolve_name(config.target)
+    except Exception as exc:  # no module, no attribute, a bad path: several types
         raise UsageError(
             f"agent {config.name!r}: cannot import _target_ {config.target!r} ({exc})"
         ) from None

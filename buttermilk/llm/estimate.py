@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pkgutil import resolve_name
 from typing import Any
-
-from hydra.utils import get_object
 
 from buttermilk.agents.llm import LLM
 from buttermilk.batch.models import BatchRequest
@@ -147,7 +146,7 @@ class Estimate:
 
 
 def _llm_agent(target: str, options: Mapping[str, Any]) -> LLM | None:
-    found = get_object(target)
+    found = resolve_name(target)
     if isinstance(found, type) and issubclass(found, LLM):
         return found(**options)
     return None

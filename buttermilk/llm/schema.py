@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pkgutil import resolve_name
 from typing import Any, Protocol
 
-from hydra.utils import get_object
 from pydantic import BaseModel, ValidationError
 
 from buttermilk.errors import PermanentError, UsageError
@@ -105,8 +105,8 @@ class ModelSchema:
 
     def __init__(self, path: str) -> None:
         try:
-            model = get_object(path)
-        except Exception as exc:  # hydra wraps import errors in several types
+            model = resolve_name(path)
+        except Exception as exc:  # no module, no attribute, a bad path: several types
             raise UsageError(f"schema_model: cannot import {path!r} ({exc})") from None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise UsageError(f"schema_model: {path!r} is not a pydantic model")
