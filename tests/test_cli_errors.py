@@ -82,12 +82,30 @@ def assert_one_line_error(env: Env, args: list[str], expected: list[str]) -> Non
 
 
 def assert_nothing_created(env: Env) -> None:
-    assert env.ok("batch.command=list", "batch.format=json").json() == []
+    assert env.store().list_batches() == []
     assert env.queue_depth() == 0
 
 
+# Refusals happen before the queue or the store is touched, alike on every backend: these
+# also run on Pub/Sub + PostgreSQL, one of each kind (a flow, its data, a value, code).
+ON_EVERY_BACKEND = {"unknown-flow", "missing-data-file", "retry-delay-inf", "target-in-parameters"}
+
+
+@pytest.mark.backends("local")
 @pytest.mark.parametrize(("args", "expected"), BAD_CREATES)
 def test_a_bad_create_exits_2_with_one_line_and_creates_nothing(
+    env: Env, args: list[str], expected: list[str]
+) -> None:
+    write_records(env.data / "records.jsonl", 5)
+
+    assert_one_line_error(env, args, expected)
+
+    assert_nothing_created(env)
+
+
+@pytest.mark.backends("pubsub")
+@pytest.mark.parametrize(("args", "expected"), [p for p in BAD_CREATES if p.id in ON_EVERY_BACKEND])
+def test_a_bad_create_on_pub_sub_and_postgresql_creates_nothing_either(
     env: Env, args: list[str], expected: list[str]
 ) -> None:
     write_records(env.data / "records.jsonl", 5)
@@ -133,6 +151,7 @@ def test_duplicate_record_ids_are_refused_naming_them(env: Env) -> None:
     assert_nothing_created(env)
 
 
+@pytest.mark.backends("local")  # decided before the queue or store is used
 @pytest.mark.parametrize("command", ["status", "cancel", "retry", "export"])
 def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
     assert_one_line_error(
@@ -142,6 +161,7 @@ def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
     )
 
 
+@pytest.mark.backends("local")  # decided before the queue or store is used
 @pytest.mark.parametrize("command", ["cancel", "retry", "export"])
 def test_commands_on_one_batch_need_its_id(env: Env, command: str) -> None:
     assert_one_line_error(
@@ -149,12 +169,14 @@ def test_commands_on_one_batch_need_its_id(env: Env, command: str) -> None:
     )
 
 
+@pytest.mark.backends("local")  # decided before the queue or store is used
 def test_an_unknown_command_is_refused_with_the_allowed_ones(env: Env) -> None:
     assert_one_line_error(
         env, ["batch.command=frobnicate"], ["batch.command='frobnicate'", "'create'", "'export'"]
     )
 
 
+@pytest.mark.backends("local")  # decided before the queue or store is used
 def test_an_unknown_option_is_refused_by_hydra_with_exit_code_2(env: Env) -> None:
     result = env.cli("batch.colour=blue")
 

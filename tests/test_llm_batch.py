@@ -165,6 +165,7 @@ def test_a_second_batch_of_the_same_records_takes_its_answers_from_the_store(
         assert job.cost == 0.0
 
 
+@pytest.mark.backends("local")  # the same code on every backend
 def test_the_same_model_at_another_endpoint_is_asked_not_answered_from_the_cache(
     llm_env: Env, fake_openai: FakeOpenAI
 ) -> None:

@@ -108,6 +108,7 @@ def test_status_fails_a_job_whose_worker_died_on_its_last_try(env: Env) -> None:
     assert error["error_message"].startswith("worker lost while running it once")
 
 
+@pytest.mark.backends("local")  # the same code on every backend
 @pytest.mark.slow
 def test_a_worker_stays_for_a_retry_due_after_its_idle_timeout(env: Env) -> None:
     write_records(env.data / "records.jsonl", 2)

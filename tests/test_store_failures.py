@@ -156,6 +156,7 @@ def damage(env: Env, batch_id: str, **values: Any) -> None:
         )
 
 
+@pytest.mark.backends("local")  # the same code on every backend
 def test_a_stored_request_this_version_refuses_still_lists_and_no_worker_runs_it(
     env: Env,
 ) -> None:
