@@ -89,18 +89,28 @@ def test_parquet_bytes_big_integers_decimals_and_nan_reach_the_agent_and_exports
 
 
 @pytest.mark.backends("local")
-def test_the_api_shows_bytes_of_records_and_results_as_tags(env: Env) -> None:
+def test_the_api_shows_bytes_as_tags_and_refuses_a_file_not_in_its_encoding_with_422(
+    env: Env,
+) -> None:
     pq.write_table(
         pa.table({"id": ["a"], "image": pa.array([b"\xff\x00"], pa.binary())}),
         env.data / "img.parquet",
     )
     batch_id = echoed_batch(echo_env(env, env.data / "img.parquet"))
+    (env.data / "avis.csv").write_bytes(b"id,text\n1,ok\n2,caf\xe9\n")
 
     with api_server(env) as api:
         listed = api.client.get(f"/api/batches/{batch_id}/jobs")
         one = api.client.get(f"/api/batches/{batch_id}/jobs/a")
         results = api.client.get(f"/api/batches/{batch_id}/results")
+    env.extra.update(T_ECHO_DATA=str(env.data / "avis.csv"))
+    with api_server(env) as api:  # a server whose flow reads a file that is not UTF-8
+        refused = api.client.post("/api/batches", json={"flow_name": "t_echo"})
+        after = api.client.get("/api/batches").json()["total"]
 
+    assert refused.status_code == 422, refused.text
+    assert "avis.csv:3: not valid UTF-8 (byte 0xe9)" in refused.json()["error"]["message"]
+    assert after == 1  # only the batch made before
     tag = {"$bytes": base64.b64encode(b"\xff\x00").decode()}
     assert listed.status_code == 200 and one.status_code == 200, (listed.text, one.text)
     assert listed.json()["items"][0]["result"]["outputs"]["echo"]["metadata"] == {"image": tag}
