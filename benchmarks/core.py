@@ -29,9 +29,9 @@ from typing import Any
 import anyio
 from omegaconf import OmegaConf
 
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.planner import plan_records
 from buttermilk.batch.service import BatchService
+from buttermilk.domain import BatchRequest
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.queue import LocalQueueSettings, open_queue

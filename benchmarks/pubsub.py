@@ -53,7 +53,6 @@ from google.pubsub_v1 import SubscriberAsyncClient
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 from omegaconf import OmegaConf
 
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.planner import plan_records
 from buttermilk.batch.service import BatchService, new_batch_id
 from buttermilk.batch.worker import Worker, WorkerOptions, WorkerStats
@@ -65,6 +64,7 @@ from buttermilk.devservices import (
     stop_emulator,
     throwaway_database,
 )
+from buttermilk.domain import BatchRequest
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.queue import JobMessage, PubSubQueueSettings, open_queue

@@ -22,9 +22,9 @@ from pathlib import Path
 import anyio
 from sqlalchemy import update
 
-from buttermilk.batch.models import BatchRequest, JobStatus
 from buttermilk.batch.service import BatchService
 from buttermilk.devservices import throwaway_database
+from buttermilk.domain import BatchRequest, JobStatus
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record

@@ -25,6 +25,11 @@ class InvalidOptionError(UsageError):
         super().__init__(f"{option}={value!r} is not allowed: {allowed}")
 
 
+class VariantError(UsageError):
+    """Raised when a batch's axes (``variants``) cannot be used with its flow: an agent
+    or option the flow lacks, a value its agent refuses, or a grid too large."""
+
+
 class UnknownFlowError(UsageError, LookupError):
     """Raised when a flow name matches no flow config."""
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from backends import Backend, postgres_url, pubsub_backend, pubsub_emulator
 
-from buttermilk.batch.models import JobStatus
+from buttermilk.domain import JobStatus
 from buttermilk.store.store import Store
 
 TESTS_CONF = Path(__file__).parent / "conf"

@@ -27,7 +27,7 @@ import pytest
 from conftest import Env, stop_process, wait_until, write_records
 from sqlalchemy import make_url
 
-from buttermilk.batch.models import BatchRequest
+from buttermilk.domain import BatchRequest
 from buttermilk.records import Record
 
 START_TIMEOUT = 30.0

@@ -28,9 +28,9 @@ from schemathesis.generation.case import Case
 from schemathesis.python.asgi import ASGIClient
 
 from buttermilk.api.app import create_app
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
+from buttermilk.domain import BatchRequest
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.queue.local import LocalQueue

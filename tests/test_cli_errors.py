@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import Env, write_records
 
-from buttermilk.batch.models import BatchRequest
+from buttermilk.domain import BatchRequest
 from buttermilk.records import Record
 
 BAD_CREATES = [

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Env, stop_process, wait_until, write_records
 
-from buttermilk.batch.models import JobStatus
+from buttermilk.domain import JobStatus
 from buttermilk.runner.hydra_flows import examples_dir
 
 

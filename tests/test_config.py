@@ -22,8 +22,8 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 from pydantic import ValidationError
 
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.planner import plan_records
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import JobContext, set_current_job
 from buttermilk.flows.models import FlowConfig

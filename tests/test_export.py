@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from buttermilk.batch.export import export_jobs
-from buttermilk.batch.models import BatchRequest, JobInfo, JobStatus
+from buttermilk.domain import BatchRequest, JobInfo, JobStatus
 from buttermilk.errors import InvalidOptionError
 from buttermilk.records import Record
 from buttermilk.store.store import Claim, Claimed, Store

@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 from buttermilk.api.app import create_app
 from buttermilk.batch import worker
-from buttermilk.batch.models import MAX_RETRY_DELAY, BatchRequest
 from buttermilk.batch.service import BatchService
+from buttermilk.domain import MAX_RETRY_DELAY, BatchRequest
 from buttermilk.errors import UsageError
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig

@@ -17,7 +17,7 @@ import pytest
 from backends import Backend, free_port, patched_environ, start_emulator, stop_emulator
 from conftest import Env, wait_until, write_records
 
-from buttermilk.batch.models import JobStatus
+from buttermilk.domain import JobStatus
 from buttermilk.queue import PubSubQueueSettings
 from buttermilk.queue.pubsub import PubSubQueue
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import Env, wait_until, write_records
 
-from buttermilk.batch.models import JobStatus
+from buttermilk.domain import JobStatus
 
 TESTS = Path(__file__).parent
 SIGKILLED = -9

@@ -9,9 +9,9 @@ import anyio
 import pytest
 from conftest import Env, write_records
 
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.service import PUBLISH_CHUNK, BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import QueueError
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig

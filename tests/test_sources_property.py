@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.service import BatchService
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import DataSourceError
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig

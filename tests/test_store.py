@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from conftest import wait_until
-from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select, text
 
-from buttermilk.batch.models import BatchRequest, BatchStatus, JobStatus
+from buttermilk.domain import BatchRequest, BatchStatus, JobKey, JobStatus
 from buttermilk.errors import BatchStateError, UnknownBatchError
 from buttermilk.records import Record
 from buttermilk.store import counters
@@ -357,7 +357,7 @@ def test_a_released_job_goes_back_to_pending_without_spending_an_attempt(store: 
 def test_extend_leases_keeps_a_job_busy_past_its_first_lease(store: Store) -> None:
     make_batch(store, 1)
     got = claimed(store, rid(0), lease=0.2)
-    store.extend_leases([("b1", rid(0), got.token)], until=time.time() + 60)
+    store.extend_leases([("b1", JobKey(rid(0)), got.token)], until=time.time() + 60)
 
     # Poll well past the first lease: still busy.
     deadline = time.time() + 0.6
@@ -901,10 +901,12 @@ def test_a_batch_whose_cost_passes_max_cost_fails_and_cancels_its_pending_jobs(
 
 
 def v1_metadata() -> MetaData:
-    """The tables as schema version 1 had them: no spending columns, no LLM tables."""
+    """The tables as schema version 1 had them: no spending columns, no LLM tables, jobs
+    keyed by (batch_id, record_id)."""
     old = MetaData()
     for table in (meta, batches, jobs):
         dropped = ADDED_COLUMNS.get(table.name, ())
+        dropped += ("variant", "repeat") if table is jobs else ()
         Table(table.name, old, *(c._copy() for c in table.columns if c.name not in dropped))
     return old
 
@@ -929,6 +931,13 @@ def test_a_version_1_store_gets_the_new_columns_and_tables_and_keeps_its_batches
                 created_at=1.0,
             )
         )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (batch_id, record_id, seq, status, attempts, record) "
+                "VALUES ('old', 'r1', 0, 'completed', 1, :record)"
+            ),
+            {"record": '{"record_id": "r1", "content": "kept"}'},
+        )
     engine.dispose()
 
     store = Store(store_url)
@@ -938,11 +947,21 @@ def test_a_version_1_store_gets_the_new_columns_and_tables_and_keeps_its_batches
             for table, added in ADDED_COLUMNS.items():
                 names = {c["name"] for c in inspector.get_columns(table)}
                 assert set(added) <= names, table
+            key = inspector.get_pk_constraint("jobs")["constrained_columns"]
+            assert key == ["batch_id", "record_id", "variant", "repeat"]
             assert {"llm_budget", "llm_cache"} <= set(inspector.get_table_names())
             version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
             assert version.scalar() == str(SCHEMA_VERSION)
         old = store.get_batch("old")
         assert (old.cost, old.input_tokens, old.output_tokens) == (None, 0, 0)
+        assert [c.key for c in old.combinations()] == ["default"] and old.repeats == 1
+        job = store.get_job("old", "r1")
+        assert (job.variant, job.repeat, job.status, job.record.content) == (  # type: ignore[union-attr]
+            "default",
+            0,
+            JobStatus.COMPLETED,
+            "kept",
+        )
         assert old.request.max_cost is None
         make_batch(store, 1, max_cost=2.0)
         got = claimed(store, rid(0))

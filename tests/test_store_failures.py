@@ -14,7 +14,7 @@ import pytest
 from conftest import Env, write_records
 from sqlalchemy import event, select, update
 
-from buttermilk.batch.models import BatchRequest
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import InvalidOptionError, StoreError, StoreValueError, UsageError
 from buttermilk.records import Record
 from buttermilk.store.schema import batches

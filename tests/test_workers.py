@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Env, stop_process, wait_until, write_records
 
-from buttermilk.batch.models import JobStatus
+from buttermilk.domain import JobStatus
 
 
 def tallies(path: Path) -> Counter[str]:

@@ -11,7 +11,7 @@ import anyio
 
 from buttermilk import values
 from buttermilk.batch.export import columns, csv_row, job_row
-from buttermilk.batch.models import JobInfo
+from buttermilk.domain import JobInfo
 from buttermilk.store.store import Store
 
 ResultFormat = Literal["jsonl", "csv"]

@@ -14,8 +14,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from buttermilk.api.errors import FieldError, as_body_errors, documented
 from buttermilk.api.results import MEDIA_TYPES, ResultFormat, result_stream
 from buttermilk.api.schemas import BatchPage, BatchView, CreateBatch, FlowView, JobPage, JobView
-from buttermilk.batch.models import BatchStatus, JobInfo, JobStatus
 from buttermilk.batch.service import BatchService
+from buttermilk.domain import BatchStatus, JobInfo, JobStatus
 from buttermilk.errors import UnknownFlowError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
 

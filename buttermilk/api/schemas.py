@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from buttermilk import values
-from buttermilk.batch.models import BatchRequest, ErrorPolicy, JobStatus, Usd
+from buttermilk.domain import BatchRequest, ErrorPolicy, JobStatus, Usd
 from buttermilk.option_types import Count
 
 # API body field -> BatchRequest field, where the names differ.

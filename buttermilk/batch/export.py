@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from buttermilk import values
-from buttermilk.batch.models import JobInfo
+from buttermilk.domain import JobInfo
 from buttermilk.errors import InvalidOptionError
 from buttermilk.store.store import Store
 

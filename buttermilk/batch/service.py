@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,16 @@ import anyio
 
 from buttermilk import values
 from buttermilk.batch.export import export_jobs
-from buttermilk.batch.models import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
+from buttermilk.batch.grid import (
+    Grid,
+    check_size,
+    grid_for,
+    planned_messages,
+    requeued_messages,
+)
 from buttermilk.batch.planner import Plan, plan_records
-from buttermilk.errors import DataSourceError, QueueError
+from buttermilk.domain import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
+from buttermilk.errors import DataSourceError, QueueError, VariantError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
@@ -43,19 +51,6 @@ def new_batch_id() -> str:
     return secrets.choice(ID_FIRST_CHARS) + secrets.token_hex(6)[1:]
 
 
-def job_messages(batch: BatchInfo, records: Sequence[str | Record]) -> list[JobMessage]:
-    """One message per job; given whole records, the transport may carry them inline."""
-    flow, interactive = batch.flow, batch.interactive
-    return [
-        JobMessage(batch_id=batch.id, record_id=r, flow=flow, interactive=interactive)
-        if isinstance(r, str)
-        else JobMessage(
-            batch_id=batch.id, record_id=r.record_id, flow=flow, interactive=interactive, record=r
-        )
-        for r in records
-    ]
-
-
 def check_record_sizes(records: Sequence[Record], limit: int | None, transport: str) -> None:
     """Refuse a batch whose records cannot travel through the transport (before storing)."""
     if limit is None:
@@ -79,17 +74,19 @@ class BatchService:
 
     # -- create --------------------------------------------------------------------
 
-    def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Plan]:
+    def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Grid, Plan]:
         flow = self.flows.get(request.flow)
         check_sources(flow)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
+        grid = grid_for(flow, request)  # each combination's agents too
         plan = plan_records(
             flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
         )
         if not plan.records:
             raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
+        check_size(grid, len(plan.records))
         check_record_sizes(plan.records, self.queue.max_record_bytes, self.queue.name)
-        return flow, plan
+        return flow, grid, plan
 
     async def create(self, request: BatchRequest) -> Created:
         """Plan the batch, store it with its jobs, then publish one message per job.
@@ -98,19 +95,20 @@ class BatchService:
         to no batch, and workers drop them). If this process dies while publishing, the
         batch stays unpublished and ``retry`` finishes it.
         """
-        flow, plan = await anyio.to_thread.run_sync(self._prepare, request)
+        flow, grid, plan = await anyio.to_thread.run_sync(self._prepare, request)
         await self.queue.prepare(interactive=request.interactive)
         batch = await anyio.to_thread.run_sync(
             lambda: self.store.create_batch(
                 batch_id=new_batch_id(),
-                request=request,
+                request=grid.resolved(request),
                 flow_snapshot=flow.snapshot(),
                 seed=plan.seed,
                 records=plan.records,
+                variants=grid.keys,
             )
         )
         try:
-            await self._publish(batch, plan.records)
+            await self._publish(planned_messages(batch, plan.records, grid.keys))
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.delete_batch, batch.id)
@@ -126,9 +124,9 @@ class BatchService:
         self.store.mark_published(batch_id)
         self.store.complete_if_done(batch_id)  # in case workers finished every job already
 
-    async def _publish(self, batch: BatchInfo, records: Sequence[str | Record]) -> None:
-        for start in range(0, len(records), PUBLISH_CHUNK):
-            await self.queue.publish(job_messages(batch, records[start : start + PUBLISH_CHUNK]))
+    async def _publish(self, messages: Iterator[JobMessage]) -> None:
+        while chunk := list(itertools.islice(messages, PUBLISH_CHUNK)):
+            await self.queue.publish(chunk)
 
     # -- read ----------------------------------------------------------------------
 
@@ -183,15 +181,26 @@ class BatchService:
         full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
         return await anyio.to_thread.run_sync(self.store.cancel, full_id)
 
-    async def retry(self, batch_id: str) -> tuple[BatchInfo, int]:
-        """Requeue every job of the batch that did not complete; returns how many."""
+    async def retry(self, batch_id: str, *, variant: str | None = None) -> tuple[BatchInfo, int]:
+        """Requeue every job of the batch (of one combination: ``variant``, its key) that
+        did not complete; returns how many. Raises InvalidOptionError for a key the batch
+        lacks, BatchStateError when there is nothing to retry."""
         full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
         batch = await anyio.to_thread.run_sync(self.store.get_batch, full_id)
+        if variant is not None:
+            keys = [c.key for c in batch.combinations()]
+            if variant not in keys:
+                raise VariantError(
+                    f"batch.variant={variant!r}: batch {full_id} has no such combination "
+                    f"(its combinations: {', '.join(keys)})"
+                )
         await self.queue.prepare(interactive=batch.interactive)
-        requeued = await anyio.to_thread.run_sync(self.store.requeue, full_id)
-        await self._publish(requeued.batch, requeued.record_ids)
+        requeued = await anyio.to_thread.run_sync(
+            lambda: self.store.requeue(full_id, variant=variant)
+        )
+        await self._publish(requeued_messages(requeued.batch, requeued.jobs))
         await anyio.to_thread.run_sync(self._published, full_id)
-        return requeued.batch, len(requeued.record_ids)
+        return requeued.batch, len(requeued.jobs)
 
     async def export(self, batch_id: str, path: Path) -> int:
         """Write the batch's jobs (results and errors) to ``path``; returns the row count."""

@@ -20,12 +20,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from buttermilk.batch.contexts import BatchContext, VariantRunner
 from buttermilk.batch.messages import Messages
-from buttermilk.batch.models import BatchInfo, JobStatus
 from buttermilk.batch.outage import GaveUp, Outage
 from buttermilk.batch.retries import MAX_RETRY_DELAY, DueRetries, retry_delay
 from buttermilk.batch.storelink import StoreLink
 from buttermilk.batch.worker_options import WorkerOptions, WorkerStats
+from buttermilk.domain import JobKey, JobStatus
 from buttermilk.errors import (
     ButtermilkError,
     JobTimeoutError,
@@ -33,8 +34,7 @@ from buttermilk.errors import (
     StoreError,
 )
 from buttermilk.flows.agents import Console, JobContext, set_current_job
-from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.runner import FlowRunner, merge_parameters, spent_by
+from buttermilk.flows.runner import spent_by
 from buttermilk.queue.base import Delivery, Queue
 from buttermilk.store.lost import ERROR_TYPE as LOST_ERROR
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
@@ -46,15 +46,6 @@ MAX_TRACEBACK = 8_000
 HEARTBEAT = 1.0  # seconds between checks for cancelled batches
 LOST_SWEEP = 5.0  # seconds between looks for jobs whose worker was lost on their last try
 RECEIVE_WAIT = 1.0
-
-
-@dataclass
-class _BatchContext:
-    info: BatchInfo
-    runner: FlowRunner | None
-    load_error: BaseException | None
-    parameters: dict[str, Any]
-    limiter: anyio.CapacityLimiter
 
 
 @dataclass(eq=False)
@@ -94,9 +85,9 @@ class Worker:
         self._slots = self.options.concurrency
         self._run_slots = anyio.CapacityLimiter(self.options.concurrency)
         self._held: set[Delivery] = set()
-        self._running: dict[tuple[str, str], _Running] = {}
+        self._running: dict[tuple[str, JobKey], _Running] = {}
         self._waiting: dict[Delivery, anyio.CancelScope] = {}
-        self._batches: dict[str, _BatchContext] = {}
+        self._batches: dict[str, BatchContext] = {}
         self._batch_locks: dict[str, anyio.Lock] = {}
         self._freed = anyio.Event()
         self._stopping = anyio.Event()
@@ -302,8 +293,7 @@ class Worker:
         if held:
             await self.queue.extend(held, lease)
         running = [
-            (r.claimed.batch_id, r.claimed.record_id, r.claimed.token)
-            for r in self._running.values()
+            (r.claimed.batch_id, r.claimed.key, r.claimed.token) for r in self._running.values()
         ]
         if running and not self._store_down.active:
             until = time.time() + lease
@@ -324,7 +314,7 @@ class Worker:
 
     # -- one job -------------------------------------------------------------------
 
-    async def _batch(self, batch_id: str) -> _BatchContext | None:
+    async def _batch(self, batch_id: str) -> BatchContext | None:
         ctx = self._batches.get(batch_id)
         if ctx is not None:
             return ctx
@@ -337,25 +327,9 @@ class Worker:
                 info = await self._link.patient(lambda: self.store.get_batch(batch_id))
             except LookupError:
                 return None
-            ctx = await anyio.to_thread.run_sync(self._load_batch, info)
+            ctx = await anyio.to_thread.run_sync(BatchContext.load, info, self.options.concurrency)
             self._batches[batch_id] = ctx
             return ctx
-
-    def _load_batch(self, info: BatchInfo) -> _BatchContext:
-        runner: FlowRunner | None = None
-        error: BaseException | None = None
-        params: dict[str, Any] = {}
-        try:
-            if info.request_error:  # run with defaults, it would not be the batch asked for
-                raise ButtermilkError(info.request_error)
-            flow = FlowConfig.model_validate(info.flow_snapshot)
-            runner = FlowRunner(flow)
-            params = merge_parameters(flow.parameters, info.request.parameters)
-        except Exception as exc:
-            log.error("batch %s: cannot set up its flow: %s", info.id, exc)
-            error = exc
-        limit = min(info.request.concurrency, self.options.concurrency)
-        return _BatchContext(info, runner, error, params, anyio.CapacityLimiter(limit))
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -417,19 +391,22 @@ class Worker:
                 self._run_slots.release_on_behalf_of(delivery)
             await self._messages.give_back(delivery)
             return
-        await self._claim_and_run(delivery, ctx, message.record_id)
+        key = JobKey(message.record_id, message.variant, message.repeat)
+        await self._claim_and_run(delivery, ctx, key)
 
-    def _free_run_slots(self, ctx: _BatchContext, delivery: Delivery) -> None:
+    def _free_run_slots(self, ctx: BatchContext, delivery: Delivery) -> None:
         ctx.limiter.release_on_behalf_of(delivery)
         self._run_slots.release_on_behalf_of(delivery)
 
-    async def _claim_and_run(self, delivery: Delivery, ctx: _BatchContext, record_id: str) -> None:
+    async def _claim_and_run(self, delivery: Delivery, ctx: BatchContext, key: JobKey) -> None:
         batch_id = ctx.info.id
         claim = Claim(
             batch_id,
-            record_id,
+            key.record_id,
             max_attempts=ctx.info.request.max_attempts,
             last_delivery=self._messages.last_delivery(delivery),
+            variant=key.variant,
+            repeat=key.repeat,
         )
         try:
             result = await self._link.exchange(claim)
@@ -446,22 +423,22 @@ class Worker:
                 await self._messages.nack(delivery, self.queue.lease_seconds)
             elif result.reason == SkipReason.LOST:
                 reason = f"{LOST_ERROR}: worker lost while running it on its last try"
-                log.warning("job %s/%s failed: %s", batch_id, record_id, reason)
+                log.warning("job %s/%s failed: %s", batch_id, key, reason)
                 await self._messages.dead_letter(delivery, f"job failed: {reason}")
             else:
                 if result.reason == SkipReason.UNKNOWN:
-                    log.warning("dropping a message for unknown job %s/%s", batch_id, record_id)
+                    log.warning("dropping a message for unknown job %s/%s", batch_id, key)
                 await self._messages.ack(delivery)
             return
         self.stats.claimed += 1
         if self.stats.first_claim is None:
             self.stats.first_claim = time.monotonic()
         running = _Running(delivery, result, anyio.CancelScope())
-        self._running[(batch_id, record_id)] = running
+        self._running[(batch_id, key)] = running
         try:
             outcome = await self._run_job(ctx, running)
         finally:
-            del self._running[(batch_id, record_id)]
+            del self._running[(batch_id, key)]
             # Slots are for running flows; storing the outcome and acking overlap with
             # the next job's start.
             self._free_run_slots(ctx, delivery)
@@ -470,18 +447,21 @@ class Worker:
         with anyio.CancelScope(shield=True):
             await self._settle(delivery, ctx, result.attempts, outcome)
 
-    async def _run_job(self, ctx: _BatchContext, running: _Running) -> Outcome:
+    async def _run_job(self, ctx: BatchContext, running: _Running) -> Outcome:
         claimed = running.claimed
         request = ctx.info.request
         started = time.perf_counter()
         result: dict[str, Any] | None = None
-        error: BaseException | None = ctx.load_error
+        variant = await anyio.to_thread.run_sync(ctx.runner_for, claimed.variant)
+        error: BaseException | None = variant.error
         with running.scope:
-            if ctx.runner is not None:
+            if variant.runner is not None:
                 set_current_job(
                     JobContext(
                         batch_id=claimed.batch_id,
                         record_id=claimed.record_id,
+                        variant=claimed.variant,
+                        repeat=claimed.repeat,
                         attempt=claimed.attempts,
                         max_attempts=request.max_attempts,
                         interactive=request.interactive,
@@ -490,7 +470,7 @@ class Worker:
                     )
                 )
                 try:
-                    result = await self._run_flow(ctx.runner, claimed, ctx, request.job_timeout)
+                    result = await self._run_flow(variant, claimed, request.job_timeout)
                 except Exception as exc:
                     error = exc
         duration = time.perf_counter() - started
@@ -507,7 +487,7 @@ class Worker:
             return claimed.outcome(JobStatus.COMPLETED, duration=duration, result=result)
         final = (
             isinstance(error, PermanentError)
-            or error is ctx.load_error
+            or error is variant.error
             or claimed.attempts >= request.max_attempts
             or self._messages.last_delivery(running.delivery)
         )
@@ -524,18 +504,20 @@ class Worker:
 
     @staticmethod
     async def _run_flow(
-        runner: FlowRunner, claimed: Claimed, ctx: _BatchContext, limit: float | None
+        variant: VariantRunner, claimed: Claimed, limit: float | None
     ) -> dict[str, Any]:
+        runner = variant.runner
+        assert runner is not None
         if limit is None:
-            return await runner.run(claimed.record, ctx.parameters)
+            return await runner.run(claimed.record, variant.parameters)
         try:
             with anyio.fail_after(limit):
-                return await runner.run(claimed.record, ctx.parameters)
+                return await runner.run(claimed.record, variant.parameters)
         except TimeoutError:
             raise JobTimeoutError(f"job ran longer than job_timeout={limit}s") from None
 
     async def _settle(
-        self, delivery: Delivery, ctx: _BatchContext, attempt: int, outcome: Outcome
+        self, delivery: Delivery, ctx: BatchContext, attempt: int, outcome: Outcome
     ) -> None:
         """Store the outcome, then ack or give the message back.
 
@@ -549,7 +531,7 @@ class Worker:
             log.error(
                 "could not store the outcome of %s/%s (it runs again later): %s",
                 outcome.batch_id,
-                outcome.record_id,
+                outcome.key,
                 exc,
             )
             return
@@ -559,7 +541,7 @@ class Worker:
             log.warning(
                 "job %s/%s was taken over by another worker; its outcome here is dropped",
                 outcome.batch_id,
-                outcome.record_id,
+                outcome.key,
             )
             await self._messages.ack(delivery)
             return
@@ -580,7 +562,7 @@ class Worker:
             log.warning(
                 "job %s/%s failed: %s: %s",
                 outcome.batch_id,
-                outcome.record_id,
+                outcome.key,
                 outcome.error_type,
                 outcome.error_message,
             )

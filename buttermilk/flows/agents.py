@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from buttermilk.domain.variants import DEFAULT_KEY
 from buttermilk.errors import UsageError
 from buttermilk.flows.models import AgentConfig
 from buttermilk.records import Record
@@ -49,6 +50,10 @@ class JobContext:
     attempt: int
     max_attempts: int
     interactive: bool
+    variant: str = DEFAULT_KEY
+    """The key of the job's combination of its batch's axes."""
+    repeat: int = 0
+    """The job's repeat of its combination, from 0 (an answer cache keys on it)."""
     console: Console | None = None
     store: Store | None = None
     """The batch store, for state agents share across workers (rate budgets, caches)."""

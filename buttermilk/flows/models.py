@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from buttermilk.domain.variants import MAX_REPEATS, check_axes
+
 FileFormat = Literal["jsonl", "json", "csv", "parquet"]
 RECORD_FIELDS = ("record_id", "content", "uri", "ground_truth")
 
@@ -80,6 +82,16 @@ class FlowConfig(BaseModel):
     data: dict[str, FileSource] = Field(default_factory=dict)
     agents: list[AgentConfig] = Field(min_length=1)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Axes to compare: AGENT.OPTION or a parameter name -> list of values.",
+    )
+    repeats: int = Field(default=1, ge=1, le=MAX_REPEATS, strict=True)
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _axes(cls, value: Any) -> Any:
+        return check_axes(value)
 
     @model_validator(mode="after")
     def _unique_agent_names(self) -> FlowConfig:

@@ -18,8 +18,8 @@ from pkgutil import resolve_name
 from typing import Any
 
 from buttermilk.agents.llm import LLM
-from buttermilk.batch.models import BatchRequest
 from buttermilk.batch.planner import plan_records
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import DataSourceError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig

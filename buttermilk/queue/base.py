@@ -16,6 +16,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from buttermilk import values
+from buttermilk.domain.variants import DEFAULT_KEY
 from buttermilk.records import Record
 
 SCHEMA_VERSION = 1
@@ -33,6 +34,10 @@ class JobMessage:
     batch_id: str
     record_id: str
     flow: str
+    variant: str = DEFAULT_KEY
+    """The job's combination of its batch's axes (its key)."""
+    repeat: int = 0
+    """The job's repeat of its combination, from 0."""
     interactive: bool = False
     parameters: dict[str, Any] | None = None
     record: Record | None = None
@@ -51,6 +56,9 @@ class JobMessage:
             "flow": self.flow,
             "interactive": self.interactive,
         }
+        if self.variant != DEFAULT_KEY or self.repeat:
+            body["variant"] = self.variant
+            body["repeat"] = self.repeat
         if self.parameters is not None:
             body["parameters"] = self.parameters
         encoded = orjson.dumps(body)

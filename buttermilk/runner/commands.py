@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import anyio
 
 from buttermilk.batch.export import check_output
-from buttermilk.batch.models import BatchStatus, BatchSummary, JobStatus
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerStats
+from buttermilk.domain import BatchStatus, BatchSummary, JobStatus
 from buttermilk.errors import ButtermilkError, UnknownFlowError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.queue import Queue, open_queue

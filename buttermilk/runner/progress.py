@@ -21,11 +21,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from buttermilk.batch.models import BatchSummary, JobStatus
 from buttermilk.batch.outage import Outage
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.storelink import unreachable_store
 from buttermilk.batch.worker import Worker, WorkerStats
+from buttermilk.domain import BatchSummary, JobStatus
 from buttermilk.runner.render import progress_line, rate
 
 log = logging.getLogger("buttermilk")

@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from buttermilk.batch.models import BatchInfo, BatchStatus, BatchSummary, JobStatus
+from buttermilk.domain import BatchInfo, BatchStatus, BatchSummary, JobStatus
 
 if TYPE_CHECKING:
     from buttermilk.llm.estimate import Estimate

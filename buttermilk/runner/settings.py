@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from buttermilk.batch.models import BatchRequest, BatchStatus
 from buttermilk.batch.worker import WorkerOptions
+from buttermilk.domain import BatchRequest, BatchStatus
 from buttermilk.errors import UsageError
 from buttermilk.option_types import Count, Seconds
 from buttermilk.queue import QueueSettings

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, exists, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from buttermilk.batch.models import BatchStatus, JobStatus
+from buttermilk.domain import BatchStatus, JobKey, JobStatus
 from buttermilk.store.schema import batches, jobs
 
 ERROR_TYPE = "WorkerLost"
@@ -56,30 +56,46 @@ def batches_with_lost_jobs(conn: Connection, batch_ids: Collection[str], now: fl
     return sorted(str(b) for b in conn.execute(query).scalars())
 
 
+def _is_job(key: JobKey) -> ColumnElement[bool]:
+    return and_(
+        jobs.c.record_id == key.record_id,
+        jobs.c.variant == key.variant,
+        jobs.c.repeat == key.repeat,
+    )
+
+
 def fail_lost(
-    conn: Connection, batch_id: str, now: float, record_ids: Collection[str] | None = None
-) -> list[tuple[str, str]]:
-    """Fail the batch's (or these records') jobs whose worker was lost on their last try,
-    while the batch is live; returns (record_id, error message) of each one failed.
+    conn: Connection, batch_id: str, now: float, keys: Collection[JobKey] | None = None
+) -> list[tuple[JobKey, str]]:
+    """Fail the batch's (or these) jobs whose worker was lost on their last try, while the
+    batch is live; returns (job key, error message) of each one failed.
 
     Call inside a write transaction that has locked the batch row (PostgreSQL).
     """
     live = exists().where(batches.c.id == batch_id, batches.c.status.in_(_LIVE))
-    query = select(jobs.c.record_id, jobs.c.claim_token, jobs.c.attempts, jobs.c.lost).where(
+    query = select(
+        jobs.c.record_id,
+        jobs.c.variant,
+        jobs.c.repeat,
+        jobs.c.claim_token,
+        jobs.c.attempts,
+        jobs.c.lost,
+    ).where(
         jobs.c.batch_id == batch_id,
         _abandoned(now),
         live,
     )
-    if record_ids is not None:
-        query = query.where(jobs.c.record_id.in_(list(record_ids)))
-    failed: list[tuple[str, str]] = []
-    for record_id, token, attempts, lost in conn.execute(query).all():
+    if keys is not None:
+        query = query.where(or_(*(_is_job(k) for k in keys)))
+    failed: list[tuple[JobKey, str]] = []
+    for record_id, variant, repeat, token, attempts, lost in conn.execute(query).all():
         error = message(int(lost) + 1, int(attempts))
+        key = JobKey(str(record_id), str(variant), int(repeat))
         done = conn.execute(
             update(jobs)
             .where(
                 jobs.c.batch_id == batch_id,
-                jobs.c.record_id == record_id,
+                _is_job(key),
                 jobs.c.claim_token == token,
                 jobs.c.status == _RUNNING,
             )
@@ -94,18 +110,18 @@ def fail_lost(
             )
         ).rowcount
         if done:
-            failed.append((str(record_id), error))
+            failed.append((key, error))
     return failed
 
 
-def mark_last_try(conn: Connection, batch_id: str, record_id: str) -> None:
+def mark_last_try(conn: Connection, batch_id: str, key: JobKey) -> None:
     """The running job's message is being given up by its transport (its last delivery
     found the job busy): the current claim becomes its last try."""
     conn.execute(
         update(jobs)
         .where(
             jobs.c.batch_id == batch_id,
-            jobs.c.record_id == record_id,
+            _is_job(key),
             jobs.c.status == _RUNNING,
             jobs.c.last_try.is_(False),
         )

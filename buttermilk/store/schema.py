@@ -30,7 +30,8 @@ from sqlalchemy.schema import CreateColumn
 
 # 1: batches and jobs. 2: cost and tokens per job and per batch, max_cost; llm_budget,
 # llm_cache. 3: jobs.last_try and jobs.lost (a job whose worker died on its last try fails).
-SCHEMA_VERSION = 3
+# 4: jobs.variant and jobs.repeat, in the primary key (a job is a record x combination x repeat).
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -72,6 +73,10 @@ jobs = Table(
     metadata,
     Column("batch_id", String(32), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
     Column("record_id", String(512), primary_key=True),
+    # The job's combination of the batch's axes (its key: buttermilk.domain.variants) and
+    # its repeat (0-based); a batch without axes has one combination, "default".
+    Column("variant", String(64), primary_key=True, server_default="default"),
+    Column("repeat", Integer, primary_key=True, server_default="0"),
     Column("seq", Integer, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -125,9 +130,11 @@ ADDED_COLUMNS = {
 }
 
 
-def migrate(conn: Connection) -> list[str]:
-    """Add the columns of :data:`ADDED_COLUMNS` that a store made by an older version
-    lacks; returns ``table.column`` for each one added.
+def migrate(conn: Connection, version: int) -> list[str]:
+    """Bring a store made by an older version (schema ``version``) up to this one: add the
+    columns of :data:`ADDED_COLUMNS` it lacks, then (before version 4) re-key its jobs by
+    (batch, record, variant, repeat), each old job being its record's one combination
+    (``default``) and repeat (0). Returns what changed (``table.column`` for each column).
 
     Call inside the schema-setup transaction (after ``create_all``), under its lock.
     """
@@ -141,4 +148,39 @@ def migrate(conn: Connection) -> list[str]:
             ddl = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
             added.append(f"{table.name}.{name}")
+    if version < 4:
+        _rekey_jobs(conn)
+        added += ["jobs.variant", "jobs.repeat"]
     return added
+
+
+def _rekey_jobs(conn: Connection) -> None:
+    """Jobs keyed by (batch_id, record_id) become keyed by (batch_id, record_id, variant,
+    repeat). PostgreSQL alters the table in place; SQLite, which cannot change a primary
+    key, copies it into a new one."""
+    if conn.dialect.name == "postgresql":
+        pk = inspect(conn).get_pk_constraint("jobs").get("name") or "jobs_pkey"
+        conn.execute(
+            text(
+                "ALTER TABLE jobs ADD COLUMN variant VARCHAR(64) NOT NULL DEFAULT 'default', "
+                "ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0"
+            )
+        )
+        conn.execute(text(f'ALTER TABLE jobs DROP CONSTRAINT "{pk}"'))
+        conn.execute(
+            text("ALTER TABLE jobs ADD PRIMARY KEY (batch_id, record_id, variant, repeat)")
+        )
+        return
+    old = [c["name"] for c in inspect(conn).get_columns("jobs")]
+    for index in jobs.indexes:
+        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    conn.execute(text("ALTER TABLE jobs RENAME TO jobs_before_v4"))
+    jobs.create(conn)
+    columns = ", ".join(old)
+    conn.execute(
+        text(
+            f"INSERT INTO jobs ({columns}, variant, repeat) "
+            f"SELECT {columns}, 'default', 0 FROM jobs_before_v4"
+        )
+    )
+    conn.execute(text("DROP TABLE jobs_before_v4"))

@@ -1,0 +1,137 @@
+"""Batches as stored, and their live summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from buttermilk.domain.requests import BatchRequest
+from buttermilk.domain.statuses import BatchStatus, JobStatus
+from buttermilk.domain.variants import Combination, combinations
+
+
+class BatchInfo(BaseModel):
+    """A batch as stored."""
+
+    id: str
+    flow: str
+    status: BatchStatus
+    request: BatchRequest
+    flow_snapshot: dict[str, Any]
+    total: int
+    seed: int
+    published: bool
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    cost: float | None = None
+    """USD spent by its jobs so far (None until a call with a known price)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    request_error: str | None = None
+    """Why the stored request cannot be used (its fields then read as defaults); workers
+    fail the batch's jobs with it instead of running them. None for a sound batch."""
+    stored_request: dict[str, Any] | None = None
+    """The request exactly as stored, when it cannot be used (else None: see ``request``)."""
+
+    @property
+    def interactive(self) -> bool:
+        return self.request.interactive
+
+    @property
+    def repeats(self) -> int:
+        return self.request.repeats or 1
+
+    def combinations(self) -> list[Combination]:
+        """The batch's combinations in planned order (one, ``default``, without axes)."""
+        return combinations(self.request.variants)
+
+
+class ErrorCount(BaseModel):
+    error_type: str
+    error_message: str
+    count: int
+
+
+class BatchSummary(BaseModel):
+    """A batch with its live counts, for ``status`` and ``list``."""
+
+    batch: BatchInfo
+    counts: dict[JobStatus, int]
+    common_errors: list[ErrorCount] = Field(default_factory=list)
+    now: float
+
+    @property
+    def done(self) -> int:
+        c = self.counts
+        return (
+            c.get(JobStatus.COMPLETED, 0)
+            + c.get(JobStatus.FAILED, 0)
+            + c.get(JobStatus.CANCELLED, 0)
+        )
+
+    @property
+    def progress(self) -> float:
+        """Share of jobs that have ended, 0..1."""
+        return self.done / self.batch.total if self.batch.total else 1.0
+
+    @property
+    def elapsed(self) -> float | None:
+        start = self.batch.started_at
+        if start is None:
+            return None
+        end = self.batch.finished_at or self.now
+        return max(end - start, 0.0)
+
+    @property
+    def processed(self) -> int:
+        """Jobs that ran to an outcome (completed or failed; not cancelled)."""
+        return self.counts.get(JobStatus.COMPLETED, 0) + self.counts.get(JobStatus.FAILED, 0)
+
+    @property
+    def rate(self) -> float | None:
+        """Jobs processed per second since the batch started."""
+        elapsed = self.elapsed
+        if not elapsed or not self.processed:
+            return None
+        return self.processed / elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until every job has ended, at the current rate."""
+        if self.batch.status.ended:
+            return 0.0
+        rate = self.rate
+        if not rate:
+            return None
+        return (self.batch.total - self.done) / rate
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain dict for ``batch.format=json`` and the HTTP API."""
+        b = self.batch
+        return {
+            "batch_id": b.id,
+            "flow": b.flow,
+            "status": b.status.value,
+            "total": b.total,
+            "counts": {status.value: self.counts.get(status, 0) for status in JobStatus},
+            "progress": round(self.progress, 4),
+            "rate": self.rate,
+            "eta_seconds": self.eta,
+            "created_at": b.created_at,
+            "started_at": b.started_at,
+            "finished_at": b.finished_at,
+            "error": b.error,
+            "cost": b.cost,
+            "max_cost": b.request.max_cost,
+            "input_tokens": b.input_tokens,
+            "output_tokens": b.output_tokens,
+            "published": b.published,
+            "request": b.request.model_dump(mode="json")
+            if b.stored_request is None
+            else b.stored_request,
+            "request_error": b.request_error,
+            "common_errors": [e.model_dump() for e in self.common_errors],
+        }
