@@ -28,7 +28,7 @@ from buttermilk.store.store import Store
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 PARQUET_CHUNK = 5_000
-NESTED = frozenset({"outputs", "timings", "metadata"})  # flattened into dotted columns
+NESTED = frozenset({"outputs", "timings", "metadata", "axes"})  # flattened into dotted columns
 
 
 def _read_umask() -> int:
@@ -49,13 +49,18 @@ def export_format(path: Path) -> str:
     return fmt
 
 
-def job_row(job: JobInfo) -> dict[str, Any]:
-    """One export row: ids, status, timing, the record's fields, outputs and errors."""
+def job_row(job: JobInfo, axes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One export row: ids (with the job's combination key and repeat, and the value of
+    each axis: ``axes.judge.model``), status, timing, the record's fields, outputs and
+    errors."""
     result = job.result or {}
     record = job.record
     return {
         "batch_id": job.batch_id,
         "record_id": job.record_id,
+        "variant": job.variant,
+        "repeat": job.repeat,
+        "axes": axes or None,
         "status": job.status.value,
         "attempts": job.attempts,
         "duration": job.duration,
@@ -92,8 +97,9 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
+    axes = {c.key: c.values for c in store.get_batch(batch_id).combinations()}
     for job in store.iter_jobs(batch_id):
-        yield job_row(job)
+        yield job_row(job, axes.get(job.variant))
 
 
 @dataclass

@@ -336,7 +336,7 @@ async def cancel(app: App) -> int:
 
 async def retry(app: App) -> int:
     batch_id = _batch_id(app, "retry")
-    batch, count = await app.service.retry(batch_id)
+    batch, count = await app.service.retry(batch_id, variant=app.settings.batch.variant)
     log.info(
         "requeued %d jobs of batch %s (failed, cancelled, pending, or left running by a dead "
         "worker) and published them; a job whose old message is still queued runs once",

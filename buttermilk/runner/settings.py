@@ -73,6 +73,7 @@ class BatchSettings(BaseModel):
     flow: str | None = None
     wait: bool = False
     batch_id: str | None = None
+    variant: str | None = None
     output: Path | None = None
     format: Literal["table", "json"] = "table"
     status: BatchStatus | None = None
