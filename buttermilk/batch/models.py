@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from buttermilk import values
+from buttermilk.flows.models import refuse_non_finite
 from buttermilk.option_types import Count, Int64, NotABool
 from buttermilk.records import Record
 
@@ -120,6 +121,7 @@ class BatchRequest(BaseModel):
                 f"{TARGET_KEY} is not allowed in parameters (found at {found}): "
                 "batch parameters are data and may not name code to instantiate"
             )
+        refuse_non_finite(value, "parameters")
         return value
 
     @classmethod
