@@ -18,7 +18,8 @@ finite numbers, lists and objects; what a source may also hold is written as a o
                                         tags, so that it is never mistaken for one
 =====================================  ====================================================
 
-Dates and times are written as ISO 8601 text (orjson's own form) and read back as text.
+Dates and times are written as ISO 8601 text (Python's ``isoformat``, which keeps a UTC
+offset of seconds that orjson would round) and read back as text.
 The common case costs one orjson call: tags are looked for only when the JSON text holds
 ``{"$`` (or ``\\u0000``) or orjson refuses a value.
 """
@@ -26,6 +27,7 @@ The common case costs one orjson call: tags are looked for only when the JSON te
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import math
 from decimal import Decimal
 from typing import Any
@@ -41,7 +43,7 @@ INT_RANGE = (-(2**63), 2**64)  # what orjson reads and writes as an integer
 _MARK = b'{"$'
 _MARK_TEXT = '{"$'
 _NUL = b"\\u0000"
-_OPTIONS = orjson.OPT_NON_STR_KEYS
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class NonFiniteFloat(float):
@@ -63,6 +65,8 @@ def _default(value: Any) -> Any:
         return {"$float": repr(float(value))} if not math.isfinite(value) else float(value)
     if isinstance(value, Decimal):
         return {"$decimal": str(value)}
+    if isinstance(value, dt.date | dt.time):  # datetime is a date; pandas' Timestamp one too
+        return value.isoformat()
     raise TypeError(f"{type(value).__name__} values cannot be kept as JSON")
 
 
@@ -172,6 +176,27 @@ def json_ready(value: Any) -> Any:
     return orjson.loads(dumps(value))
 
 
+def non_finite_at(value: Any, path: str) -> str | None:
+    """Where in ``value`` (``path.key[0]``) a NaN or infinite float is, or None.
+
+    For configuration (flow parameters, agent arguments): pydantic and JSON write such a
+    float as null, so it is refused there rather than changed.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = non_finite_at(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = non_finite_at(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether ``value`` nests lists and objects more than ``limit`` levels deep."""
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -184,3 +209,13 @@ def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
         elif isinstance(item, list | tuple):
             stack.extend((child, depth + 1) for child in item)
     return False
+
+
+def refuse_non_finite(value: Any, path: str) -> None:
+    """Raise ValueError when ``value`` holds a NaN or infinite float (JSON would store null)."""
+    found = non_finite_at(value, path)
+    if found:
+        raise ValueError(
+            f"{found} is not a finite number; NaN and infinities cannot be stored with a "
+            "batch (they would become null): use a finite number or null"
+        )

@@ -241,7 +241,7 @@ def test_rows_without_an_id_get_a_hash_of_their_content(tmp_path: Path) -> None:
 def test_content_hash_ids_are_the_same_in_another_process(tmp_path: Path) -> None:
     # Stable across runs: not Python's salted hash(). A fresh interpreter with a
     # different hash seed must give the same ids.
-    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "alpha"}, {"body": {"k": [1, 2]}}])
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "alpha"}, {"text": {"k": [1, 2]}}])
     script = (
         "import sys\n"
         "from buttermilk.flows.models import FileSource\n"
@@ -262,13 +262,67 @@ def test_content_hash_ids_are_the_same_in_another_process(tmp_path: Path) -> Non
     assert out == [r.record_id for r in records(path)]
 
 
-def test_rows_without_id_or_content_are_hashed_whatever_their_key_order(tmp_path: Path) -> None:
+def test_content_hash_ids_do_not_depend_on_key_order(tmp_path: Path) -> None:
     one = tmp_path / "one.jsonl"
     two = tmp_path / "two.jsonl"
-    one.write_text('{"a": 1, "b": {"x": 1, "y": 2}}\n')
-    two.write_text('{"b": {"y": 2, "x": 1}, "a": 1}\n')
+    one.write_text('{"a": 1, "text": {"x": 1, "y": 2}}\n')
+    two.write_text('{"text": {"y": 2, "x": 1}, "a": 1}\n')
     assert records(one)[0].record_id == records(two)[0].record_id
     assert records(one)[0].record_id != records(tmp_path / "one.jsonl", id_prefix="p")[0].record_id
+
+
+def test_a_row_with_neither_an_id_nor_a_content_field_is_refused_naming_its_fields(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "1", "text": "ok"}\n{"a": 1, "b": 2}\n')
+
+    with pytest.raises(DataSourceError) as caught:
+        records(path)
+
+    assert str(caught.value) == (
+        f"{path}:2: no field 'content' or 'text' (fields: 'a', 'b'); "
+        "map the content field: columns: {content: NAME}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "guess"),
+    [
+        ("a;b;c", "is it ';'-separated? set delimiter: ';'"),
+        ("a\tb", 'is it tab-separated? set delimiter: "\\t"'),
+        ("a|b", "is it '|'-separated? set delimiter: '|'"),
+    ],
+)
+def test_a_csv_read_with_the_wrong_delimiter_is_refused_with_the_likely_one(
+    tmp_path: Path, header: str, guess: str
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(f"{header}\n1\n")
+
+    with pytest.raises(DataSourceError) as caught:
+        records(path)
+
+    assert str(caught.value) == (
+        f"{path}:1: no field 'content' or 'text' (fields: {header!r}); {guess}; "
+        "or map the content field: columns: {content: NAME}"
+    )
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_csv_delimiter_option_reads_each_field(tmp_path: Path, delimiter: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(delimiter.join(["id", "text", "n"]) + "\n" + delimiter.join(["1", "a,b", "2"]))
+
+    got = records(path, delimiter=delimiter)
+
+    assert [(r.record_id, r.content, r.metadata) for r in got] == [("1", "a,b", {"n": "2"})]
+
+
+@pytest.mark.parametrize("delimiter", ["", ";;", '"', "\n"])
+def test_a_delimiter_that_is_not_one_plain_character_is_refused(delimiter: str) -> None:
+    with pytest.raises(ValidationError, match="a CSV delimiter is one character"):
+        FileSource(path="x.csv", delimiter=delimiter)
 
 
 def test_a_mapped_content_column_feeds_the_content_hash(tmp_path: Path) -> None:

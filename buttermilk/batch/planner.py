@@ -63,21 +63,33 @@ def raise_for_duplicates(rows: Iterable[SourceRow], suspects: set[int]) -> None:
     """Read the rows again; raise if any suspect hash belongs to one id seen twice."""
     if not suspects:
         return
-    places: dict[str, list[str]] = {}
+    places: dict[str, list[SourceRow]] = {}
     for row in rows:
         if hash(row.record_id) in suspects:
-            places.setdefault(row.record_id, []).append(row.location)
-    repeated = {rid: locs for rid, locs in places.items() if len(locs) > 1}
+            places.setdefault(row.record_id, []).append(row)
+    repeated = {rid: found for rid, found in places.items() if len(found) > 1}
     if not repeated:
         return  # only hash collisions between different ids
-    extra = sum(len(locs) - 1 for locs in repeated.values())
+    extra = sum(len(found) - 1 for found in repeated.values())
     shown = list(repeated.items())[:MAX_NAMED_DUPLICATES]
-    named = ", ".join(f"{rid!r} (again at {locs[1]})" for rid, locs in shown)
+    named = "; ".join(_shared(rid, found) for rid, found in shown)
     more = f" and {extra - len(shown)} more" if extra > len(shown) else ""
     raise DuplicateRecordIdError(
         f"duplicate record ids: {named}{more}; record ids must be unique across a "
         "flow's data sources (map another column to record_id, or set id_prefix per source)"
     )
+
+
+def _shared(record_id: str, rows: list[SourceRow]) -> str:
+    """``f.csv:2 and f.csv:5 share the record id 'x'``, saying where a made id came from."""
+    first, second = rows[0], rows[1]
+    if first.id_field is None and second.id_field is None:
+        how = " (a hash of their content: they have no id field and the same content)"
+    elif first.id_field is None or second.id_field is None:
+        how = " (one of them a hash of its content)"
+    else:
+        how = ""
+    return f"{first.location} and {second.location} share the record id {record_id!r}{how}"
 
 
 def sample_rows(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from buttermilk.domain.variants import MAX_REPEATS, check_axes
 from buttermilk.option_types import Count, Int64, NotABool
+from buttermilk.values import refuse_non_finite
 
 ErrorPolicy = Literal["continue", "stop"]
 TARGET_KEY = "_target_"
@@ -106,6 +107,7 @@ class BatchRequest(BaseModel):
                 f"{TARGET_KEY} is not allowed in parameters (found at {found}): "
                 "batch parameters are data and may not name code to instantiate"
             )
+        refuse_non_finite(value, "parameters")
         return value
 
     @classmethod

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from buttermilk.values import refuse_non_finite
+
 DEFAULT_KEY = "default"
 MAX_COMBINATIONS = 1_000
 """Most combinations one batch may have (the product of its axes' lengths)."""
@@ -61,6 +63,7 @@ def check_axes(axes: Any, where: str = "variants") -> Axes:
         listed = list(given) if isinstance(given, list | tuple) else [given]
         if not listed:
             raise ValueError(f"{where}.{name} is an empty list: give at least one value")
+        refuse_non_finite(listed, f"{where}.{name}")
         checked[name] = listed
     count = 1
     for listed in checked.values():

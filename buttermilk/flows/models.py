@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from buttermilk.domain.variants import MAX_REPEATS, check_axes
+from buttermilk.values import refuse_non_finite
 
 FileFormat = Literal["jsonl", "json", "csv", "parquet"]
 RECORD_FIELDS = ("record_id", "content", "uri", "ground_truth")
@@ -36,16 +37,34 @@ class FileSource(BaseModel):
         "dropped); e.g. cp1252 for files saved by older Windows programs.",
     )
 
+    delimiter: str = Field(
+        default=",", description="CSV only: the one character between fields (e.g. ';', '\\t')."
+    )
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
+            info = None
+        # Codecs such as base64, zlib and rot13 turn bytes into bytes (or text into text):
+        # not a way to read a text file.
+        if info is None or not getattr(info, "_is_text_encoding", True):
             raise ValueError(
-                f"unknown encoding {value!r}: use a Python codec name such as utf-8, cp1252, "
-                "latin-1 or utf-16"
-            ) from None
+                f"{'unknown' if info is None else 'not a text'} encoding {value!r}: use a "
+                "Python text codec name such as utf-8, cp1252, latin-1 or utf-16"
+            )
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in '"\r\n':
+            raise ValueError(
+                "a CSV delimiter is one character other than a quote or a line break, "
+                "e.g. ',', ';', '\\t' or '|'"
+            )
         return value
 
     @field_validator("columns")
@@ -65,6 +84,12 @@ class AgentConfig(BaseModel):
 
     name: str = Field(description="Key of this agent's output in the job result.")
     target: str = Field(alias="_target_", description="Import path of a class or function.")
+
+    @model_validator(mode="after")
+    def _finite_arguments(self) -> AgentConfig:
+        for key, value in (self.model_extra or {}).items():
+            refuse_non_finite(value, key)
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -92,6 +117,12 @@ class FlowConfig(BaseModel):
     @classmethod
     def _axes(cls, value: Any) -> Any:
         return check_axes(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _finite_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refuse_non_finite(value, "parameters")
+        return value
 
     @model_validator(mode="after")
     def _unique_agent_names(self) -> FlowConfig:

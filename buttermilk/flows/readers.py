@@ -18,14 +18,15 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from buttermilk.errors import DataSourceError
-from buttermilk.values import MAX_DEPTH, NonFiniteFloat, depth_exceeds
+from buttermilk.flows.parquet import iter_parquet
+from buttermilk.values import MAX_DEPTH, depth_exceeds
 
 Row = tuple[str, Any]  # (location, the parsed row)
 
@@ -48,6 +49,72 @@ def _text_encoding(encoding: str) -> str:
 
 def _open_error(path: Path, exc: OSError) -> DataSourceError:
     return DataSourceError(f"{path}: cannot read it ({exc.strerror or exc})")
+
+
+# -- byte-order marks and UTF-16 ---------------------------------------------------------
+
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 (little-endian)"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32 (big-endian)"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 (little-endian)"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 (big-endian)"),
+)
+_SNIFF_BYTES = 4096
+
+
+def _codec(encoding: str) -> str:
+    name = codecs.lookup(encoding).name
+    return "utf-8" if name == "utf-8-sig" else name
+
+
+def _own_boms(codec: str) -> tuple[bytes, ...]:
+    """The byte-order marks a file in ``codec`` may start with."""
+    if codec in ("utf-16", "utf-32"):  # either byte order; the mark tells which
+        return tuple(bom for bom, name, _ in _BOMS if name.startswith(codec))
+    return tuple(bom for bom, name, _ in _BOMS if name == codec)
+
+
+def drops_bom_itself(encoding: str) -> bool:
+    """Whether decoding with ``encoding`` (as the readers open it) drops a byte-order mark;
+    otherwise the readers drop a decoded U+FEFF at the start (UTF-16-LE and the like)."""
+    return _codec(encoding) in ("utf-8", "utf-16", "utf-32")
+
+
+def check_start(path: Path, encoding: str) -> None:
+    """Refuse a text file whose first bytes show it is not in ``encoding``: a byte-order
+    mark of another encoding, or UTF-16 read byte by byte (a NUL beside every character).
+    Such a file may decode without an error, into other text than it holds."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    codec = _codec(encoding)
+    shown = "UTF-8" if codec == "utf-8" else encoding
+    if head.startswith(_own_boms(codec)):
+        return
+    for bom, name, label in _BOMS:
+        if head.startswith(bom):
+            family = name.removesuffix("-le").removesuffix("-be")
+            raise DataSourceError(
+                f"{path}:1: starts with a {label} byte-order mark, so it is not {shown}; "
+                f"set encoding: {family} in the data source"
+            )
+    if "\n".encode(encoding) != b"\n" or len(head) < 4:
+        return  # UTF-16 or UTF-32 declared: NUL bytes are expected
+    even, odd = head[0::2], head[1::2]
+    for nuls, other, order in ((odd, even, "le"), (even, odd, "be")):
+        if nuls.count(0) * 10 >= len(nuls) * 3 and other.count(0) * 20 < len(other):
+            raise DataSourceError(
+                f"{path}:1: looks like UTF-16 text (a NUL byte beside every character), not "
+                f"{shown}; set encoding: utf-16-{order} in the data source"
+            )
+
+
+def drop_bom(text: str, encoding: str) -> str:
+    """``text`` (the start of a file) without the byte-order mark its codec kept."""
+    return text if drops_bom_itself(encoding) else text.removeprefix("\ufeff")
 
 
 # -- encodings ---------------------------------------------------------------------------
@@ -89,7 +156,7 @@ def encoding_error(
         where, byte = f"{path} (near byte {exc.start})", exc.object[exc.start]
     else:
         where, byte = f"{path}:{found[0]}", found[1]
-    hint = UTF8_HINT if _is_utf8(encoding) else "check the data source's encoding:"
+    hint = UTF8_HINT if _is_utf8(encoding) else "check the data source's encoding"
     return DataSourceError(f"{where}: not valid {name} (byte 0x{byte:02x}); {hint}")
 
 
@@ -97,6 +164,42 @@ def encoding_error(
 
 
 UTF8_HINT = "set encoding: in the data source (e.g. encoding: cp1252) or save the file as UTF-8"
+
+
+class _FloatOverflow(Exception):
+    """Raised (inside the standard library's parser) for a number no float can hold."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _FloatOverflow(text)
+    return value
+
+
+def _exact_json(text: bytes | str, where: str) -> Any:
+    """The standard library's parser: exact integers of any length up to what Python reads
+    (orjson reads integers beyond 64 bits as floats, and none beyond ~309 digits)."""
+    try:
+        return json.loads(text, parse_float=_finite_float)
+    except _FloatOverflow as exc:
+        number = str(exc)
+        shown = number if len(number) <= 30 else f"{number[:20]}...({len(number)} characters)"
+        raise DataSourceError(
+            f"{where}: the number {shown} is too large for a float (it would become "
+            "infinity); write it as text"
+        ) from None
+    except RecursionError:
+        raise DataSourceError(
+            f"{where}: nested more than {MAX_DEPTH} levels deep, more than the store keeps"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long for int()
+        if "digits" in str(exc) and not isinstance(exc, json.JSONDecodeError):
+            raise DataSourceError(
+                f"{where}: an integer has more than {sys.get_int_max_str_digits()} digits, "
+                "more than Python reads; write it as text"
+            ) from None
+        raise DataSourceError(f"{where}: not valid JSON ({exc})") from None
 
 
 def parse_json(text: bytes | str, where: str) -> Any:
@@ -112,37 +215,47 @@ def parse_json(text: bytes | str, where: str) -> Any:
                 raise DataSourceError(
                     f"{where}: not valid UTF-8 (byte 0x{byte:02x}); {UTF8_HINT}"
                 ) from None
-        raise DataSourceError(f"{where}: not valid JSON ({exc})") from None
+        if "number is infinity" not in str(exc):
+            raise DataSourceError(f"{where}: not valid JSON ({exc})") from None
+        value = _exact_json(text, where)  # an integer of hundreds of digits (or 1e999)
+    else:
+        if isinstance(text, bytes):
+            long_number = _LONG_NUMBER.search(text) is not None
+        else:
+            long_number = _LONG_NUMBER_TEXT.search(text) is not None
+        if long_number:
+            value = _exact_json(text, where)
     if isinstance(text, bytes):
         brackets = text.count(b"[") + text.count(b"{")
-        long_number = _LONG_NUMBER.search(text) is not None
     else:
         brackets = text.count("[") + text.count("{")
-        long_number = _LONG_NUMBER_TEXT.search(text) is not None
     if brackets > MAX_DEPTH and depth_exceeds(value):
         raise DataSourceError(
             f"{where}: nested more than {MAX_DEPTH} levels deep, more than the store keeps"
         )
-    return json.loads(text) if long_number else value  # the standard parser: exact integers
+    return value
 
 
 def iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
     """One JSON object per line; blank lines are skipped; a byte-order mark is dropped."""
+    check_start(path, encoding)
     lines: Iterator[tuple[int, bytes | str]]
     try:
         if _is_utf8(encoding):
             fh: Any = path.open("rb")
-            lines = enumerate(fh, start=1)
         else:
             fh = path.open(encoding=encoding, newline="\n")  # JSON Lines end with \n only
-            lines = enumerate(fh, start=1)
+        lines = enumerate(fh, start=1)
     except OSError as exc:
         raise _open_error(path, exc) from None
     with fh:
         try:
             for lineno, line in lines:
                 if lineno == 1:
-                    line = _drop_bom(line)
+                    if isinstance(line, bytes):
+                        line = line.removeprefix(codecs.BOM_UTF8)
+                    else:
+                        line = drop_bom(line, encoding)
                 if line.strip():
                     where = f"{path}:{lineno}"
                     yield where, parse_json(line, where)
@@ -150,20 +263,15 @@ def iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
             raise encoding_error(path, encoding, exc, universal=False) from None
 
 
-def _drop_bom(text: bytes | str) -> bytes | str:
-    if isinstance(text, bytes):
-        return text.removeprefix(codecs.BOM_UTF8)
-    return text.removeprefix("\ufeff")
-
-
 def iter_json(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
     """A JSON array of objects; a byte-order mark is dropped."""
+    check_start(path, encoding)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise _open_error(path, exc) from None
-    try:
-        text = _drop_bom(raw if _is_utf8(encoding) else raw.decode(encoding))
+    try:  # decoded first, so that a bad byte is reported with its line
+        text = drop_bom(raw.decode(_text_encoding(encoding)), encoding)
     except UnicodeDecodeError as exc:
         raise encoding_error(path, encoding, exc, universal=False) from None
     data = parse_json(text, str(path))
@@ -182,19 +290,20 @@ def _csv_problem(message: str) -> str:
     return message
 
 
-def iter_csv(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
+def iter_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
     """A header line, then one row per record (quoted fields may span lines).
 
     Parsed strictly: every row has exactly the header's number of fields, quotes are
     closed, and fields may be of any length. Every value is text, as written.
     """
+    check_start(path, encoding)
     try:
         fh = path.open(encoding=_text_encoding(encoding), newline="")
     except OSError as exc:
         raise _open_error(path, exc) from None
     start = 1  # the physical line the row being read starts on
     with fh:
-        reader = csv.reader(fh, strict=True)
+        reader = csv.reader(_without_bom(fh, encoding), delimiter=delimiter, strict=True)
         try:
             header = next(reader, None)
             if header is None:
@@ -218,6 +327,13 @@ def iter_csv(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
             raise encoding_error(path, encoding, exc, universal=True) from None
 
 
+def _without_bom(lines: Iterable[str], encoding: str) -> Iterator[str]:
+    first = True
+    for line in lines:
+        yield drop_bom(line, encoding) if first else line
+        first = False
+
+
 def _check_header(path: Path, header: list[str]) -> None:
     seen: set[str] = set()
     for name in header:
@@ -226,119 +342,6 @@ def _check_header(path: Path, header: list[str]) -> None:
                 f"{path}:1: the header names column {name!r} twice; column names must be unique"
             )
         seen.add(name)
-
-
-# -- Parquet -----------------------------------------------------------------------------
-
-ROW_BATCH = 10_000
-
-
-_EXACT_KINDS = (
-    "is_null",
-    "is_boolean",
-    "is_integer",
-    "is_floating",
-    "is_decimal",
-    "is_string",
-    "is_large_string",
-    "is_binary",
-    "is_large_binary",
-    "is_fixed_size_binary",
-    "is_date",
-    "is_time",
-    "is_timestamp",
-)
-
-
-def _leaf_types(arrow_type: Any) -> Iterator[Any]:
-    """The scalar types inside an Arrow type (lists, structs, maps and dictionaries opened)."""
-    import pyarrow.types as pat
-
-    if pat.is_dictionary(arrow_type):
-        yield from _leaf_types(arrow_type.value_type)
-    elif pat.is_struct(arrow_type):
-        for index in range(arrow_type.num_fields):
-            yield from _leaf_types(arrow_type.field(index).type)
-    elif pat.is_map(arrow_type):
-        yield from _leaf_types(arrow_type.key_type)
-        yield from _leaf_types(arrow_type.item_type)
-    elif (
-        pat.is_list(arrow_type)
-        or pat.is_large_list(arrow_type)
-        or pat.is_fixed_size_list(arrow_type)
-    ):
-        yield from _leaf_types(arrow_type.value_type)
-    else:
-        yield arrow_type
-
-
-def _exact(arrow_type: Any) -> bool:
-    import pyarrow.types as pat
-
-    return any(getattr(pat, kind)(arrow_type) for kind in _EXACT_KINDS)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinite floats marked, so that JSON keeps them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else NonFiniteFloat(value)
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def iter_parquet(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
-    """Rows of a Parquet file; ``encoding`` does not apply (Parquet text is UTF-8)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except OSError as exc:
-        raise _open_error(path, exc) from None
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
-        raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from None
-    import pyarrow.types as pat
-
-    schema = parquet.schema_arrow
-    floats = False
-    for field in schema:
-        for leaf in _leaf_types(field.type):
-            if not _exact(leaf):
-                raise DataSourceError(
-                    f"{path}: column {field.name!r} holds {leaf} values, which a record "
-                    "cannot keep exactly; cast the column (to numbers or text) first"
-                )
-            floats = floats or pat.is_floating(leaf)
-    names = schema.names
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise DataSourceError(f"{path}: column names must be unique; repeated: {twice}")
-    index = 0
-    batches = parquet.iter_batches(batch_size=ROW_BATCH)
-    while True:
-        try:
-            chunk = next(batches, None)
-        except (pa.ArrowException, OSError) as exc:
-            raise DataSourceError(
-                f"{path}[{index}]: cannot read the rows from here ({exc})"
-            ) from None
-        if chunk is None:
-            return
-        columns = []
-        for name, column in zip(names, chunk.columns, strict=True):
-            try:
-                columns.append(column.to_pylist())
-            except (pa.ArrowException, ValueError) as exc:
-                raise DataSourceError(
-                    f"{path}[{index}]: column {name!r} cannot be read exactly ({exc})"
-                ) from None
-        for values in zip(*columns, strict=True):
-            row = dict(zip(names, values, strict=True))
-            yield f"{path}[{index}]", _finite(row) if floats else row
-            index += 1
 
 
 READERS = {"jsonl": iter_jsonl, "json": iter_json, "csv": iter_csv, "parquet": iter_parquet}

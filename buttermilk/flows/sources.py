@@ -19,7 +19,7 @@ from typing import Any
 from buttermilk import values
 from buttermilk.errors import DataSourceError
 from buttermilk.flows.models import FileFormat, FileSource, FlowConfig
-from buttermilk.flows.readers import READERS
+from buttermilk.flows.readers import READERS, iter_csv
 from buttermilk.records import Record
 
 EXTENSIONS: dict[str, FileFormat] = {
@@ -31,7 +31,9 @@ EXTENSIONS: dict[str, FileFormat] = {
     ".pq": "parquet",
 }
 # Without a column mapping, a record's id comes from "record_id" or "id", its content from
-# "content" or "text" (see iter_source).
+# "content" or "text" (see iter_source); a row with neither an id nor a content field is
+# refused (a CSV with another delimiter reads as one such column).
+_DELIMITERS = (";", "\t", "|", ",")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +105,40 @@ def _record_id(raw: Any, field: str, location: str) -> str:
         raise DataSourceError(
             f"{location}: the record id in field {field!r} holds a NUL character; ids cannot"
         )
+    return record_id
+
+
+def _check_length(record_id: str, prefix: str, field: str | None, location: str) -> str:
+    """``record_id`` (the prefix included) when it fits the store's column."""
     if len(record_id) > MAX_ID_LENGTH:
+        what = f"the record id in field {field!r}" if field else "the record id (a hash)"
+        with_prefix = f" with its id_prefix ({len(prefix):,})" if prefix else ""
         raise DataSourceError(
-            f"{location}: the record id in field {field!r} is {len(record_id):,} characters "
-            f"long; at most {MAX_ID_LENGTH}"
+            f"{location}: {what} is {len(record_id):,} characters long{with_prefix}; "
+            f"at most {MAX_ID_LENGTH}"
         )
     return record_id
+
+
+def _no_content(location: str, fmt: FileFormat, row: dict[str, Any]) -> DataSourceError:
+    """One line for a row without a content field, guessing a CSV's delimiter."""
+    names = ", ".join(repr(name) for name in list(row)[:10])
+    more = ", ..." if len(row) > 10 else ""
+    hint = "map the content field: columns: {content: NAME}"
+    if fmt == "csv":
+        location = location.rsplit(":", 1)[0] + ":1"  # the header names the fields
+        header = ",".join(row)
+        counts = {d: header.count(d) for d in _DELIMITERS}
+        likely = max(counts, key=lambda d: counts[d])
+        if counts[likely] and (len(row) == 1 or likely != ","):
+            if likely == "\t":
+                guess = 'is it tab-separated? set delimiter: "\\t"'
+            else:
+                guess = f"is it '{likely}'-separated? set delimiter: '{likely}'"
+            hint = f"{guess}; or {hint}"
+    return DataSourceError(
+        f"{location}: no field 'content' or 'text' (fields: {names}{more}); {hint}"
+    )
 
 
 def resolve_paths(name: str, source: FileSource) -> list[Path]:
@@ -142,8 +172,12 @@ def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
     """Stream the rows of one source, with their record ids."""
     fields = FieldMap.for_source(source)
     for path in resolve_paths(name, source):
-        reader = READERS[file_format(name, source, path)]
-        for location, row in reader(path, source.encoding):
+        fmt = file_format(name, source, path)
+        if fmt == "csv":
+            rows = iter_csv(path, source.encoding, source.delimiter)
+        else:
+            rows = READERS[fmt](path, source.encoding)
+        for location, row in rows:
             if not isinstance(row, dict):
                 raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
             # Written out rather than looped: this runs for every row of every source.
@@ -154,18 +188,22 @@ def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
                 raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
             content_field = fields.content
             if content_field is None:
-                content_field = (
-                    "content" if "content" in row else ("text" if "text" in row else None)
-                )
+                if "content" in row:
+                    content_field = "content"
+                elif "text" in row:
+                    content_field = "text"
+                elif id_field is None:  # nothing in the row says what it is
+                    raise _no_content(location, fmt, row)
             elif content_field not in row:
                 raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
             if id_field is not None:
                 record_id = _record_id(row[id_field], id_field, location)
             else:
-                content = row.get(content_field) if content_field else row
-                record_id = content_hash(content)
+                record_id = content_hash(row.get(content_field) if content_field else row)
+            if fields.id_prefix:
+                record_id = fields.id_prefix + record_id
             yield SourceRow(
-                record_id=fields.id_prefix + record_id,
+                record_id=_check_length(record_id, fields.id_prefix, id_field, location),
                 fields=row,
                 content_field=content_field,
                 uri_field=fields.uri or ("uri" if "uri" in row else None),
