@@ -13,11 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from buttermilk.batch.models import BatchRequest
 from pydantic import ValidationError
 
 from buttermilk import values
 from buttermilk.batch.planner import plan_records
+from buttermilk.domain import BatchRequest
 from buttermilk.errors import DataSourceError, DuplicateRecordIdError
 from buttermilk.flows.models import FileSource, FlowConfig
 from buttermilk.flows.sources import iter_source
