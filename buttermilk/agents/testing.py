@@ -92,3 +92,27 @@ def echo(
         "metadata": dict(record.metadata),
         "types": {name: type(value).__name__ for name, value in fields.items()},
     }
+
+
+class Tag:
+    """Return its ``label`` option, the ``criteria`` parameter, and its job's combination
+    and repeat (or fail, with ``fail``): tests check that each combination's values reach
+    its agents."""
+
+    def __init__(self, label: str = "", fail: bool = False) -> None:
+        self.label = label
+        self.fail = fail
+
+    async def __call__(
+        self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        job = current_job()
+        if self.fail:
+            raise PermanentError(f"told to fail (variant {job.variant})")
+        return {
+            "label": self.label,
+            "criteria": parameters.get("criteria"),
+            "variant": job.variant,
+            "repeat": job.repeat,
+            "agent_id": id(self),
+        }

@@ -65,6 +65,7 @@ def check_axes(axes: Any, where: str = "variants") -> Axes:
             raise ValueError(f"{where}.{name} is an empty list: give at least one value")
         refuse_non_finite(listed, f"{where}.{name}")
         checked[name] = listed
+    checked = {name: checked[name] for name in sorted(checked)}
     count = 1
     for listed in checked.values():
         count *= len(listed)
@@ -76,17 +77,22 @@ def check_axes(axes: Any, where: str = "variants") -> Axes:
 
 
 def combinations(axes: Axes) -> list[Combination]:
-    """Every combination of ``axes`` (the first axis varies slowest), each with its key.
+    """Every combination of ``axes``, each with its key. Axes are taken in name order (a
+    store may not keep a mapping's order: PostgreSQL's JSONB does not), the first varying
+    slowest.
 
-    A key joins the values shown as text with ``+`` (``gpt-4o-mini+strict``); where the
-    keys so made would be longer than :data:`MAX_KEY` or not all distinct (``1`` and
-    ``"1"``), every key is ``v1``, ``v2``, ... in order instead. No axes: one combination,
-    ``default``.
+    A key joins the values shown as text with ``+`` (``strict+gpt-4o-mini`` for axes
+    ``criteria`` and ``judge.model``); where the keys so made would be longer than
+    :data:`MAX_KEY` or not all distinct (``1`` and ``"1"``), every key is ``v1``, ``v2``,
+    ... in order instead. No axes: one combination, ``default``.
     """
     if not axes:
         return [Combination(DEFAULT_KEY)]
-    names = list(axes)
-    grid = [dict(zip(names, chosen, strict=True)) for chosen in itertools.product(*axes.values())]
+    names = sorted(axes)
+    grid = [
+        dict(zip(names, chosen, strict=True))
+        for chosen in itertools.product(*(axes[name] for name in names))
+    ]
     keys = ["+".join(_shown(v) for v in values.values()) for values in grid]
     readable = len(set(keys)) == len(keys) and all(0 < len(k) <= MAX_KEY for k in keys)
     if not readable:

@@ -8,6 +8,8 @@ under ``parameters.``, sets a flow parameter, which prompts read as
 
 from __future__ import annotations
 
+import inspect
+from pkgutil import resolve_name
 from typing import Any
 
 from buttermilk.domain.variants import Axes, Combination
@@ -51,6 +53,33 @@ def check_axes_of(flow: FlowConfig, axes: Axes, where: str = "variants") -> None
             raise VariantError(
                 f"{where}.{name}: an agent's {path[0]} cannot vary; vary its options"
             )
+        config = next(a for a in flow.agents if a.name == agent)
+        options = _options_of(config.target)
+        if options is not None and path[0] not in options:
+            raise VariantError(
+                f"{where}.{name}: agent {agent!r} ({config.target}) has no option "
+                f"{path[0]!r} (its options: {', '.join(options) or 'none'})"
+            )
+
+
+CALL_ARGUMENTS = 3  # a function agent is called with (record, outputs, parameters)
+
+
+def _options_of(target: str) -> list[str] | None:
+    """The keyword options ``target`` takes, or None when it cannot be told (it takes
+    ``**kwargs``, or cannot be imported: building the flow then says why)."""
+    try:
+        found = resolve_name(target)
+        signature = inspect.signature(found)
+    except Exception:
+        return None
+    params = list(signature.parameters.values())
+    if not isinstance(found, type):
+        params = params[CALL_ARGUMENTS:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in keyword]
 
 
 def _set(tree: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
