@@ -80,8 +80,8 @@ def test_a_lone_value_is_an_axis_of_one() -> None:
 @pytest.mark.parametrize(
     ("axes", "message"),
     [
-        ({"judges.label": ["a"]}, "has no agent 'judges' (its agents: judge)"),
-        ({"judge.lable": ["a"]}, "has no option 'lable' (its options: label)"),
+        ({"judges.label": ["a"]}, r"has no agent 'judges' \(its agents: judge\)"),
+        ({"judge.lable": ["a"]}, r"has no option 'lable' \(its options: label, fail\)"),
         ({"judge._target_": ["x"]}, "an agent's _target_ cannot vary"),
     ],
 )
