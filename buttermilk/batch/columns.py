@@ -92,15 +92,14 @@ class Column:
         self.kinds.add(kind)
         if kind is int:
             self.low, self.high = min(self.low, value), max(self.high, value)
-        elif value == "":
+        elif kind is str and not value:
             self.empty_text = True
 
     @property
     def numbers(self) -> bool:
         """Integers and floats only, every integer exact as a float."""
-        return self.kinds == {int, float} and -EXACT_FLOAT_INTS <= self.low <= self.high <= (
-            EXACT_FLOAT_INTS
-        )
+        exact = self.low >= -EXACT_FLOAT_INTS and self.high <= EXACT_FLOAT_INTS
+        return self.kinds == {int, float} and exact
 
     def as_json(self, rows: int, *, csv: bool) -> bool:
         """Whether the column holds each value's JSON text (see the module's doc)."""
