@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,18 @@ class Scores(BaseModel):
     low: float
     high: float
     values: list[float]
+    price: Decimal
+    image: bytes
 
 
 def returns_a_model(record: Record, outputs: Any, parameters: Any) -> Scores:
-    return Scores(low=float("-inf"), high=float("inf"), values=[float("nan"), 0.5])
+    return Scores(
+        low=float("-inf"),
+        high=float("inf"),
+        values=[float("nan"), 0.5],
+        price=Decimal("1.50"),
+        image=b"\x89PNG\xff",
+    )
 
 
 @pytest.fixture
@@ -95,7 +104,9 @@ async def test_non_finite_floats_of_an_output_are_stored_as_floats_not_null(
 
 
 @pytest.mark.anyio
-async def test_non_finite_floats_of_a_pydantic_model_output_are_kept(tmp_path: Path) -> None:
+async def test_a_pydantic_model_output_keeps_non_finite_floats_decimals_and_bytes(
+    tmp_path: Path,
+) -> None:
     result = await run_agent("returns_a_model")
     store, back = stored(tmp_path, result)
     store.close()
@@ -103,6 +114,8 @@ async def test_non_finite_floats_of_a_pydantic_model_output_are_kept(tmp_path: P
     output = back["outputs"]["a"]
     assert (output["low"], output["high"]) == (float("-inf"), float("inf"))
     assert same_floats(output["values"], [float("nan"), 0.5])
+    assert (output["price"], output["image"]) == (Decimal("1.50"), b"\x89PNG\xff")
+    assert str(output["price"]) == "1.50"
 
 
 @pytest.mark.anyio

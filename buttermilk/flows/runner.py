@@ -65,7 +65,7 @@ def _json_ready(name: str, value: Any) -> Any:
     fields, and everything JSON cannot hold as the tags of :mod:`buttermilk.values`.
     PermanentError when it cannot be kept exactly."""
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="python")  # mode="json" would make NaN null
+        value = value.model_dump(mode="python")  # mode="json" makes decimals, bytes text
     value = _exact(name, value, "")
     try:
         return values.loads(values.dumps(value))
