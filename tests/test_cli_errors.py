@@ -3,11 +3,17 @@ nothing half-created."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import get_args
+
 import pytest
 from conftest import Env, write_records
 
 from buttermilk.domain import BatchRequest
+from buttermilk.errors import InvalidOptionError
 from buttermilk.records import Record
+from buttermilk.runner.commands import check_output_use
+from buttermilk.runner.settings import BatchSettings, Command
 
 BAD_CREATES = [
     pytest.param(["flow=nope"], ["unknown flow 'nope'", "sentiment", "t_work"], id="unknown-flow"),
@@ -62,6 +68,14 @@ BAD_CREATES = [
         ["flow=t_work", "batch.flow=sentiment"],
         ["flow='t_work'", "batch.flow='sentiment'"],
         id="two-flows",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.output=out.jsonl"],
+        [
+            "batch.output='out.jsonl' is not allowed: batch.command=create writes it only with "
+            "batch.wait=true"
+        ],
+        id="output-without-wait",
     ),
     pytest.param(
         ["flow=t_work", "batch.output=out.xlsx", "batch.wait=true"],
@@ -154,11 +168,37 @@ def test_duplicate_record_ids_are_refused_naming_them(env: Env) -> None:
 @pytest.mark.backends("local")  # decided before the queue or store is used
 @pytest.mark.parametrize("command", ["status", "cancel", "retry", "export"])
 def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
+    output = ["batch.output=x.jsonl"] if command == "export" else []
     assert_one_line_error(
         env,
-        [f"batch.command={command}", "batch.batch_id=zz404", "batch.output=x.jsonl"],
+        [f"batch.command={command}", "batch.batch_id=zz404", *output],
         ["unknown batch id 'zz404'"],
     )
+
+
+@pytest.mark.parametrize("command", [c for c in get_args(Command) if c != "export"])
+@pytest.mark.parametrize("wait", [False, True])
+def test_an_output_is_refused_by_every_command_that_would_not_write_it(
+    command: Command, wait: bool
+) -> None:
+    batch = BatchSettings(output=Path("x.jsonl"), wait=wait)
+    if wait and command in ("create", "retry"):
+        check_output_use(command, batch)  # written once the batch ends
+        return
+
+    with pytest.raises(InvalidOptionError) as caught:
+        check_output_use(command, batch)
+
+    assert str(caught.value).startswith("batch.output='x.jsonl' is not allowed: ")
+    if command in ("create", "retry"):
+        assert f"batch.command={command} writes it only with batch.wait=true" in str(caught.value)
+    else:
+        assert f"batch.command={command} writes no file" in str(caught.value)
+
+
+def test_export_takes_an_output_whether_waiting_or_not() -> None:
+    for wait in (False, True):
+        check_output_use("export", BatchSettings(output=Path("x.jsonl"), wait=wait))
 
 
 @pytest.mark.backends("local")  # decided before the queue or store is used

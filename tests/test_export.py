@@ -183,11 +183,11 @@ class FailingStore(Store):
             yield job
 
 
-# CSV and Parquet read the jobs twice (columns, then rows): break them in the second pass,
-# once the output file has been opened and partly written.
-@pytest.mark.parametrize(("suffix", "good"), [(".jsonl", 2), (".csv", 4), (".parquet", 4)])
+# Broken after two of the three jobs: JSONL has written them; CSV and Parquet have spooled
+# them (the temporary output file exists already in every case).
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_a_failed_export_leaves_no_partial_file_and_keeps_an_older_one(
-    store: Store, tmp_path: Path, suffix: str, good: int
+    store: Store, tmp_path: Path, suffix: str
 ) -> None:
     failing = FailingStore(store.url)
     folder = tmp_path / "exports"
@@ -197,7 +197,7 @@ def test_a_failed_export_leaves_no_partial_file_and_keeps_an_older_one(
     older.write_text("an earlier export\n")
     try:
         for target in (fresh, older):
-            failing.good = good
+            failing.good = 2
             with pytest.raises(OSError, match="disk went away"):
                 export_jobs(failing, BATCH, target)
     finally:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from typing import Literal
 
 import anyio
 
 from buttermilk import values
-from buttermilk.batch.export import columns, csv_row, job_row
+from buttermilk.batch.export import Spooled, axes_of, job_row, spooled
 from buttermilk.domain import JobInfo
 from buttermilk.store.store import Store
 
@@ -39,30 +38,26 @@ async def job_chunks(
 
 
 async def jsonl_stream(store: Store, batch_id: str) -> AsyncIterator[bytes]:
+    axes = await anyio.to_thread.run_sync(axes_of, store, batch_id)
     async for jobs in job_chunks(store, batch_id):
-        yield b"".join(values.dumps(job_row(job)) + b"\n" for job in jobs)
+        yield b"".join(values.dumps(job_row(job, axes.get(job.variant))) + b"\n" for job in jobs)
 
 
-async def csv_stream(store: Store, batch_id: str) -> AsyncIterator[str]:
-    """The export's CSV: a first pass finds the columns, a second writes the rows."""
-    names = list(await anyio.to_thread.run_sync(columns, store, batch_id))
-    buffer = io.StringIO()
-    # Jobs that end between the two passes may bring new columns: those cells are left out.
-    writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
-
-    def take() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writeheader()
-    yield take()
-    async for jobs in job_chunks(store, batch_id):
-        for job in jobs:
-            writer.writerow(csv_row(job_row(job)))
-        yield take()
+async def _csv_stream(stack: ExitStack, spool: Spooled) -> AsyncIterator[str]:
+    with stack:  # the spool's temporary file, closed once streamed (or the client left)
+        chunks = spool.csv_chunks(CHUNK)
+        while (text := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield text
 
 
-def result_stream(store: Store, batch_id: str, fmt: ResultFormat) -> AsyncIterator[bytes | str]:
-    return jsonl_stream(store, batch_id) if fmt == "jsonl" else csv_stream(store, batch_id)
+async def result_stream(
+    store: Store, batch_id: str, fmt: ResultFormat
+) -> AsyncIterator[bytes] | AsyncIterator[str]:
+    """The batch's rows as JSONL, or as the export's CSV. The CSV reads every job first
+    (its header needs every column), so that a batch whose results cannot be flattened
+    is refused (ColumnClashError) before the response starts."""
+    if fmt == "jsonl":
+        return jsonl_stream(store, batch_id)
+    stack = ExitStack()
+    spool = await anyio.to_thread.run_sync(stack.enter_context, spooled(store, batch_id))
+    return _csv_stream(stack, spool)

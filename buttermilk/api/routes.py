@@ -245,7 +245,7 @@ async def get_results(
     """Every job's row (ids, status, record, outputs, errors) as JSONL or CSV, streamed."""
     full_id = await anyio.to_thread.run_sync(service.resolve, batch_id)
     return StreamingResponse(
-        result_stream(service.store, full_id, fmt),
+        await result_stream(service.store, full_id, fmt),
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="batch-{full_id}.{fmt}"'},
     )

@@ -1,34 +1,37 @@
 """Write a batch's jobs to JSONL, CSV or Parquet, streaming from the store.
 
-JSONL keeps results nested. CSV and Parquet flatten them into dotted columns
-(``outputs.vader.compound``); lists become JSON text. The file appears only when
-complete (written beside it, then renamed).
+JSONL keeps results nested and writes the tags of :mod:`buttermilk.values` for what JSON
+cannot hold (bytes, integers beyond 64 bits, NaN, decimals). CSV and Parquet flatten them
+into dotted columns (``outputs.vader.compound``), as :mod:`buttermilk.batch.columns`
+describes: every value exact, a column of mixed types as JSON text. The file appears only
+when complete (written beside it, then renamed).
 
-Every value is written exactly. JSONL writes the tags of :mod:`buttermilk.values` for what
-JSON cannot hold (bytes, integers beyond 64 bits, NaN); CSV writes bytes as that tag's JSON
-text and every other value as text; Parquet picks a column type that holds every value of
-the column (int64, else uint64, else text for integers; binary for bytes; text holding JSON
-when a column mixes types).
+CSV and Parquet need every column before the first row: the jobs are read once, into a
+temporary file (:func:`spooled`), and the columns and rows both come from that one read, so
+a job that ends meanwhile is either in the export whole or not at all.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from buttermilk import values
+from buttermilk.batch.columns import Column, ColumnClashError, Columns, text_cell
 from buttermilk.domain import JobInfo
 from buttermilk.errors import InvalidOptionError
 from buttermilk.store.store import Store
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 PARQUET_CHUNK = 5_000
-NESTED = frozenset({"outputs", "timings", "metadata", "axes"})  # flattened into dotted columns
+CSV_CHUNK = 500
 
 
 def _read_umask() -> int:
@@ -72,6 +75,7 @@ def job_row(job: JobInfo, axes: dict[str, Any] | None = None) -> dict[str, Any]:
         "input_tokens": job.input_tokens,
         "output_tokens": job.output_tokens,
         "content": record.content if record else None,
+        "uri": record.uri if record else None,
         "ground_truth": record.ground_truth if record else None,
         "metadata": record.metadata if record else None,
         "outputs": result.get("outputs"),
@@ -79,93 +83,86 @@ def job_row(job: JobInfo, axes: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts become dotted keys; lists become JSON text."""
-    flat: dict[str, Any] = {}
-    for key, value in row.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            if value:
-                flat.update(flatten(value, f"{name}."))
-        elif value is None and key in NESTED:
-            continue  # a job without a result: its outputs' columns stay empty
-        elif isinstance(value, list):
-            flat[name] = values.dumps_text(value)
-        else:
-            flat[name] = value
-    return flat
+def axes_of(store: Store, batch_id: str) -> dict[str, dict[str, Any]]:
+    """Each combination's axis values, by its key (for :func:`job_row`)."""
+    return {c.key: c.values for c in store.get_batch(batch_id).combinations()}
 
 
-def _rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
-    axes = {c.key: c.values for c in store.get_batch(batch_id).combinations()}
+def job_rows(store: Store, batch_id: str) -> Iterator[dict[str, Any]]:
+    """Every job of the batch as an export row, in planned order."""
+    axes = axes_of(store, batch_id)
     for job in store.iter_jobs(batch_id):
         yield job_row(job, axes.get(job.variant))
 
 
 @dataclass
-class Column:
-    """What one flattened column holds: its value types, and its integers' range."""
+class Spooled:
+    """One read of a batch's jobs: their columns, and their flattened rows kept in a
+    temporary file."""
 
-    kinds: set[type] = field(default_factory=set)
-    low: int = 0
-    high: int = 0
+    columns: Columns
+    file: IO[bytes]
 
-    def add(self, value: Any) -> None:
-        if value is None:
-            return
-        kind = float if isinstance(value, float) else type(value)  # NonFiniteFloat too
-        self.kinds.add(kind)
-        if kind is int:
-            self.low, self.high = min(self.low, value), max(self.high, value)
+    def rows(self) -> Iterator[dict[str, Any]]:
+        self.file.seek(0)
+        for line in self.file:
+            yield values.loads(line)
 
-
-def columns(store: Store, batch_id: str) -> dict[str, Column]:
-    """First pass: every flattened column, in order of appearance, with what it holds."""
-    found: dict[str, Column] = {}
-    for row in _rows(store, batch_id):
-        for key, value in flatten(row).items():
-            found.setdefault(key, Column()).add(value)
-    return found
-
-
-def csv_cell(value: Any) -> Any:
-    """A flattened value as the csv module should write it: bytes as their tag's JSON."""
-    return values.dumps_text(value) if isinstance(value, bytes) else value
+    def csv_chunks(self, rows: int = CSV_CHUNK) -> Iterator[str]:
+        """The CSV text: the header, then ``rows`` rows at a time."""
+        found, total = self.columns.found, self.columns.rows
+        as_json = {name for name, column in found.items() if column.as_json(total, csv=True)}
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(found))
+        writer.writeheader()
+        for count, flat in enumerate(self.rows(), 1):
+            writer.writerow({k: text_cell(v, k in as_json) for k, v in flat.items()})
+            if count % rows == 0:
+                yield _take(buffer)
+        yield _take(buffer)
 
 
-def csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: csv_cell(value) for key, value in flatten(row).items()}
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+@contextmanager
+def spooled(store: Store, batch_id: str, folder: Path | None = None) -> Iterator[Spooled]:
+    """Read every job of ``batch_id`` once, flattening each row into a temporary file (in
+    ``folder``, deleted on exit). ColumnClashError when two keys would make one column."""
+    with tempfile.TemporaryFile(dir=folder) as fh:
+        found = Columns()
+        for row in job_rows(store, batch_id):
+            fh.write(values.dumps(found.add(row)) + b"\n")
+        yield Spooled(found, fh)
 
 
 def _write_jsonl(store: Store, batch_id: str, out: Path) -> int:
     count = 0
     with out.open("wb") as fh:
-        for row in _rows(store, batch_id):
+        for row in job_rows(store, batch_id):
             fh.write(values.dumps(row) + b"\n")
             count += 1
     return count
 
 
 def _write_csv(store: Store, batch_id: str, out: Path) -> int:
-    names = list(columns(store, batch_id))
-    count = 0
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        # A job that finished between the two passes may add columns: leave them out.
-        writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
-        writer.writeheader()
-        for row in _rows(store, batch_id):
-            writer.writerow(csv_row(row))
-            count += 1
-    return count
+    with spooled(store, batch_id, out.parent) as spool:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            for text in spool.csv_chunks():
+                fh.write(text)
+        return spool.columns.rows
 
 
-EXACT_FLOAT_INTS = 2**53  # integers a float64 holds exactly
-
-
-def _arrow_type(column: Column) -> Any:
+def _arrow_type(column: Column, rows: int) -> Any:
     import pyarrow as pa
 
     kinds, low, high = column.kinds, column.low, column.high
+    if column.as_json(rows, csv=False):
+        return pa.string()
     if kinds == {bool}:
         return pa.bool_()
     if kinds == {int}:
@@ -176,39 +173,41 @@ def _arrow_type(column: Column) -> Any:
         return pa.string()  # the digits, exactly
     if kinds == {bytes}:
         return pa.binary()
-    if kinds and kinds <= {int, float} and low >= -EXACT_FLOAT_INTS and high <= EXACT_FLOAT_INTS:
+    if kinds == {float} or column.numbers:
         return pa.float64()
-    return pa.string()
+    return pa.string()  # text, decimals (their exact digits), or no value at all
+
+
+def _parquet_cell(value: Any, as_json: bool, text: bool) -> Any:
+    if value is None or not text or (isinstance(value, str) and not as_json):
+        return value
+    if as_json:
+        return values.dumps_text(value)
+    return str(value)  # an integer beyond 64 bits or a decimal: its exact digits
 
 
 def _write_parquet(store: Store, batch_id: str, out: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    found = columns(store, batch_id)
-    schema = pa.schema([(name, _arrow_type(column)) for name, column in found.items()])
-    strings = {name for name, column in found.items() if _arrow_type(column) == pa.string()}
-
-    def cell(name: str, value: Any) -> Any:
-        if value is None or name not in strings or isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return values.dumps_text(value)
-
-    count = 0
-    with pq.ParquetWriter(out, schema) as writer:
-        chunk: list[dict[str, Any]] = []
-        for row in _rows(store, batch_id):
-            chunk.append({k: cell(k, v) for k, v in flatten(row).items()})
-            if len(chunk) >= PARQUET_CHUNK:
+    with spooled(store, batch_id, out.parent) as spool:
+        found, total = spool.columns.found, spool.columns.rows
+        types = {name: _arrow_type(column, total) for name, column in found.items()}
+        schema = pa.schema(list(types.items()))
+        as_json = {name for name, column in found.items() if column.as_json(total, csv=False)}
+        text = {name for name, kind in types.items() if kind == pa.string()}
+        with pq.ParquetWriter(out, schema) as writer:
+            chunk: list[dict[str, Any]] = []
+            for flat in spool.rows():
+                chunk.append(
+                    {k: _parquet_cell(v, k in as_json, k in text) for k, v in flat.items()}
+                )
+                if len(chunk) >= PARQUET_CHUNK:
+                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                    chunk = []
+            if chunk or not total:
                 writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                count += len(chunk)
-                chunk = []
-        if chunk or not count:
-            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-            count += len(chunk)
-    return count
+        return total
 
 
 WRITERS: dict[str, Callable[[Store, str, Path], int]] = {
@@ -257,7 +256,10 @@ def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        count = writer(store, batch_id, tmp)
+        try:
+            count = writer(store, batch_id, tmp)
+        except ColumnClashError as exc:
+            raise ColumnClashError(f"{path}: {exc}") from None
         tmp.chmod(0o666 & ~UMASK)  # mkstemp makes it private; a new file normally is not
         tmp.replace(path)
     finally:

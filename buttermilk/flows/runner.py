@@ -9,6 +9,7 @@ summary of everything spent so far (:func:`spent_by`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -34,9 +35,38 @@ def merge_parameters(flow: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[
     return merged
 
 
+def _exact(name: str, value: Any, path: str, depth: int = 0) -> Any:
+    """``value`` with its non-finite floats made :class:`~buttermilk.values.NonFiniteFloat`
+    (orjson would write them as null); PermanentError for an object key that is not text
+    (JSON would turn ``1`` into ``"1"``, and ``1`` and ``"1"`` into one key)."""
+    if depth > values.JSON_DEPTH:
+        return value  # values.dumps refuses it as too deep
+    if isinstance(value, float):
+        if math.isfinite(value) or isinstance(value, values.NonFiniteFloat):
+            return value
+        return values.NonFiniteFloat(value)
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                where = f"in {path}" if path else "at its top level"
+                raise PermanentError(
+                    f"agent {name!r} returned an object key {key!r} ({type(key).__name__}) "
+                    f'{where}; JSON keeps only text keys (1 and "1" would become one): '
+                    "make the keys text or return a list of pairs"
+                )
+        return {k: _exact(name, v, f"{path}[{k!r}]", depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(name, v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    return value
+
+
 def _json_ready(name: str, value: Any) -> Any:
+    """An agent's output as the store will hold it, exactly: a pydantic model as its
+    fields, and everything JSON cannot hold as the tags of :mod:`buttermilk.values`.
+    PermanentError when it cannot be kept exactly."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        value = value.model_dump(mode="python")  # mode="json" makes decimals, bytes text
+    value = _exact(name, value, "")
     try:
         return values.loads(values.dumps(value))
     except (TypeError, ValueError) as exc:

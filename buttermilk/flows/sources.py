@@ -72,12 +72,11 @@ class SourceRow:
 
     def to_record(self) -> Record:
         used = {self.id_field, self.content_field, self.uri_field, self.truth_field}
-        uri = self.fields.get(self.uri_field) if self.uri_field else None
         return Record(
             record_id=self.record_id,
             content=self.fields.get(self.content_field) if self.content_field else None,
             metadata={k: v for k, v in self.fields.items() if k not in used},
-            uri=str(uri) if uri is not None else None,
+            uri=self.fields.get(self.uri_field) if self.uri_field else None,
             ground_truth=self.fields.get(self.truth_field) if self.truth_field else None,
         )
 
@@ -141,6 +140,15 @@ def _no_content(location: str, fmt: FileFormat, row: dict[str, Any]) -> DataSour
     )
 
 
+def _check_uri(raw: Any, field: str, location: str) -> None:
+    """A uri is text (or absent): any other value is refused, never turned into text."""
+    if raw is not None and not isinstance(raw, str):
+        raise DataSourceError(
+            f"{location}: the uri in field {field!r} is {type(raw).__name__} {repr(raw)[:40]}; "
+            "a uri must be text (map another column to uri, or make it text)"
+        )
+
+
 def resolve_paths(name: str, source: FileSource) -> list[Path]:
     """The files a source reads, in a stable order; an error when there are none."""
     pattern = str(Path(source.path).expanduser())
@@ -202,11 +210,14 @@ def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
                 record_id = content_hash(row.get(content_field) if content_field else row)
             if fields.id_prefix:
                 record_id = fields.id_prefix + record_id
+            uri_field = fields.uri or ("uri" if "uri" in row else None)
+            if uri_field is not None:
+                _check_uri(row.get(uri_field), uri_field, location)
             yield SourceRow(
                 record_id=_check_length(record_id, fields.id_prefix, id_field, location),
                 fields=row,
                 content_field=content_field,
-                uri_field=fields.uri or ("uri" if "uri" in row else None),
+                uri_field=uri_field,
                 truth_field=fields.ground_truth
                 or ("ground_truth" if "ground_truth" in row else None),
                 id_field=id_field,

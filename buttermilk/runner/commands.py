@@ -19,13 +19,13 @@ from buttermilk.batch.export import check_output
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerStats
 from buttermilk.domain import BatchStatus, BatchSummary, JobStatus
-from buttermilk.errors import ButtermilkError, UnknownFlowError, UsageError
+from buttermilk.errors import ButtermilkError, InvalidOptionError, UnknownFlowError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.queue import Queue, open_queue
 from buttermilk.runner import render
 from buttermilk.runner.console import TerminalConsole
 from buttermilk.runner.progress import follow_batch, show_worker, worker_line
-from buttermilk.runner.settings import AppSettings, Command
+from buttermilk.runner.settings import AppSettings, BatchSettings, Command
 from buttermilk.store import Store, open_store
 
 log = logging.getLogger("buttermilk")
@@ -70,6 +70,27 @@ def choose_command(settings: AppSettings) -> Command:
     return "run"
 
 
+WRITES_OUTPUT_WHEN_WAITING = ("create", "retry")
+
+
+def check_output_use(command: Command, batch: BatchSettings) -> None:
+    """Refuse a ``batch.output`` the command would not write (never ignore it silently)."""
+    output, wait = batch.output, batch.wait
+    if output is None or command == "export" or (command in WRITES_OUTPUT_WHEN_WAITING and wait):
+        return
+    if command in WRITES_OUTPUT_WHEN_WAITING:
+        reason = (
+            f"batch.command={command} writes it only with batch.wait=true (or export the "
+            "batch once it ended, with batch.command=export)"
+        )
+    else:
+        reason = (
+            f"batch.command={command} writes no file (batch.output is for export, and for "
+            "create or retry with batch.wait=true)"
+        )
+    raise InvalidOptionError("batch.output", str(output), reason)
+
+
 async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     """Run the chosen command; returns its exit code.
 
@@ -77,6 +98,7 @@ async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     error itself is raised instead, so that the CLI can report it in one line.
     """
     command = choose_command(settings)
+    check_output_use(command, settings.batch)
     try:
         async with open_app(settings, flows) as app:
             return await COMMANDS[command](app)
