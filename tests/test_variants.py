@@ -4,6 +4,7 @@ combination, repeat) in interleaved order, on both stores."""
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ import anyio
 import pytest
 from conftest import write_records
 
+from buttermilk.batch.export import export_jobs
 from buttermilk.batch.grid import grid_for
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
@@ -204,3 +206,27 @@ def test_retry_of_one_combination_requeues_only_its_jobs(store: Store, tmp_path:
         "false": {JobStatus.COMPLETED: 4},
         "true": {JobStatus.PENDING: 4},
     }
+
+
+def test_an_export_has_a_row_per_job_with_its_variant_repeat_and_axis_values(
+    tmp_path: Path,
+) -> None:
+    write_records(tmp_path / "records.jsonl", 3)
+    store = Store(f"sqlite:///{tmp_path}/batches.db")
+    axes = {"judge.label": ["A", "B"], "criteria": ["strict"]}
+    batch_id = run_grid(store, tmp_path, BatchRequest(flow="f", variants=axes, repeats=2))
+
+    out = tmp_path / "out.csv"
+    assert export_jobs(store, batch_id, out) == 12
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {
+        (r["variant"], r["repeat"], r["axes.judge.label"], r["axes.criteria"]) for r in rows
+    } == {
+        (f"strict+{label}", str(repeat), label, "strict")
+        for label in ("A", "B")
+        for repeat in (0, 1)
+    }
+    assert (
+        Counter((r["record_id"], r["variant"], r["repeat"]) for r in rows).most_common(1)[0][1] == 1
+    )
