@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import write_records
+from conftest import Env, write_records
 
 from buttermilk.batch.export import export_jobs
 from buttermilk.batch.grid import grid_for
@@ -230,3 +230,17 @@ def test_an_export_has_a_row_per_job_with_its_variant_repeat_and_axis_values(
     assert (
         Counter((r["record_id"], r["variant"], r["repeat"]) for r in rows).most_common(1)[0][1] == 1
     )
+
+
+def test_a_grid_runs_end_to_end_through_the_cli_on_each_transport(env: Env) -> None:
+    ids = write_records(env.data / "records.jsonl", 5)
+    batch_id = env.create("t_work", "batch.variants={sleep: [0, 0.001]}", "batch.repeats=2")
+    env.ok("batch.command=run", "batch.idle_timeout=2")
+
+    status = env.status(batch_id)
+    assert status["status"] == "completed" and status["total"] == 20
+    jobs = list(env.store().iter_jobs(batch_id))
+    assert Counter((j.record_id, j.variant, j.repeat) for j in jobs) == Counter(
+        {(rid, v, r): 1 for rid in ids for v in ("0", "0.001") for r in (0, 1)}
+    )
+    assert {j.status for j in jobs} == {JobStatus.COMPLETED}
