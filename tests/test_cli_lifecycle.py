@@ -19,11 +19,12 @@ from buttermilk.runner.hydra_flows import examples_dir
 
 def test_example_flow_is_created_run_reported_and_exported(env: Env, tmp_path: Path) -> None:
     shutil.copy(Path(examples_dir()) / "reviews.jsonl", env.data)  # the flow reads $BUTTERMILK_DATA
-    batch_id = env.create("sentiment", "batch.max_records=40", "batch.concurrency=4")
+    batch_id = env.create("sentiment", "batch.max_records=20", "batch.concurrency=4")
     assert env.batch_status(batch_id) == "pending"
 
     run = env.ok("batch.command=run", "batch.idle_timeout=0.5", "batch.format=json").json()
 
+    # The example compares two VADER thresholds: two jobs per record, as many as before.
     assert run["completed"] == 40 and run["failed"] == 0
     status = env.status(batch_id)
     assert status["status"] == "completed"
@@ -42,11 +43,23 @@ def test_example_flow_is_created_run_reported_and_exported(env: Env, tmp_path: P
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 40
     assert {r["batch_id"] for r in rows} == {batch_id}
-    assert len({r["record_id"] for r in rows}) == 40
+    by_variant: dict[str, set[str]] = {}
+    for r in rows:
+        assert r["axes"] == {"vader.threshold": float(r["variant"])}
+        by_variant.setdefault(r["variant"], set()).add(r["record_id"])
+    # Paired: both thresholds scored the same 20 records.
+    assert set(by_variant) == {"0.05", "0.3"}
+    assert by_variant["0.05"] == by_variant["0.3"] and len(by_variant["0.3"]) == 20
     first = rows[0]
     assert first["outputs"]["vader"]["label"] in {"positive", "negative", "neutral"}
     assert set(first["outputs"]["topics"]["counts"]) == {"price", "quality", "delivery", "service"}
     assert first["ground_truth"] in {"positive", "negative", "neutral"}
+    # A stricter threshold never labels more reviews positive or negative.
+    polar = {
+        v: sum(r["outputs"]["vader"]["label"] != "neutral" for r in rows if r["variant"] == v)
+        for v in by_variant
+    }
+    assert polar["0.3"] <= polar["0.05"]
 
 
 def test_export_writes_csv_and_parquet_with_flattened_outputs(env: Env, tmp_path: Path) -> None:

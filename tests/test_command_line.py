@@ -11,7 +11,8 @@ from conftest import Env, write_records
 from test_cli_errors import assert_nothing_created
 
 from buttermilk.errors import UsageError
-from buttermilk.runner.command_line import NO_SWEEPS, hydra_argv
+from buttermilk.runner.command_line import hydra_argv
+from buttermilk.runner.sweeps import EXAMPLE
 
 
 def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -> None:
@@ -41,9 +42,20 @@ def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["ui=batch", "--multirun", "flow=a,b"], f"--multirun is not supported: {NO_SWEEPS}"),
-        (["-m", "batch.seed=1,2"], "--multirun is not supported"),
-        (["hydra.mode=MULTIRUN", "flow=a,b"], "--multirun is not supported"),
+        (
+            ["ui=batch", "--multirun", "flow=a,b"],
+            "--multirun sweeps are not supported: compare flows with a batch of each, or "
+            f"values within one flow in one batch with {EXAMPLE}",
+        ),
+        (
+            ["-m", "batch.seed=1,2"],
+            f"--multirun sweeps are not supported: compare values in one batch with {EXAMPLE}",
+        ),
+        (
+            ["hydra.mode=MULTIRUN", "+batch.parameters.tone=choice(calm,harsh)"],
+            "--multirun sweeps are not supported: compare values in one batch with "
+            "'batch.variants={tone: [calm, harsh]}'",
+        ),
         (["ui=batch", "--colour", "flow=a"], "unknown flag --colour: Hydra's flags are"),
         (["ui=batch", "--config-dir"], "argument --config-dir/-cd: expected one argument"),
     ],
@@ -95,7 +107,11 @@ def test_multirun_is_refused_at_once_and_leaves_no_multirun_folder(
     )
 
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: --multirun is not supported: {NO_SWEEPS}"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: --multirun sweeps are not supported: compare flows with a batch of each, or "
+        f"values within one flow in one batch with {EXAMPLE} (an axis is AGENT.OPTION or a "
+        "flow parameter)"
+    ]
     assert list(workdir.iterdir()) == []  # no multirun/ (or outputs/) folder
     assert_nothing_created(env)
 
@@ -123,8 +139,22 @@ HYDRA_REFUSALS = [
     ),
     pytest.param(
         ["flow=t_work,sentiment"],
-        f"error: flow=t_work,sentiment is a sweep, and sweeps are not supported: {NO_SWEEPS}",
+        "error: flow=t_work,sentiment is a sweep, and sweeps are not supported: compare flows "
+        "with a batch of each",
         id="sweep-without-multirun",
+    ),
+    pytest.param(
+        ["flow=t_work", "+batch.parameters.sleep=0.1,0.2"],
+        "error: +batch.parameters.sleep=0.1,0.2 is a sweep, and sweeps are not supported: "
+        "compare values in one batch with 'batch.variants={sleep: [0.1, 0.2]}'; for a list "
+        "write +batch.parameters.sleep=[0.1,0.2]",
+        id="parameter-sweep-as-variants",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.seed=choice(1,2)"],
+        "error: batch.seed=choice(1,2) is a sweep, and sweeps are not supported: compare "
+        f"values in one batch with {EXAMPLE} (an axis is AGENT.OPTION or a flow parameter)",
+        id="choice-sweep",
     ),
     pytest.param(
         ["flow=t_work", "+batch.retry_dely=5"],

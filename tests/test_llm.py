@@ -29,10 +29,12 @@ from pydantic import BaseModel, Field
 
 from buttermilk.agents.llm import LLM
 from buttermilk.batch.planner import plan_records
+from buttermilk.domain.variants import combinations
 from buttermilk.errors import AgentError, PermanentError, UsageError
 from buttermilk.flows.agents import JobContext, build_agent, set_current_job
 from buttermilk.flows.models import AgentConfig, FlowConfig
 from buttermilk.flows.runner import FlowRunner
+from buttermilk.flows.variants import flow_for
 from buttermilk.llm.limits import MemoryCache, TokenBucketLimiter, cache_key
 from buttermilk.llm.prompts import PromptError
 from buttermilk.llm.retry import LLMRefusedError, LLMUnavailableError, backoff, parse_retry_after
@@ -687,7 +689,7 @@ def test_the_json_schema_subset_checks_arrays_strings_integers_and_any_of() -> N
 def hydra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("BUTTERMILK_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("BUTTERMILK_DATA", raising=False)
-    for name in ("BUTTERMILK_LLM_BASE_URL", "BUTTERMILK_LLM_MODEL", "BUTTERMILK_LLM_API_KEY"):
+    for name in ("BUTTERMILK_LLM_BASE_URL", "BUTTERMILK_LLM_MODELS", "BUTTERMILK_LLM_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     register_resolvers()
     with initialize_config_module("buttermilk.conf", version_base=None):
@@ -701,8 +703,10 @@ def compose_flow(name: str) -> FlowConfig:
 
 
 @pytest.mark.usefixtures("hydra")
-def test_the_shipped_llm_flow_defaults_to_a_local_ollama() -> None:
-    [agent] = compose_flow("llm_sentiment").agents
+def test_the_shipped_llm_flow_defaults_to_a_local_ollama_comparing_two_models() -> None:
+    flow = compose_flow("llm_sentiment")
+    [agent] = flow.agents
+    assert flow.variants == {"llm.model": ["llama3.2", "gemma3"]}
     assert agent.kwargs["base_url"] == "http://localhost:11434/v1"
     assert agent.kwargs["model"] == "llama3.2"
     assert agent.kwargs["api_key_env"] == "BUTTERMILK_LLM_API_KEY"
@@ -713,10 +717,11 @@ def test_the_shipped_llm_flow_labels_example_reviews_through_the_configured_endp
     fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BUTTERMILK_LLM_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("BUTTERMILK_LLM_MODEL", "fake-llama")
+    monkeypatch.setenv("BUTTERMILK_LLM_MODELS", "[fake-llama, fake-gemma]")
     fake_openai.always(answer('{"label": "neutral", "confidence": 0.75}'))
     flow = compose_flow("llm_sentiment")
-    runner = FlowRunner(flow)
+    assert flow.variants == {"llm.model": ["fake-llama", "fake-gemma"]}
+    runner = FlowRunner(flow_for(flow, combinations(flow.variants)[1]))
     plan = plan_records(flow, shuffle=False, max_records=2, seed=1)
 
     async def run_all() -> list[dict[str, Any]]:
@@ -732,7 +737,7 @@ def test_the_shipped_llm_flow_labels_example_reviews_through_the_configured_endp
         {"label": "neutral", "confidence": 0.75}
     ] * 2
     first = fake_openai.requests[0]
-    assert first.body["model"] == "fake-llama"
+    assert first.body["model"] == "fake-gemma"
     assert first.body["response_format"] == {"type": "json_object"}
     assert first.text("user") == f"Review: {plan.records[0].content}"
 

@@ -92,6 +92,14 @@ def _job_store() -> Store | None:
         return None
 
 
+def _job_repeat() -> int:
+    """The repeat of the job this call runs in (0 outside a batch job)."""
+    try:
+        return current_job().repeat
+    except LookupError:
+        return 0
+
+
 class LLM:
     """An agent that renders a prompt for each record and returns the model's answer.
 
@@ -208,10 +216,21 @@ class LLM:
         return StoreResponseCache(store) if store is not None else SHARED_CACHE
 
     def cache_key(self, messages: Messages) -> str:
-        """The response cache's key for a request of these messages."""
+        """The response cache's key for a request of these messages in the job running now.
+
+        The job's repeat is part of it: repeats exist to measure how answers vary, so
+        repeat 2 is asked again even at ``temperature: 0`` (providers are not
+        deterministic there either), and a later batch of the same grid finds each
+        repeat's own answer.
+        """
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
         return cache_key(
-            self.config.model, messages, sampling, self.schema_json, endpoint=self.config.base_url
+            self.config.model,
+            messages,
+            sampling,
+            self.schema_json,
+            endpoint=self.config.base_url,
+            repeat=_job_repeat(),
         )
 
     # -- the call --------------------------------------------------------------------

@@ -70,8 +70,8 @@ class LLMConfig(BaseModel):
     # Sharing and accounting
     cache: bool = Field(
         default=False,
-        description="Reuse answers to identical requests: in a batch, those stored by any "
-        "worker of the batch store in any batch; elsewhere, this process's.",
+        description="Reuse answers to identical requests of the same repeat: in a batch, "
+        "those stored by any worker of the batch store in any batch; elsewhere, this process's.",
     )
     price: Price | None = Field(
         default=None, description="USD per 1M tokens of this model: {input, output}."

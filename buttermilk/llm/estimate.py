@@ -1,8 +1,12 @@
 """What a batch would send to its flow's LLM agents, worked out without calling them.
 
 The records are planned exactly as ``create`` plans them (same sources, shuffle,
-max_records and seed), and each LLM agent's prompts are rendered for every planned
-record, their tokens estimated by :func:`~buttermilk.llm.usage.count_tokens`. Nothing is
+max_records and seed), and so is the grid: every combination of the batch's axes runs
+``repeats`` times on every record. Each combination's flow is the flow with its values set
+(:func:`~buttermilk.flows.variants.flow_for`), so an axis may change an agent's model (and
+so its price) or a parameter its prompts read; each LLM agent's prompts are rendered for
+every planned record under each combination, their tokens estimated by
+:func:`~buttermilk.llm.usage.count_tokens`, and counted once per repeat. Nothing is
 called, stored or published.
 
 Earlier agents' outputs are unknown before the batch runs, so prompts are rendered with
@@ -12,144 +16,32 @@ record, which counts as *unrenderable* and is reported with the first such probl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pkgutil import resolve_name
 from typing import Any
 
 from buttermilk.agents.llm import LLM
+from buttermilk.batch.grid import check_size, grid_for
 from buttermilk.batch.planner import plan_records
 from buttermilk.domain import BatchRequest
 from buttermilk.errors import DataSourceError
 from buttermilk.flows.catalog import FlowCatalog
-from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.models import AgentConfig, FlowConfig
 from buttermilk.flows.runner import FlowRunner, merge_parameters
 from buttermilk.flows.sources import check_sources
+from buttermilk.flows.variants import flow_for
+from buttermilk.llm.estimate_rows import AgentEstimate, CombinationEstimate, Estimate
 from buttermilk.llm.prompts import PromptError
-from buttermilk.llm.usage import CHARS_PER_TOKEN, Price, count_tokens
+from buttermilk.llm.usage import count_tokens
 from buttermilk.records import Record
 
-PER_MILLION = 1_000_000
-NOTES = (
-    "Prompts are rendered without earlier agents' outputs, which are not known before "
-    "the batch runs.",
-    f"Tokens are estimated at about {CHARS_PER_TOKEN} characters each; servers count their own.",
-    "One call per record: retries of failed or invalid answers are not included.",
-)
+__all__ = ["AgentEstimate", "CombinationEstimate", "Estimate", "estimate_agent", "estimate_batch"]
 
 
-@dataclass
-class AgentEstimate:
-    """One LLM agent's share of the batch."""
-
-    agent: str
-    model: str
-    price: Price | None
-    max_tokens: int | None
-    calls: int = 0
-    input_tokens: int = 0
-    unrenderable: int = 0
-    problem: str | None = None  # the first reason a prompt could not be rendered
-
-    @property
-    def input_cost(self) -> float | None:
-        if self.price is None:
-            return None
-        return self.input_tokens * self.price.input / PER_MILLION
-
-    @property
-    def max_output_tokens(self) -> int | None:
-        """The most answer tokens the calls may take (``max_tokens`` per call)."""
-        return None if self.max_tokens is None else self.calls * self.max_tokens
-
-    @property
-    def max_cost(self) -> float | None:
-        """Input cost plus the most the answers may cost (needs a price and max_tokens)."""
-        if self.price is None or self.max_output_tokens is None:
-            return None
-        spent = self.input_tokens * self.price.input
-        spent += self.max_output_tokens * self.price.output
-        return spent / PER_MILLION
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "model": self.model,
-            "calls": self.calls,
-            "input_tokens": self.input_tokens,
-            "price": self.price.model_dump() if self.price else None,
-            "input_cost": self.input_cost,
-            "max_output_tokens": self.max_output_tokens,
-            "max_cost": self.max_cost,
-            "unrenderable": self.unrenderable,
-            "problem": self.problem,
-        }
-
-
-def _sum(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
-@dataclass
-class Estimate:
-    """What a batch of ``records`` records would send to each LLM agent of ``flow``."""
-
-    flow: str
-    records: int
-    seed: int
-    shuffle: bool
-    max_records: int | None
-    agents: list[AgentEstimate] = field(default_factory=list)
-    other_agents: list[str] = field(default_factory=list)  # not LLM agents: no estimate
-
-    @property
-    def unpriced(self) -> list[str]:
-        return [a.agent for a in self.agents if a.price is None]
-
-    def total(self) -> dict[str, Any]:
-        """Sums over the agents; costs count the agents with a price only."""
-        return {
-            "calls": sum(a.calls for a in self.agents),
-            "input_tokens": sum(a.input_tokens for a in self.agents),
-            "input_cost": _sum([a.input_cost for a in self.agents]),
-            "max_output_tokens": sum(a.max_output_tokens or 0 for a in self.agents),
-            "max_cost": _sum([a.max_cost for a in self.agents])
-            if all(a.max_cost is not None for a in self.agents)
-            else None,
-            "unrenderable": sum(a.unrenderable for a in self.agents),
-        }
-
-    def notes(self) -> list[str]:
-        found = list(NOTES)
-        if self.unpriced:
-            found.append(
-                f"No price for agent(s) {', '.join(self.unpriced)}: set price or prices "
-                "(conf/llm_prices.yaml) to see their cost."
-            )
-        if any(a.max_tokens is None for a in self.agents):
-            found.append("Answer tokens are bounded only where max_tokens is set.")
-        return found
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "records": self.records,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "max_records": self.max_records,
-            "agents": [a.as_json() for a in self.agents],
-            "other_agents": self.other_agents,
-            "total": self.total(),
-            "notes": self.notes(),
-        }
-
-
-def _llm_agent(target: str, options: Mapping[str, Any]) -> LLM | None:
+def _llm_class(target: str) -> type[LLM] | None:
     found = resolve_name(target)
-    if isinstance(found, type) and issubclass(found, LLM):
-        return found(**options)
-    return None
+    return found if isinstance(found, type) and issubclass(found, LLM) else None
 
 
 def estimate_agent(
@@ -174,29 +66,57 @@ def estimate_agent(
     return found
 
 
+class _Rendered:
+    """Estimates of an agent per (its options, the parameters): a combination that changes
+    neither (an axis of another agent) reuses what an earlier one rendered."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = records
+        self._done: dict[str, AgentEstimate] = {}
+
+    def of(self, config: AgentConfig, parameters: Mapping[str, Any]) -> AgentEstimate:
+        key = json.dumps([config.target, config.kwargs, parameters], sort_keys=True, default=repr)
+        found = self._done.get(key)
+        if found is None:
+            cls = _llm_class(config.target)
+            assert cls is not None  # only LLM agents are estimated
+            found = estimate_agent(config.name, cls(**config.kwargs), self.records, parameters)
+            self._done[key] = found
+        return found
+
+
 def estimate_batch(flows: FlowCatalog, request: BatchRequest) -> Estimate:
-    """Plan ``request`` as create would and estimate its LLM calls (blocking: run it in a
-    thread). Raises what create raises for an unusable flow or data."""
+    """Plan ``request`` as create would (records and grid) and estimate its LLM calls per
+    combination (blocking: run it in a thread). Raises what create raises for an unusable
+    flow, axes or data."""
     flow: FlowConfig = flows.get(request.flow)
     check_sources(flow)
     FlowRunner(flow)  # every agent can be set up, as create checks
+    grid = grid_for(flow, request)  # and each combination's agents
     plan = plan_records(
         flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
     )
     if not plan.records:
         raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
-    parameters = merge_parameters(flow.parameters, request.parameters)
+    check_size(grid, len(plan.records))
     found = Estimate(
         flow=flow.name,
         records=len(plan.records),
         seed=plan.seed,
         shuffle=request.shuffle,
         max_records=request.max_records,
+        variants=grid.axes,
+        repeats=grid.repeats,
+        other_agents=[c.name for c in flow.agents if _llm_class(c.target) is None],
     )
-    for config in flow.agents:
-        agent = _llm_agent(config.target, config.kwargs)
-        if agent is None:
-            found.other_agents.append(config.name)
-        else:
-            found.agents.append(estimate_agent(config.name, agent, plan.records, parameters))
+    rendered = _Rendered(plan.records)
+    for combination in grid.combinations:
+        varied = flow_for(flow, combination)
+        parameters = merge_parameters(varied.parameters, request.parameters)
+        agents = [
+            rendered.of(config, parameters).repeated(grid.repeats)
+            for config in varied.agents
+            if _llm_class(config.target) is not None
+        ]
+        found.combinations.append(CombinationEstimate(combination.key, combination.values, agents))
     return found

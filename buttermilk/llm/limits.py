@@ -55,20 +55,26 @@ def cache_key(
     schema: Mapping[str, Any] | None,
     *,
     endpoint: str,
+    repeat: int = 0,
 ) -> str:
     """SHA-256 of the canonical JSON of everything that shapes an answer.
 
     ``endpoint`` (the base URL) is part of it: one model name at two servers may be two
-    different models, as it is for the rate limits' scope.
+    different models, as it is for the rate limits' scope. So is ``repeat``, the job's
+    repeat of its combination: a repeat is a fresh call, never the answer of an earlier
+    repeat (repeat 0 keys as before repeats existed, so stores keep their answers).
     """
+    request: dict[str, Any] = {
+        "endpoint": endpoint,
+        "model": model,
+        "messages": list(messages),
+        "sampling": sampling,
+        "schema": schema,
+    }
+    if repeat:
+        request["repeat"] = repeat
     canonical = json.dumps(
-        {
-            "endpoint": endpoint,
-            "model": model,
-            "messages": list(messages),
-            "sampling": sampling,
-            "schema": schema,
-        },
+        request,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

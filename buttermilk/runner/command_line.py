@@ -24,17 +24,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from buttermilk.errors import UsageError
 from buttermilk.runner.settings import did_you_mean, known_options
+from buttermilk.runner.sweeps import multirun_refusal, sweep_refusal
 
-NO_SWEEPS = (
-    "compare flows or settings with separate batches, or variants of one flow "
-    "(coming: batch.variants)"
-)
 HYDRA_FLAGS = (
     "--config-dir/-cd DIR, --config-name/-cn NAME, --config-path/-cp PATH, --cfg/-c job, "
     "--resolve, --info/-i, --help/-h, --hydra-help, --version"
 )
 _NOT_IN_CONFIG = re.compile(r"Could not override '([^']+)'")
 _AMBIGUOUS = re.compile(r"Ambiguous value for argument '([^']+)'")
+_SWEEP = re.compile(r"Sweep parameters '([^']+)' requires --multirun")
 _MULTIRUN_MODE = re.compile(r"^\+{0,2}hydra\.mode=\s*MULTIRUN\s*$", re.IGNORECASE)
 
 
@@ -53,7 +51,8 @@ def hydra_argv(argv: Sequence[str]) -> list[str]:
 
     Flags may stand on either side of the overrides, or between them, as users type
     them. Raises UsageError for a flag Hydra does not know, a flag missing its value, and
-    ``--multirun`` (or ``hydra.mode=MULTIRUN``): a sweep would create only its first batch.
+    ``--multirun`` (or ``hydra.mode=MULTIRUN``): a sweep would create only its first batch;
+    the line says how to compare the values in one batch instead (``batch.variants``).
     """
     parser = _parser()
     known = parser._option_string_actions  # argparse's table: flag -> action
@@ -68,7 +67,7 @@ def hydra_argv(argv: Sequence[str]) -> list[str]:
     args = parser.parse_intermixed_args(list(argv))
     overrides: list[str] = list(args.overrides)
     if args.multirun or any(_MULTIRUN_MODE.match(o) for o in overrides):
-        raise UsageError(f"--multirun is not supported: {NO_SWEEPS}")
+        raise UsageError(multirun_refusal(overrides))
     flags: list[str] = []
     for action in parser._actions:  # argparse's table of flags, in their declared order
         if not action.option_strings or action.dest in ("overrides", "help"):
@@ -104,14 +103,9 @@ def hydra_error_line(exc: BaseException) -> str | None:
         if unknown:
             key = unknown.group(1)
             return f"{key} is not a known option{did_you_mean(key, known_options())}"
-        sweep = _AMBIGUOUS.search(message)
+        sweep = _AMBIGUOUS.search(message) or _SWEEP.search(message)
         if sweep:
-            given = sweep.group(1)
-            key, _, value = given.partition("=")
-            return (
-                f"{given} is a sweep, and sweeps are not supported: {NO_SWEEPS}; "
-                f"for a list write {key}=[{value}], for text quote it: {key}='{value}'"
-            )
+            return sweep_refusal(sweep.group(1))
     if isinstance(exc, HydraException | OmegaConfBaseException):
         cause = exc.__cause__
         reason = _first_line(message)

@@ -383,18 +383,20 @@ async def export(app: App) -> int:
 
 async def estimate(app: App) -> int:
     """What a create with these options would send to the flow's LLM agents: calls, input
-    tokens and input cost, without calling a model, storing or publishing anything."""
+    tokens and input cost over its whole grid (records x combinations x repeats), per
+    combination, without calling a model, storing or publishing anything."""
     flow = app.settings.flow_name
     if not flow:
         raise UnknownFlowError(None, app.service.flows.names())
     request = app.settings.batch.to_request(flow)
     from buttermilk.llm.estimate import estimate_batch  # the OpenAI client: only when used
+    from buttermilk.runner.estimate_view import estimate_view
 
     found = await anyio.to_thread.run_sync(estimate_batch, app.service.flows, request)
     if app.json:
         render.print_json(found.as_json())
     else:
-        render.stdout_console().print(render.estimate_view(found))
+        render.stdout_console().print(estimate_view(found))
     if request.seed is None and request.shuffle:
         log.info(
             "planned with seed %d: create the same batch with batch.seed=%d",

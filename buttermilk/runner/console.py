@@ -12,7 +12,23 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from buttermilk.domain.variants import DEFAULT_KEY
+from buttermilk.flows.agents import current_job
 from buttermilk.records import Record
+
+
+def job_title(record: Record) -> str:
+    """``record r1``, with the job's combination and repeat where a batch compares them, so
+    the person answering knows which of a record's jobs is asking."""
+    title = f"record {record.record_id}"
+    try:
+        job = current_job()
+    except LookupError:
+        return title
+    shown = [f"combination {job.variant}"] if job.variant != DEFAULT_KEY else []
+    if job.repeat:
+        shown.append(f"repeat {job.repeat}")
+    return f"{title} ({', '.join(shown)})" if shown else title
 
 
 class TerminalConsole:
@@ -27,16 +43,22 @@ class TerminalConsole:
     ) -> str:
         if self._lock is None:
             self._lock = anyio.Lock()
+        title = job_title(record)
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._ask, record, outputs, question, choices)
+            return await anyio.to_thread.run_sync(
+                self._ask, record, title, outputs, question, choices
+            )
 
     def _ask(
-        self, record: Record, outputs: Mapping[str, Any], question: str, choices: list[str]
+        self,
+        record: Record,
+        title: str,
+        outputs: Mapping[str, Any],
+        question: str,
+        choices: list[str],
     ) -> str:
         out = self._out
-        out.print(
-            Panel(str(record.content), title=f"record {record.record_id}", title_align="left")
-        )
+        out.print(Panel(str(record.content), title=title, title_align="left"))
         if record.metadata:
             out.print(f"metadata: {orjson.dumps(record.metadata).decode()}")
         if outputs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from rich import box
@@ -14,9 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from buttermilk.domain import BatchInfo, BatchStatus, BatchSummary, JobStatus
-
-if TYPE_CHECKING:
-    from buttermilk.llm.estimate import Estimate
 
 STATUS_STYLE = {
     BatchStatus.PENDING: "yellow",
@@ -176,57 +173,3 @@ def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
             when(s.batch.created_at),
         )
     return table
-
-
-def estimate_view(e: Estimate) -> Group:
-    """Calls, input tokens and cost per LLM agent and in total, and what they leave out."""
-    head = Text(
-        f"estimate for flow {e.flow}: {e.records:,} records "
-        f"(shuffle={str(e.shuffle).lower()} seed={e.seed} max_records={e.max_records})"
-    )
-    if not e.agents:
-        return Group(head, Text("the flow has no LLM agent: nothing to estimate"))
-    table = Table(box=box.SIMPLE_HEAD)
-    for name, justify in [
-        ("agent", "left"),
-        ("model", "left"),
-        ("calls", "right"),
-        ("input tokens", "right"),
-        ("input cost", "right"),
-        ("max output tokens", "right"),
-        ("max cost", "right"),
-        ("unrenderable", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for a in e.agents:
-        table.add_row(
-            a.agent,
-            a.model,
-            f"{a.calls:,}",
-            f"{a.input_tokens:,}",
-            money(a.input_cost),
-            "-" if a.max_output_tokens is None else f"{a.max_output_tokens:,}",
-            money(a.max_cost),
-            f"{a.unrenderable:,}",
-        )
-    t = e.total()
-    table.add_section()
-    table.add_row(
-        "total",
-        "",
-        f"{t['calls']:,}",
-        f"{t['input_tokens']:,}",
-        money(t["input_cost"]),
-        f"{t['max_output_tokens']:,}",
-        money(t["max_cost"]),
-        f"{t['unrenderable']:,}",
-    )
-    parts: list[Any] = [head, table]
-    for a in e.agents:
-        if a.problem:
-            problem = f"{a.unrenderable:,} prompt(s) cannot be rendered, e.g. {a.problem}"
-            parts.append(Text(f"{a.agent}: {problem}"))
-    if e.other_agents:
-        parts.append(Text(f"not LLM agents (no estimate): {', '.join(e.other_agents)}"))
-    parts.extend(Text(f"note: {note}") for note in e.notes())
-    return Group(*parts)
