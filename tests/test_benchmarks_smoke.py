@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end in quick mode and prints its full table.
+"""The benchmark scripts run end to end in quick mode and print their full tables.
 
 Only the shape of the output is checked: the figures depend on the machine and its load.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "core.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "core.py"
 ROWS = (
     "concurrency efficiency (worker elapsed)",
     "concurrency efficiency (process wall)",
@@ -24,11 +25,23 @@ ROWS = (
 )
 
 
-@pytest.mark.slow
-def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -> None:
+VARIANT_ROWS = (
+    "create rate, plain (sqlite)",
+    "create rate, grid (sqlite)",
+    "create rate, grid / plain (sqlite)",
+    "create rate, plain (postgres)",
+    "create rate, grid (postgres)",
+    "create rate, grid / plain (postgres)",
+    "planning peak RSS, grid / plain",
+    "planning peak traced, grid / plain",
+)
+
+
+def check_quick_run(script: Path, rows: tuple[str, ...], cwd: Path) -> None:
+    """Run ``script --quick``: exit 0, a QUICK MODE title, the header, one row each."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
-        cwd=tmp_path,
+        [sys.executable, str(script), "--quick"],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
@@ -39,7 +52,17 @@ def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -
     assert "QUICK MODE" in lines[0], report
     header = next(line for line in lines if line.startswith("benchmark"))
     assert header.split() == ["benchmark", "measured", "goal", "result", "notes"], report
-    for row in ROWS:
+    for row in rows:
         matching = [line for line in lines if line.startswith(row + " ")]
         assert len(matching) == 1, f"no single row {row!r}\n{report}"
         assert "ERROR" not in matching[0].split(), report
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -> None:
+    check_quick_run(SCRIPT, ROWS, tmp_path)
+
+
+@pytest.mark.slow
+def test_quick_variant_benchmarks_exit_0_and_print_a_row_per_figure(tmp_path: Path) -> None:
+    check_quick_run(BENCHMARKS / "variants.py", VARIANT_ROWS, tmp_path)

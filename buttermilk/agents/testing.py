@@ -79,6 +79,19 @@ def tally(
     return {"tallied": bool(path)}
 
 
+def tally_jobs(
+    record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Append the job's key (record id, combination key, repeat) to the file
+    ``parameters["tally_file"]``: counts runs per job of a grid."""
+    path = parameters.get("tally_file")
+    job = current_job()
+    if path:
+        with open(path, "a") as fh:  # one short append per run: atomic on local files
+            fh.write(f"{record.record_id} {job.variant} {job.repeat}\n")
+    return {"variant": job.variant, "repeat": job.repeat}
+
+
 def echo(
     record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
 ) -> dict[str, Any]:
