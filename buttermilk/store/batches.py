@@ -14,7 +14,7 @@ from buttermilk.records import Record
 from buttermilk.store import bulk
 from buttermilk.store.engine import StoreBase, dumps
 from buttermilk.store.ops import LIVE_BATCH, Outcome
-from buttermilk.store.rows import batch_info, stored_request
+from buttermilk.store.rows import batch_info
 from buttermilk.store.schema import batches, jobs
 from buttermilk.store.statements import COMPLETE, LOCK_BATCHES, SQLITE_INSERT_JOBS
 
@@ -76,7 +76,7 @@ class BatchRows(StoreBase):
             "id": batch_id,
             "flow": request.flow,
             "status": BatchStatus.PENDING.value,
-            "request": stored_request(request),
+            "request": request.model_dump(mode="json"),
             "flow_snapshot": flow_snapshot,
             "total": total,
             "seed": seed,

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import RowMapping
 
 from buttermilk.domain import BatchInfo, BatchRequest, BatchStatus, JobInfo, JobStatus
 from buttermilk.records import Record
 
 
-def stored_request(request: BatchRequest) -> dict[str, Any]:
-    """A request as its batch row holds it: the axes as a list of [name, values] pairs.
-
-    The order of the axes names the combinations (``a+dry``, not ``dry+a``) and orders the
-    jobs, and PostgreSQL's JSONB keeps an object's keys in an order of its own (shortest
-    first), so the axes are stored as a list, which every JSON column keeps in order.
-    """
-    stored = request.model_dump(mode="json")
-    stored["variants"] = [[name, values] for name, values in stored["variants"].items()]
-    return stored
-
-
-def _request_of(raw: Any) -> Any:
-    """The stored request with its axes as a dict again (rows written before the axes were
-    stored as pairs hold a dict already)."""
-    if isinstance(raw, dict) and isinstance(raw.get("variants"), list):
-        pairs = raw["variants"]
-        if all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
-            return {**raw, "variants": {name: values for name, values in pairs}}
-    return raw
-
-
 def batch_info(row: RowMapping) -> BatchInfo:
     """Every read of a batch row goes through here. It never fails on a stored request
     this version refuses: that one batch shows its problem, and the others still read."""
-    request, problem = BatchRequest.from_stored(_request_of(row["request"]), row["flow"])
+    request, problem = BatchRequest.from_stored(row["request"], row["flow"])
     error = row["error"]
     if problem:
         error = f"{error}; {problem}" if error else problem
