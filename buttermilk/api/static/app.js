@@ -82,11 +82,6 @@ function when(timestamp) {
     : new Date(timestamp * 1000).toLocaleString();
 }
 
-function done(batch) {
-  const c = batch.counts;
-  return c.completed + c.failed + c.cancelled;
-}
-
 function statusBadge(status, id) {
   return el("span", { class: `status status-${status}`, id }, status);
 }
