@@ -379,6 +379,7 @@ def test_every_api_route_needs_the_bearer_token_when_one_is_set(env: Env) -> Non
             ("GET", "/api/batches/abc/jobs"),
             ("GET", "/api/batches/abc/jobs/r1"),
             ("GET", "/api/batches/abc/results"),
+            ("POST", "/api/batches/abc/retry"),
             ("GET", "/api/flows"),
             ("POST", "/api/batches"),
         ]
