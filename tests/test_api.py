@@ -230,6 +230,19 @@ def test_batches_are_listed_newest_first_found_by_id_prefix_and_cancelled_idempo
         "created_at",
         "common_errors",
     } <= set(full)
+    # A batch without axes or repeats: one combination, whose counts are the batch's.
+    assert (full["variants"], full["repeats"], full["combination_count"]) == ({}, 1, 1)
+    assert full["combinations"] == [
+        {
+            "variant": "default",
+            "values": {},
+            "total": 4,
+            "done": 0,
+            "progress": 0,
+            "counts": full["counts"],
+        }
+    ]
+    assert first["items"][0]["combinations"] is None  # a list reads no job per batch
     for path in ("", "/jobs", "/jobs/r00000", "/results", "/results?format=csv"):
         error = error_of(api.client.get(f"/api/batches/ffffffffffff{path}"), 404)
         assert error["code"] == "not_found" and "ffffffffffff" in error["message"]
@@ -366,6 +379,7 @@ def test_every_api_route_needs_the_bearer_token_when_one_is_set(env: Env) -> Non
             ("GET", "/api/batches/abc/jobs"),
             ("GET", "/api/batches/abc/jobs/r1"),
             ("GET", "/api/batches/abc/results"),
+            ("POST", "/api/batches/abc/retry"),
             ("GET", "/api/flows"),
             ("POST", "/api/batches"),
         ]
@@ -572,3 +586,72 @@ def test_every_listed_job_is_fetched_by_its_percent_encoded_record_id(
     missing = error_of(api.client.get(f"/api/batches/{batch_id}/job?record_id=nobody"), 404)
     assert "nobody" in missing["message"]
     assert error_of(api.client.get(f"/api/batches/{batch_id}/job"), 422)["field"] == "record_id"
+
+
+def test_variants_and_repeats_create_a_grid_shown_per_combination_and_retried_by_one(
+    env: Env, api: ApiServer
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    broken = env.data / "broken"
+    broken.touch()  # r00001 fails while this file exists
+    invalid: list[tuple[dict[str, Any], str, str]] = [
+        ({"variants": {"nobody.model": ["a"]}}, "variants", "has no agent 'nobody'"),
+        ({"variants": {"check.message": []}}, "variants", "empty list"),
+        ({"variants": ["check.message"]}, "variants", "valid dictionary"),
+        ({"variants": {"check.colour": ["red"]}}, "variants", "colour"),
+        ({"variants": {"check.message": [{"_target_": "os.system"}]}}, "variants", "_target_"),
+        ({"repeats": 0}, "repeats", "greater than or equal to 1"),
+    ]
+    for body, field, fragment in invalid:
+        error = error_of(api.client.post("/api/batches", json={"flow_name": "t_work", **body}), 422)
+        assert (error["field"], fragment in error["message"]) == (field, True), (body, error)
+
+    created = create(
+        api,
+        shuffle=False,
+        variants={"check.message": ["alpha", "beta"]},
+        repeats=2,
+        flow_parameters={"fail_on": ["r00001"], "fail_while": str(broken)},
+    )
+    env.ok("batch.command=run", "batch.idle_timeout=0.5")
+    batch = api.client.get(f"/api/batches/{created['batch_id']}").json()
+    listed = api.client.get("/api/batches").json()["items"][0]
+
+    assert created["total"] == 2 * 2 * 2 and created["repeats"] == 2
+    assert batch["variants"] == {"check.message": ["alpha", "beta"]}
+    assert [(c["variant"], c["values"], c["counts"]["failed"]) for c in batch["combinations"]] == [
+        ("alpha", {"check.message": "alpha"}, 2),
+        ("beta", {"check.message": "beta"}, 2),
+    ]
+    assert (listed["combination_count"], listed["combinations"]) == (2, None)
+    jobs = api.client.get(f"/api/batches/{created['batch_id']}/jobs").json()["items"]
+    assert [(j["record_id"], j["repeat"], j["variant"]) for j in jobs[:4]] == [
+        ("r00000", 0, "alpha"),
+        ("r00000", 0, "beta"),
+        ("r00000", 1, "alpha"),
+        ("r00000", 1, "beta"),
+    ]
+    for job in jobs:  # each listed job, by its URL: its own combination and repeat
+        which = {"variant": job["variant"], "repeat": job["repeat"]}
+        base = f"/api/batches/{created['batch_id']}"
+        by_path = api.client.get(f"{base}/jobs/{job['record_id']}", params=which).json()
+        by_query = api.client.get(f"{base}/job", params={"record_id": job["record_id"], **which})
+        assert by_query.json() == by_path and by_path["seq"] == job["seq"], job
+        assert by_path["record"]["record_id"] == job["record_id"]
+        assert (by_path["variant"], by_path["repeat"]) == (job["variant"], job["repeat"])
+    missing = api.client.get(f"/api/batches/{created['batch_id']}/jobs/r00000?variant=gamma")
+    assert "gamma" in error_of(missing, 404)["message"]
+
+    retry = f"/api/batches/{created['batch_id']}/retry"
+    unknown = error_of(api.client.post(retry, json={"variant": "gamma"}), 422)
+    broken.unlink()
+    retried = api.client.post(retry, json={"variant": "alpha"})
+    env.ok("batch.command=run", "batch.idle_timeout=0.5")
+    after = api.client.get(f"/api/batches/{created['batch_id']}").json()
+
+    assert unknown["field"] == "variant" and "alpha, beta" in unknown["message"]
+    assert unknown["message"].startswith("variant='gamma'")
+    assert retried.status_code == 200 and retried.json()["requeued"] == 2, retried.text
+    assert [c["counts"]["failed"] for c in after["combinations"]] == [0, 2]
+    nothing = error_of(api.client.post(retry, json={"variant": "alpha"}), 409)
+    assert "nothing to retry" in nothing["message"]

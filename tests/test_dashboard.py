@@ -6,6 +6,7 @@ test fails rather than skips, so a missing browser is never mistaken for a pass.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -185,6 +186,8 @@ def test_each_job_link_opens_its_job_whatever_its_record_id(env: Env, browser: W
         batch_id = create(api, shuffle=False)["batch_id"]
         browser.get(f"{api.url}/batches/{batch_id}")
         wait_until(lambda: read(browser, "#batch-id") == batch_id, 15, "the batch page")
+        # One combination, one repeat: no table of combinations.
+        assert not browser.find_element(By.ID, "combinations").is_displayed()
         # The jobs have not started: only the planned order lists them.
         Select(browser.find_element(By.ID, "job-order")).select_by_value("planned")
         wait_until(
@@ -205,3 +208,75 @@ def test_each_job_link_opens_its_job_whatever_its_record_id(env: Env, browser: W
                 browser.save_screenshot(str(ARTIFACTS / "dashboard-job.png"))
             browser.find_element(By.ID, "job-close").click()
             wait_until(lambda: not dialog.is_displayed(), 5, "the dialog to close")
+
+
+CLICK_JOB_OF = """
+const [record, variant, repeat] = arguments;
+const link = [...document.querySelectorAll("a.job-link")].find((a) => {
+  const row = a.closest("tr").dataset;
+  return row.record === record && row.variant === variant && row.repeat === String(repeat);
+});
+if (!link) return false;
+link.click();
+return true;
+"""
+COMBINATION_ROWS = """
+return [...document.querySelectorAll("#combination-rows tr")].map((row) => [
+  row.dataset.variant,
+  row.querySelector('[data-axis="check.message"]').textContent,
+  row.querySelector(".bar").getAttribute("aria-valuenow"),
+  row.querySelector(".bar").getAttribute("aria-valuemax"),
+]);
+"""
+
+
+def open_job_of(browser: WebDriver, key: tuple[str, str, int]) -> dict[str, Any]:
+    """Click the link of the job (record, variant, repeat); the job as the dialog shows it."""
+    wait_until(lambda: browser.execute_script(CLICK_JOB_OF, *key), 5, f"the link of {key}")
+
+    def shown() -> dict[str, Any] | None:
+        text = read(browser, "#job-json")
+        job = json.loads(text) if text else None
+        found = job and (job["record_id"], job["variant"], job["repeat"]) == key
+        return job if found else None
+
+    found: dict[str, Any] = wait_until(shown, 10, f"the job {key} in the dialog")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.backends("local")  # the page is the same over any backend
+def test_the_batch_page_shows_each_combination_and_links_each_of_its_jobs(
+    env: Env, browser: WebDriver
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    with api_server(env) as api:
+        batch_id = create(
+            api, shuffle=False, variants={"check.message": ["alpha", "beta"]}, repeats=2
+        )["batch_id"]
+        browser.get(f"{api.url}/batches/{batch_id}")
+
+        def rows(ended: str) -> list[list[str]] | None:
+            found = browser.execute_script(COMBINATION_ROWS)
+            expected = [["alpha", "alpha", ended, "4"], ["beta", "beta", ended, "4"]]
+            return found if found == expected else None
+
+        wait_until(lambda: rows("0"), 15, "a row per combination, none of its jobs ended")
+        assert browser.find_element(By.ID, "combinations").is_displayed()
+        Select(browser.find_element(By.ID, "job-order")).select_by_value("planned")
+        wait_until(
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, "a.job-link")) == 8, 15, "8 jobs"
+        )
+        dialog = browser.find_element(By.ID, "job-dialog")
+        for key in itertools.product(("r00000", "r00001"), ("alpha", "beta"), (0, 1)):
+            job = open_job_of(browser, key)
+
+            assert job["batch_id"] == batch_id and job["record"]["record_id"] == key[0]
+            browser.find_element(By.ID, "job-close").click()
+            wait_until(lambda: not dialog.is_displayed(), 5, "the dialog to close")
+
+        env.ok("batch.command=run", "batch.idle_timeout=0.5")
+
+        wait_until(lambda: rows("4"), 15, "every combination's jobs ended")
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-combinations.png"))

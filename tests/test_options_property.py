@@ -39,7 +39,8 @@ from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
 from buttermilk.runner.hydra_flows import register_resolvers
 from buttermilk.runner.settings import AppSettings, BatchSettings, settings_from_config
-from buttermilk.store.store import Store, _dumps
+from buttermilk.store.engine import dumps as _dumps
+from buttermilk.store.store import Store
 
 
 @dataclass(frozen=True)

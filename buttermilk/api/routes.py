@@ -3,50 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import ValidationError
-from starlette.convertors import Convertor, register_url_convertor
 
 from buttermilk.api.errors import FieldError, as_body_errors, documented
-from buttermilk.api.results import MEDIA_TYPES, ResultFormat, result_stream
-from buttermilk.api.schemas import BatchPage, BatchView, CreateBatch, FlowView, JobPage, JobView
+from buttermilk.api.schemas import BatchPage, BatchView, CreateBatch, FlowView, RetryBatch
 from buttermilk.batch.service import BatchService
-from buttermilk.domain import BatchStatus, JobInfo, JobStatus
-from buttermilk.errors import UnknownFlowError, UsageError
+from buttermilk.domain import BatchStatus
+from buttermilk.errors import UnknownFlowError, UsageError, VariantError
 from buttermilk.flows.catalog import FlowCatalog
 
 MAX_PAGE = 500
-MAX_JOB_PAGE = 1_000
 MAX_POSITION = 2**31 - 1  # offsets and seqs: past any count the store holds, and bindable
-LIST_EXCLUDES = {"record", "traceback"}  # a job list leaves out the bulky fields
 # A batch list leaves out the request's flow parameters: they are as large as the client
 # made them, and the dashboard polls the list every second. GET /api/batches/{id} has them.
 BATCH_LIST_EXCLUDES = {"parameters"}
 
 router = APIRouter(prefix="/api")
-
-
-class AnyTextConvertor(Convertor[str]):
-    """A path parameter holding any characters, line breaks included (a record id).
-
-    Starlette's ``path`` convertor is ``.*`` and its route pattern ends in ``$``: a newline
-    stops the match (404), and one at the end is dropped, so ``a%0A`` would fetch job ``a``.
-    """
-
-    regex = "(?s:.*)"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("anytext", AnyTextConvertor())
 
 
 def _service(request: Request) -> BatchService:
@@ -81,6 +57,8 @@ async def create_batch(
         raise as_body_errors(exc) from None
     try:
         created = await service.create(request)
+    except VariantError as exc:  # an axis the flow cannot take, or too many jobs
+        raise FieldError("variants", str(exc)) from exc
     except UsageError as exc:  # the flow is unknown, or its config or data cannot be used
         code = "unknown_flow" if isinstance(exc, UnknownFlowError) else "unusable_flow"
         raise FieldError("flow_name", str(exc), code) from exc
@@ -142,113 +120,29 @@ async def cancel_batch(batch_id: str, service: Service) -> dict[str, Any]:
     return (await service.summary(batch.id)).as_json()
 
 
-@router.get(
-    "/batches/{batch_id}/jobs",
-    response_model=JobPage,
-    responses=documented(404),
-    summary="List a batch's jobs",
+@router.post(
+    "/batches/{batch_id}/retry",
+    response_model=BatchView,
+    responses=documented(404, 409, 422),
+    summary="Retry a batch's jobs that did not complete",
 )
-async def list_jobs(
+async def retry_batch(
     batch_id: str,
     service: Service,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_JOB_PAGE)] = 50,
-    after_seq: Annotated[
-        int, Query(ge=-1, le=MAX_POSITION, description="next_after_seq of the page before")
-    ] = -1,
-    order: Annotated[
-        Literal["planned", "recent"],
-        Query(description="planned: in planned order, paged; recent: latest started first"),
-    ] = "planned",
-) -> JobPage:
-    """Jobs without their records and tracebacks (see the job route)."""
+    body: Annotated[RetryBatch | None, Body()] = None,
+) -> dict[str, Any]:
+    """Requeue its failed, cancelled and pending jobs (and running ones whose worker died),
+    or only those of one combination (``variant``); the batch becomes live again.
 
-    def read() -> tuple[list[JobInfo], int]:
-        full_id = service.resolve(batch_id)
-        if order == "recent":
-            jobs = service.store.recent_jobs(full_id, status=status, limit=limit)
-        else:
-            jobs = list(
-                service.store.iter_jobs(
-                    full_id, status=status, after_seq=after_seq, limit=limit + 1
-                )
-            )
-        counts = service.store.job_counts([full_id])[full_id]
-        total = counts.get(status, 0) if status else sum(counts.values())
-        return jobs, total
-
-    jobs, total = await anyio.to_thread.run_sync(read)
-    page = jobs[:limit]
-    return JobPage(
-        items=[JobView.model_validate(job.model_dump(exclude=LIST_EXCLUDES)) for job in page],
-        total=total,
-        limit=limit,
-        next_after_seq=page[-1].seq if len(jobs) > limit else None,
-    )
-
-
-async def _read_job(service: BatchService, batch_id: str, record_id: str) -> JobInfo:
-    def read() -> JobInfo:
-        return service.store.get_job(service.resolve(batch_id), record_id)
-
-    return await anyio.to_thread.run_sync(read)
-
-
-@router.get(
-    "/batches/{batch_id}/jobs/{record_id:anytext}",
-    response_model=JobInfo,
-    responses=documented(404),
-    summary="One job",
-)
-async def get_job(batch_id: str, record_id: str, service: Service) -> JobInfo:
-    """One job with its record, its result, or its error and traceback.
-
-    ``record_id`` is percent-encoded whole (``/`` as ``%2F``, a newline as ``%0A``).
-    Clients rewrite a path segment ``.`` or ``..`` before sending it: the ``job`` route
-    takes the record id as a query parameter and reaches every id.
+    Answers the batch, with ``requeued``: how many jobs were requeued. A key the batch
+    lacks gives 422; nothing to retry gives 409.
     """
-    return await _read_job(service, batch_id, record_id)
-
-
-@router.get(
-    "/batches/{batch_id}/job",
-    response_model=JobInfo,
-    responses=documented(404),
-    summary="One job, by a record id in the query",
-)
-async def get_job_by_query(
-    batch_id: str,
-    service: Service,
-    record_id: Annotated[str, Query(description="The record id, whatever it holds.")],
-) -> JobInfo:
-    """The same as ``GET /api/batches/{batch_id}/jobs/{record_id}``, for any record id."""
-    return await _read_job(service, batch_id, record_id)
-
-
-@router.get(
-    "/batches/{batch_id}/results",
-    response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "One row per job, as written by batch.command=export.",
-            "content": {media: {} for media in MEDIA_TYPES.values()},
-        },
-        **documented(404),
-    },
-    summary="Stream the results",
-)
-async def get_results(
-    batch_id: str,
-    service: Service,
-    fmt: Annotated[ResultFormat, Query(alias="format")] = "jsonl",
-) -> StreamingResponse:
-    """Every job's row (ids, status, record, outputs, errors) as JSONL or CSV, streamed."""
-    full_id = await anyio.to_thread.run_sync(service.resolve, batch_id)
-    return StreamingResponse(
-        await result_stream(service.store, full_id, fmt),
-        media_type=MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'attachment; filename="batch-{full_id}.{fmt}"'},
-    )
+    variant = body.variant if body else None
+    try:
+        batch, count = await service.retry(batch_id, variant=variant, option="variant")
+    except VariantError as exc:
+        raise FieldError("variant", str(exc)) from exc
+    return {**(await service.summary(batch.id)).as_json(), "requeued": count}
 
 
 def _flow_views(flows: FlowCatalog) -> list[FlowView]:

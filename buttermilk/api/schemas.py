@@ -83,6 +83,18 @@ class CreateBatch(BaseModel):
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed.",
     )
+    variants: dict[str, Any] | None = Field(
+        default=None,
+        description="Axes to compare, over the flow's own: AGENT.OPTION (an option of one "
+        "agent) or a parameter name -> list of values. Jobs = records x combinations "
+        "(the product of the axes) x repeats.",
+        examples=[{"vader.threshold": [0.05, 0.3]}],
+    )
+    repeats: int | None = Field(
+        default=None,
+        description="Independent runs of every combination on every record (null: the "
+        "flow's, 1 unless it sets them).",
+    )
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
         """The batch request: the server's defaults, then every field the body sets.
@@ -99,6 +111,17 @@ class ErrorCountView(BaseModel):
     error_type: str
     error_message: str
     count: int
+
+
+class CombinationView(BaseModel):
+    """One combination of a batch's axes and the progress of its jobs."""
+
+    variant: str = Field(description="Its key, as jobs, exports and retry name it.")
+    values: dict[str, Any] = Field(description="Its value on each axis.")
+    total: int = Field(description="Its jobs: records x repeats.")
+    done: int = Field(description="Its jobs that have ended.")
+    progress: float = Field(description="Share of its jobs that have ended, 0..1.")
+    counts: dict[str, int] = Field(description="Its jobs per status.")
 
 
 class BatchView(BaseModel):
@@ -131,6 +154,15 @@ class BatchView(BaseModel):
     common_errors: list[ErrorCountView] = Field(
         description="Most common errors of failed jobs (only on GET /api/batches/{batch_id})."
     )
+    variants: dict[str, list[Any]] = Field(
+        description="Its axes, the flow's and the request's: axis -> values ({}: none)."
+    )
+    repeats: int = Field(description="Runs of every combination on every record.")
+    combination_count: int = Field(description="How many combinations its axes make.")
+    combinations: list[CombinationView] | None = Field(
+        description="Progress per combination, in planned order (null in GET /api/batches: "
+        "GET /api/batches/{batch_id} has it)."
+    )
 
 
 class BatchPage(BaseModel):
@@ -145,6 +177,8 @@ class JobView(BaseModel):
 
     batch_id: str
     record_id: str
+    variant: str = Field(description="Key of its combination (default: a batch without axes).")
+    repeat: int = Field(description="Which repeat of its combination it is, from 0.")
     seq: int = Field(description="Position in the batch's planned order.")
     status: JobStatus
     attempts: int
@@ -162,6 +196,16 @@ class JobView(BaseModel):
     @field_serializer("result", when_used="json")
     def _exact_json(self, value: dict[str, Any] | None) -> Any:
         return values.json_ready(value)  # bytes and other tagged values (buttermilk.values)
+
+
+class RetryBatch(BaseModel):
+    """``POST /api/batches/{batch_id}/retry``: an empty body retries every combination."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str | None = Field(
+        default=None, description="Retry only this combination's jobs (its key; null: all)."
+    )
 
 
 class JobPage(BaseModel):

@@ -22,7 +22,15 @@ from buttermilk.batch.grid import (
     requeued_messages,
 )
 from buttermilk.batch.planner import Plan, plan_records
-from buttermilk.domain import BatchInfo, BatchRequest, BatchStatus, BatchSummary, JobStatus
+from buttermilk.domain import (
+    BatchInfo,
+    BatchRequest,
+    BatchStatus,
+    BatchSummary,
+    CombinationProgress,
+    JobStatus,
+    combination_progress,
+)
 from buttermilk.errors import DataSourceError, QueueError, VariantError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
@@ -133,11 +141,13 @@ class BatchService:
     def resolve(self, batch_id: str | None) -> str:
         return self.store.resolve_id(batch_id or "")
 
-    async def summary(self, batch_id: str) -> BatchSummary:
-        """A batch with its counts and most common errors (``batch_id`` may be a prefix)."""
-        return await anyio.to_thread.run_sync(self._summary, batch_id)
+    async def summary(self, batch_id: str, *, per_combination: bool = True) -> BatchSummary:
+        """A batch with its counts and most common errors (``batch_id`` may be a prefix),
+        and, with ``per_combination``, its counts per combination (a batch of several
+        combinations: one more grouped read of its jobs; callers that poll leave it out)."""
+        return await anyio.to_thread.run_sync(self._summary, batch_id, per_combination)
 
-    def _summary(self, batch_id: str) -> BatchSummary:
+    def _summary(self, batch_id: str, per_combination: bool = True) -> BatchSummary:
         full_id = self.store.resolve_id(batch_id)
         batch = self.store.get_batch(full_id)
         counts = self.store.job_counts([full_id])[full_id]
@@ -154,7 +164,24 @@ class BatchService:
         if stale and self.store.complete_if_done(full_id):
             batch = self.store.get_batch(full_id)
         errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
-        return BatchSummary(batch=batch, counts=counts, common_errors=errors, now=time.time())
+        combinations = self._per_combination(batch, counts) if per_combination else None
+        return BatchSummary(
+            batch=batch,
+            counts=counts,
+            common_errors=errors,
+            now=time.time(),
+            combinations=combinations,
+        )
+
+    def _per_combination(
+        self, batch: BatchInfo, counts: dict[JobStatus, int]
+    ) -> list[CombinationProgress]:
+        planned = batch.combinations()
+        if len(planned) == 1 and batch.request_error is None:
+            by_variant = {planned[0].key: counts}  # its counts are the batch's: no read
+        else:
+            by_variant = self.store.variant_counts(batch.id)
+        return combination_progress(planned, by_variant)
 
     async def list(
         self,
@@ -181,17 +208,20 @@ class BatchService:
         full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
         return await anyio.to_thread.run_sync(self.store.cancel, full_id)
 
-    async def retry(self, batch_id: str, *, variant: str | None = None) -> tuple[BatchInfo, int]:
+    async def retry(
+        self, batch_id: str, *, variant: str | None = None, option: str = "batch.variant"
+    ) -> tuple[BatchInfo, int]:
         """Requeue every job of the batch (of one combination: ``variant``, its key) that
-        did not complete; returns how many. Raises InvalidOptionError for a key the batch
-        lacks, BatchStateError when there is nothing to retry."""
+        did not complete; returns how many. Raises VariantError for a key the batch lacks
+        (naming it as ``option``, the caller's name for it), BatchStateError when there is
+        nothing to retry."""
         full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
         batch = await anyio.to_thread.run_sync(self.store.get_batch, full_id)
         if variant is not None:
             keys = [c.key for c in batch.combinations()]
             if variant not in keys:
                 raise VariantError(
-                    f"batch.variant={variant!r}: batch {full_id} has no such combination "
+                    f"{option}={variant!r}: batch {full_id} has no such combination "
                     f"(its combinations: {', '.join(keys)})"
                 )
         await self.queue.prepare(interactive=batch.interactive)

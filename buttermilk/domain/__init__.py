@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from buttermilk.domain.batches import BatchInfo, BatchSummary, ErrorCount
 from buttermilk.domain.jobs import JobInfo, JobKey
+from buttermilk.domain.progress import CombinationProgress, combination_progress
 from buttermilk.domain.requests import (
     MAX_JOB_TIMEOUT,
     MAX_RETRY_DELAY,
@@ -21,10 +22,12 @@ __all__ = [
     "BatchRequest",
     "BatchStatus",
     "BatchSummary",
+    "CombinationProgress",
     "ErrorCount",
     "ErrorPolicy",
     "JobInfo",
     "JobKey",
     "JobStatus",
     "Usd",
+    "combination_progress",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from buttermilk.domain.progress import CombinationProgress
 from buttermilk.domain.requests import BatchRequest
 from buttermilk.domain.statuses import BatchStatus, JobStatus
 from buttermilk.domain.variants import Combination, combinations
@@ -48,6 +50,16 @@ class BatchInfo(BaseModel):
         """The batch's combinations in planned order (one, ``default``, without axes)."""
         return combinations(self.request.variants)
 
+    @property
+    def combination_count(self) -> int:
+        """How many combinations it has (without listing them)."""
+        return math.prod(len(values) for values in self.request.variants.values())
+
+    @property
+    def compares(self) -> bool:
+        """Whether it has more than one combination or repeats them (a comparison)."""
+        return self.combination_count > 1 or self.repeats > 1
+
 
 class ErrorCount(BaseModel):
     error_type: str
@@ -62,6 +74,8 @@ class BatchSummary(BaseModel):
     counts: dict[JobStatus, int]
     common_errors: list[ErrorCount] = Field(default_factory=list)
     now: float
+    combinations: list[CombinationProgress] | None = None
+    """Counts per combination in planned order (None: not read, as in ``list``)."""
 
     @property
     def done(self) -> int:
@@ -134,4 +148,10 @@ class BatchSummary(BaseModel):
             else b.stored_request,
             "request_error": b.request_error,
             "common_errors": [e.model_dump() for e in self.common_errors],
+            "variants": b.request.variants,
+            "repeats": b.repeats,
+            "combination_count": b.combination_count,
+            "combinations": None
+            if self.combinations is None
+            else [c.as_json() for c in self.combinations],
         }

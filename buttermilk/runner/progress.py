@@ -63,11 +63,13 @@ async def show_worker(worker: Worker) -> None:
             log.info("progress: %s", worker_line(worker.stats, worker.held))
 
 
-async def _poll(service: BatchService, batch_id: str, outage: Outage) -> BatchSummary:
+async def _poll(
+    service: BatchService, batch_id: str, outage: Outage, *, per_combination: bool = False
+) -> BatchSummary:
     """The batch's summary, waiting out a store that cannot be reached (said once)."""
     while True:
         try:
-            summary = await service.summary(batch_id)
+            summary = await service.summary(batch_id, per_combination=per_combination)
         except Exception as exc:
             error = unreachable_store(exc, service.store.safe_url)
             if error is None:
@@ -105,7 +107,7 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
                     task, completed=summary.done, failed=summary.counts.get(JobStatus.FAILED, 0)
                 )
                 if summary.batch.status.ended:
-                    return summary
+                    return await _poll(service, batch_id, outage, per_combination=True)
                 await anyio.sleep(POLL)
                 summary = await _poll(service, batch_id, outage)
     last = time.monotonic()
@@ -115,4 +117,5 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
         if time.monotonic() - last >= LOG_EVERY:
             last = time.monotonic()
             log.info("batch %s: %s", batch_id, progress_line(summary))
-    return summary
+    # Polls leave out the counts per combination (a read of every job); the end has them.
+    return await _poll(service, batch_id, outage, per_combination=True)

@@ -13,7 +13,13 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from buttermilk.domain import BatchInfo, BatchStatus, BatchSummary, JobStatus
+from buttermilk.domain import (
+    BatchInfo,
+    BatchStatus,
+    BatchSummary,
+    CombinationProgress,
+    JobStatus,
+)
 
 STATUS_STYLE = {
     BatchStatus.PENDING: "yellow",
@@ -120,6 +126,9 @@ def status_view(s: BatchSummary) -> Group:
         f"concurrency={r.concurrency} error_policy={r.error_policy} max_attempts={r.max_attempts} "
         f"interactive={str(r.interactive).lower()} shuffle={str(r.shuffle).lower()} seed={b.seed}",
     )
+    if b.compares:
+        info.add_row("variants", axes_text(b.request.variants))
+        info.add_row("repeats", str(b.repeats))
     if b.error:
         info.add_row("error", Text(b.error, style="red"))
     if not b.published:
@@ -131,6 +140,8 @@ def status_view(s: BatchSummary) -> Group:
         counts.add_column(status.value, justify="right")
     counts.add_row(*(str(s.counts.get(status, 0)) for status in JobStatus))
     parts: list[Any] = [info, counts]
+    if b.compares and s.combinations:
+        parts.append(combinations_view(s.combinations, list(b.request.variants)))
     if s.common_errors:
         errors = Table(box=box.SIMPLE, title="most common errors", title_justify="left")
         errors.add_column("count", justify="right")
@@ -142,6 +153,41 @@ def status_view(s: BatchSummary) -> Group:
     return Group(*parts)
 
 
+def value_text(value: Any) -> str:
+    """An axis value as its combination's key shows it: text as is, the rest as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+
+
+def axes_text(axes: dict[str, list[Any]]) -> str:
+    return "; ".join(f"{name}: {', '.join(map(value_text, vals))}" for name, vals in axes.items())
+
+
+def combinations_view(found: Sequence[CombinationProgress], axes: Sequence[str]) -> Table:
+    """One row per combination: its key, its value on each axis, its progress and counts."""
+    table = Table(box=box.SIMPLE, title="combinations", title_justify="left")
+    table.add_column("variant")
+    for axis in axes:
+        table.add_column(axis)
+    table.add_column("done/total", justify="right")
+    table.add_column("progress", justify="right")
+    for status in JobStatus:
+        table.add_column(status.value, justify="right")
+    for c in found:
+        table.add_row(
+            c.variant,
+            *(value_text(c.values[axis]) if axis in c.values else "-" for axis in axes),
+            f"{c.done}/{c.total}",
+            f"{c.progress:.0%}",
+            *(str(c.counts.get(status, 0)) for status in JobStatus),
+        )
+    return table
+
+
+def grid_text(b: BatchInfo) -> str:
+    """Combinations x repeats of a batch, short (``6x3``); ``-`` for a plain batch."""
+    return f"{b.combination_count}x{b.repeats}" if b.compares else "-"
+
+
 def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
     if not summaries:
         return Text("no batches yet: create one with ui=batch flow=NAME")
@@ -150,6 +196,7 @@ def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
         ("batch", "left"),
         ("flow", "left"),
         ("status", "left"),
+        ("grid", "right"),
         ("progress", "right"),
         ("done/total", "right"),
         ("failed", "right"),
@@ -164,6 +211,7 @@ def list_view(summaries: Sequence[BatchSummary]) -> Table | Text:
             s.batch.id,
             s.batch.flow,
             status_text(s.batch.status),
+            grid_text(s.batch),
             f"{s.progress:.0%}",
             f"{s.done}/{s.batch.total}",
             str(s.counts.get(JobStatus.FAILED, 0)),

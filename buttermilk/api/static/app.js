@@ -82,11 +82,6 @@ function when(timestamp) {
     : new Date(timestamp * 1000).toLocaleString();
 }
 
-function done(batch) {
-  const c = batch.counts;
-  return c.completed + c.failed + c.cancelled;
-}
-
 function statusBadge(status, id) {
   return el("span", { class: `status status-${status}`, id }, status);
 }
@@ -97,11 +92,22 @@ function percent(part, total) {
 
 // completed / failed / cancelled segments; running and pending make up the rest.
 function progressBar(batch) {
-  const c = batch.counts;
-  const total = batch.total;
-  const ended = done(batch);
+  const attrs = { "data-batch": batch.batch_id };
+  return drawBar(batch.counts, batch.total, `batch ${batch.batch_id}`, attrs,
+    ENDED.has(batch.status));
+}
+
+// One combination's bar: the same segments over its own jobs.
+function combinationBar(combination, batch) {
+  return drawBar(combination.counts, combination.total, `combination ${combination.variant}`,
+    { "data-variant": combination.variant }, ENDED.has(batch.status));
+}
+
+// ``name`` labels it for screen readers; ``attrs`` find it (data-batch, data-variant).
+function drawBar(c, total, name, attrs, endedBatch) {
+  const ended = c.completed + c.failed + c.cancelled;
   const remaining = c.pending + c.running;
-  const bar = el(
+  const meter = el(
     "div",
     {
       class: "bar",
@@ -109,10 +115,10 @@ function progressBar(batch) {
       "aria-valuemin": 0,
       "aria-valuemax": total,
       "aria-valuenow": ended,
-      "aria-label": `batch ${batch.batch_id}: ${ended} of ${total} jobs ended`,
+      "aria-label": `${name}: ${ended} of ${total} jobs ended`,
       title: `${c.completed} completed, ${c.failed} failed, ${c.cancelled} cancelled, ` +
         `${c.running} running, ${c.pending} pending`,
-      "data-batch": batch.batch_id,
+      ...attrs,
     },
     el("span", { class: "seg completed", style: { width: percent(c.completed, total) } }),
     el("span", { class: "seg failed", style: { width: percent(c.failed, total) } }),
@@ -123,9 +129,21 @@ function progressBar(batch) {
     "span",
     { class: "bar-label" },
     `${ended} / ${total}`,
-    remaining && !ENDED.has(batch.status) ? ` · ${remaining} left` : "",
+    remaining && !endedBatch ? ` · ${remaining} left` : "",
   );
-  return [bar, label];
+  return [meter, label];
+}
+
+// An axis value as its combination's key shows it: text as is, the rest as JSON.
+function axisValue(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+// Combinations x repeats, short ("6×3"); nothing for a batch without axes or repeats.
+function grid(batch) {
+  return batch.combination_count > 1 || batch.repeats > 1
+    ? `${batch.combination_count}×${batch.repeats}`
+    : "";
 }
 
 function showMessage(text) {
@@ -166,7 +184,9 @@ function batchRow(batch) {
     "tr",
     { "data-batch": batch.batch_id },
     el("td", {}, el("a", { href, class: "batch-link" }, el("code", {}, batch.batch_id))),
-    el("td", {}, batch.flow),
+    el("td", {}, batch.flow,
+      grid(batch) ? el("span", { class: "muted grid-size", title: "combinations × repeats" },
+        ` ${grid(batch)}`) : null),
     el("td", {}, statusBadge(batch.status)),
     el("td", { class: "progress" }, progressBar(batch)),
     el("td", { class: "num" }, rate(batch.rate)),
@@ -221,7 +241,10 @@ function renderBatch(batch) {
     ...fact("Concurrency", String(request.concurrency)),
     ...fact("Error policy", request.error_policy),
     ...fact("Parameters", JSON.stringify(request.parameters)),
+    ...fact("Combinations", String(batch.combination_count)),
+    ...fact("Repeats", String(batch.repeats)),
   );
+  renderCombinations(batch);
   $("counts").replaceChildren(
     ...Object.entries(batch.counts).map(([status, count]) =>
       el("div", { class: `count status-${status}`, "data-status": status },
@@ -240,11 +263,42 @@ function renderBatch(batch) {
   $("download-csv").href = `${base}?format=csv`;
 }
 
+// One row per combination: its key, its value on each axis, its progress and counts.
+// Shown when the batch compares (several combinations, or repeats).
+function renderCombinations(batch) {
+  const combinations = batch.combinations || [];
+  const shown = batch.combination_count > 1 || batch.repeats > 1;
+  $("combinations").hidden = !shown;
+  if (!shown) return;
+  const axes = Object.keys(batch.variants);
+  $("combination-head").replaceChildren(
+    el("tr", {}, el("th", {}, "Variant"), ...axes.map((axis) => el("th", {}, axis)),
+      el("th", { class: "wide" }, "Progress"),
+      ...["completed", "failed", "running", "pending"].map((s) => el("th", {}, s))),
+  );
+  $("combination-rows").replaceChildren(
+    ...combinations.map((c) =>
+      el("tr", { "data-variant": c.variant },
+        el("td", {}, el("code", {}, c.variant)),
+        ...axes.map((axis) => el("td", { "data-axis": axis },
+          axis in c.values ? axisValue(c.values[axis]) : "–")),
+        el("td", { class: "progress" }, combinationBar(c, batch)),
+        ...["completed", "failed", "running", "pending"].map((s) =>
+          el("td", { class: "num", "data-status": s }, String(c.counts[s]))))),
+  );
+}
+
 // The record id goes in the query, encoded whole: in the path, a browser would rewrite an
-// id such as ".." (a dot segment) before sending it.
+// id such as ".." (a dot segment) before sending it. Variant and repeat name which of the
+// record's jobs it is.
 function jobHref(job) {
   const batch = encodeURIComponent(job.batch_id);
-  return `/api/batches/${batch}/job?record_id=${encodeURIComponent(job.record_id)}`;
+  const query = new URLSearchParams({
+    record_id: job.record_id,
+    variant: job.variant,
+    repeat: job.repeat,
+  });
+  return `/api/batches/${batch}/job?${query}`;
 }
 
 function jobRow(job) {
@@ -252,9 +306,11 @@ function jobRow(job) {
   const link = el("a", { href: jobHref(job), class: "job-link" }, el("code", {}, job.record_id));
   return el(
     "tr",
-    { "data-record": job.record_id },
+    { "data-record": job.record_id, "data-variant": job.variant, "data-repeat": job.repeat },
     el("td", { class: "num" }, String(job.seq + 1)),
     el("td", {}, link),
+    el("td", {}, el("code", {}, job.variant)),
+    el("td", { class: "num" }, String(job.repeat)),
     el("td", {}, statusBadge(job.status)),
     el("td", { class: "num" }, String(job.attempts)),
     el("td", { class: "num" }, duration(job.duration)),
@@ -412,7 +468,10 @@ $("job-rows").addEventListener("click", async (event) => {
   event.preventDefault();
   try {
     const job = await api(link.getAttribute("href"));
-    $("job-title").textContent = job.record_id;
+    const which = job.variant === "default" && job.repeat === 0
+      ? ""
+      : ` (${job.variant}, repeat ${job.repeat})`;
+    $("job-title").textContent = job.record_id + which;
     $("job-json").textContent = JSON.stringify(job, null, 2);
     if (!$("job-dialog").open) $("job-dialog").showModal();
   } catch (error) {
