@@ -40,13 +40,6 @@ def find_target_key(value: Any, path: str) -> str | None:
     return None
 
 
-def _axis_pairs(value: Any) -> bool:
-    """Whether ``value`` is axes stored as a list of [name, values] pairs."""
-    return isinstance(value, list) and all(
-        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in value
-    )
-
-
 class BatchRequest(BaseModel):
     """Everything a user chooses when creating a batch (CLI ``batch.*`` or API body)."""
 
@@ -103,17 +96,7 @@ class BatchRequest(BaseModel):
         found = find_target_key(value, "variants")
         if found:
             raise ValueError(f"{TARGET_KEY} is not allowed in variants (found at {found})")
-        if _axis_pairs(value):  # as :meth:`stored` writes them
-            value = dict(value)
         return check_axes(value)
-
-    def stored(self) -> dict[str, Any]:
-        """The request as the store keeps it: JSON, with ``variants`` as [axis, values]
-        pairs. PostgreSQL's JSONB does not keep a dict's key order, and the axes' order
-        makes the combinations' keys (``alpha+strict``), which the batch's jobs hold."""
-        dumped = self.model_dump(mode="json")
-        dumped["variants"] = [[name, values] for name, values in dumped["variants"].items()]
-        return dumped
 
     @field_validator("parameters")
     @classmethod

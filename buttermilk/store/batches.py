@@ -76,7 +76,7 @@ class BatchRows(StoreBase):
             "id": batch_id,
             "flow": request.flow,
             "status": BatchStatus.PENDING.value,
-            "request": request.stored(),
+            "request": request.model_dump(mode="json"),
             "flow_snapshot": flow_snapshot,
             "total": total,
             "seed": seed,
