@@ -19,6 +19,7 @@ from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.runner.command_line import hydra_argv, hydra_error_line
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
+from buttermilk.runner.process_exit import exit_process
 from buttermilk.runner.settings import AppSettings, settings_from_config
 
 EXIT_USAGE = 2
@@ -76,7 +77,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     _restore_full_error()
-    sys.exit(run_cli(cfg))
+    exit_process(run_cli(cfg))
 
 
 def _restore_full_error() -> None:
