@@ -4,6 +4,7 @@ sweeps refused at once, and every refusal of Hydra's as one ``error:`` line."""
 from __future__ import annotations
 
 import subprocess
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,99 @@ def test_a_user_who_asks_hydra_for_full_errors_gets_them(env: Env) -> None:
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: batch.concurency is not")
+
+
+NOOP_FLOW = (
+    "data: {records: {type: file, path: '${oc.env:BUTTERMILK_DATA}/records.jsonl'}}\n"
+    "agents: [{name: noop, _target_: buttermilk.agents.testing.noop}]\n"
+)
+BUNDLED_FLOWS = Path(str(files("buttermilk.conf"))) / "flows"
+# (flow name, its file's text, the one error line); {mine} is the user's flows folder.
+BAD_FLOW_FILES = [
+    pytest.param(
+        "sentiment",
+        NOOP_FLOW,
+        f"error: flow 'sentiment' is defined twice, in {BUNDLED_FLOWS}/sentiment.yaml and in "
+        "{mine}/sentiment.yaml: rename one of them (a flow's name is its file name)",
+        id="same-name-as-a-bundled-flow",
+    ),
+    pytest.param(
+        "listed",
+        "- name: a\n- name: b\n",
+        "error: flow 'listed': {mine}/listed.yaml holds a list, but a flow file must be a "
+        "mapping (description:, data:, agents:, ...)",
+        id="a-list",
+    ),
+    pytest.param(
+        "scalar",
+        "42\n",
+        "error: flow 'scalar': {mine}/scalar.yaml holds a number, but a flow file must be a "
+        "mapping (description:, data:, agents:, ...)",
+        id="a-number",
+    ),
+    pytest.param(
+        "broken",
+        "description: x\nagents:\n  - name: a\n    _target_: [unclosed\n",
+        "error: flow 'broken': {mine}/broken.yaml:5:1: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence at line 4, column 15)",
+        id="yaml-syntax-error",
+    ),
+    pytest.param(
+        "tabbed",
+        "description: x\n\tagents: []\n",
+        "error: flow 'tabbed': {mine}/tabbed.yaml:2:1: found character '\\t' that cannot "
+        "start any token",
+        id="yaml-tab",
+    ),
+]
+
+
+@pytest.mark.backends("local")
+@pytest.mark.parametrize(("name", "text", "expected"), BAD_FLOW_FILES)
+def test_a_flow_file_that_cannot_be_a_flow_is_one_line_naming_the_file(
+    env: Env, tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    mine = tmp_path / "myconf" / "flows"
+    mine.mkdir(parents=True)
+    (mine / f"{name}.yaml").write_text(text)
+
+    result = env.cli("--config-dir", str(tmp_path / "myconf"), f"flow={name}")
+
+    assert result.returncode == 2, str(result)
+    assert result.stderr.strip().splitlines()[-1] == expected.format(mine=mine), str(result)
+    assert "Traceback" not in result.stderr
+    assert_nothing_created(env)
+
+
+@pytest.mark.backends("local")
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            ["--config-dir", "{tmp}/nothere"],
+            "--config-dir {tmp}/nothere: the folder does not exist",
+        ),
+        (["--config-dir", "{tmp}/a-file"], "--config-dir {tmp}/a-file: is not a folder"),
+        (
+            ["hydra.searchpath=[file://{tmp}/nothere]"],
+            "hydra.searchpath entry file://{tmp}/nothere: the folder {tmp}/nothere does not exist",
+        ),
+        (
+            ["hydra.searchpath=[pkg://no_such_package_here]"],
+            "hydra.searchpath entry pkg://no_such_package_here: there is no installed Python "
+            "package 'no_such_package_here'",
+        ),
+    ],
+    ids=["config-dir", "config-dir-a-file", "searchpath-folder", "searchpath-package"],
+)
+def test_a_config_folder_that_does_not_exist_is_named_not_taken_for_an_unknown_flow(
+    env: Env, tmp_path: Path, given: list[str], expected: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+
+    result = env.cli(*(arg.format(tmp=tmp_path) for arg in given), "flow=mine")
+
+    assert result.returncode == 2, str(result)
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {expected.format(tmp=tmp_path)}"], str(result)

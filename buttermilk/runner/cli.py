@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 import anyio
 import hydra
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.runner.command_line import hydra_argv, hydra_error_line
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
+from buttermilk.runner.config_sources import check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
 from buttermilk.runner.process_exit import exit_process
 from buttermilk.runner.settings import AppSettings, settings_from_config
@@ -56,6 +58,7 @@ def serve(settings: AppSettings) -> int:
 def run_cli(cfg: DictConfig) -> int:
     """Run one CLI invocation; returns the exit code (2 for bad input)."""
     try:
+        check_config_folders()
         settings = settings_from_config(cfg)
         setup_logging(settings.log_level)
         return serve(settings)
@@ -103,6 +106,9 @@ def main() -> None:
     # Hydra prints its own errors over several lines and exits 1; told to raise them
     # instead, it lets main() say them in one. The user's own setting comes back for the
     # command, and a user who asked for full errors gets Hydra's.
+    # A search path entry that does not exist is refused in one line (run_cli), not
+    # warned about by Hydra over two.
+    warnings.filterwarnings("ignore", r"provider=.* is not available", UserWarning)
     _user_full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

@@ -9,6 +9,7 @@ says the same in one line that names the key, and the closest known option.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -35,6 +36,7 @@ HYDRA_FLAGS = (
 )
 _NOT_IN_CONFIG = re.compile(r"Could not override '([^']+)'")
 _AMBIGUOUS = re.compile(r"Ambiguous value for argument '([^']+)'")
+_NO_CONFIG_DIR = re.compile(r"Additional config directory '(.+)' not found")
 _MULTIRUN_MODE = re.compile(r"^\+{0,2}hydra\.mode=\s*MULTIRUN\s*$", re.IGNORECASE)
 
 
@@ -99,6 +101,11 @@ def hydra_error_line(exc: BaseException) -> str | None:
             allowed = ", ".join(exc.options) or "none found"
             return f"{group}={option} is not allowed: known options are {allowed}"
     message = str(exc)
+    missing_dir = _NO_CONFIG_DIR.search(message)
+    if missing_dir:
+        path = missing_dir.group(1)
+        what = "is not a folder" if os.path.exists(path) else "the folder does not exist"
+        return f"--config-dir {path}: {what}"
     if isinstance(exc, ConfigCompositionException):
         unknown = _NOT_IN_CONFIG.search(message)
         if unknown:
