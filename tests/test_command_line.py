@@ -47,6 +47,15 @@ def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -
         (["hydra.mode=MULTIRUN", "flow=a,b"], "--multirun is not supported"),
         (["ui=batch", "--colour", "flow=a"], "unknown flag --colour: Hydra's flags are"),
         (["ui=batch", "--config-dir"], "argument --config-dir/-cd: expected one argument"),
+        (
+            ["queue=null"],
+            "queue=null is not allowed: queue takes the name of a config: local, pubsub",
+        ),
+        (["store=5"], "store=5 is not allowed: store takes the name of a config: postgres, sqlite"),
+        (["run=true"], "run=true is not allowed: run takes the name of a config: api, batch"),
+        (["+queue=3.5"], "queue=3.5 is not allowed: queue takes the name of a config: local"),
+        (["hydra/launcher=1"], "hydra/launcher=1 is not allowed: hydra/launcher takes the name"),
+        (["hydra=5"], "hydra=5 is not allowed: hydra is Hydra's own section"),
     ],
 )
 def test_a_command_line_hydra_cannot_take_is_refused_before_hydra_runs(
@@ -131,6 +140,33 @@ HYDRA_REFUSALS = [
         ["flow=t_work", "+batch.retry_dely=5"],
         "error: batch.retry_dely is not a known option (did you mean batch.retry_delay?)",
         id="added-unknown-key",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch.seed=choice(1,2)"],
+        f"error: batch.seed=choice(1,2) is a sweep, and sweeps are not supported: {NO_SWEEPS}",
+        id="choice-sweep",
+    ),
+    pytest.param(
+        ["flow=t_work", "batch=5"],
+        "error: batch=5 is not allowed: batch is a section of options, set each on its own "
+        "(e.g. batch.concurrency=...)",
+        id="a-section-given-one-value",
+    ),
+    pytest.param(
+        ["flow=t_work", "queue=null"],
+        "error: queue=null is not allowed: queue takes the name of a config: local, pubsub",
+        id="a-group-given-null",
+    ),
+    pytest.param(
+        ["flow=t_work", "store=5"],
+        "error: store=5 is not allowed: store takes the name of a config: postgres, sqlite",
+        id="a-group-given-a-number",
+    ),
+    pytest.param(
+        ["flow=t_work", "hydra.run.dir=/proc/x"],
+        "error: hydra.run.dir=/proc/x is not allowed: cannot make the folder /proc/x (No such "
+        "file or directory); Buttermilk writes nothing there, so it may be left unset",
+        id="a-run-dir-that-cannot-be-made",
     ),
 ]
 
