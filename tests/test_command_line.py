@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Env, write_records
+from hydra import compose, initialize_config_dir
 from test_cli_errors import assert_nothing_created
 
 from buttermilk.errors import UsageError
-from buttermilk.runner.command_line import NO_SWEEPS, hydra_argv
+from buttermilk.runner.command_line import NO_SWEEPS, hydra_argv, hydra_error_line
 
 
 def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -> None:
@@ -291,3 +292,22 @@ def test_a_config_folder_that_does_not_exist_is_named_not_taken_for_an_unknown_f
     assert result.returncode == 2, str(result)
     lines = result.stderr.strip().splitlines()
     assert lines == [f"error: {expected.format(tmp=tmp_path)}"], str(result)
+
+
+def test_a_yaml_syntax_error_in_any_config_file_is_one_line_with_file_line_and_column(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - local: local\n  - _self_\n")
+    (tmp_path / "local" / "local.yaml").write_text("# @package _global_\nqueue: [unclosed\n")
+
+    with (
+        initialize_config_dir(str(tmp_path), version_base=None),
+        pytest.raises(Exception) as caught,
+    ):
+        compose("config")
+
+    assert hydra_error_line(caught.value) == (
+        f"{tmp_path}/local/local.yaml:3:1: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence at line 2, column 8)"
+    )

@@ -26,6 +26,7 @@ from hydra.errors import (
 from omegaconf.errors import OmegaConfBaseException
 
 from buttermilk.errors import UsageError
+from buttermilk.runner.config_sources import yaml_error_line
 from buttermilk.runner.settings import did_you_mean, known_options
 
 NO_SWEEPS = (
@@ -138,6 +139,9 @@ def hydra_error_line(exc: BaseException) -> str | None:
     The line names what was wrong: an unknown option with the closest known one, an
     unknown group option with the known ones, an override that does not parse.
     """
+    syntax = yaml_error_line(exc)
+    if syntax is not None:
+        return syntax
     if isinstance(exc, OverrideParseException):
         reason = _first_line(exc.message)
         return f"cannot read the override {exc.override!r}: {reason} (see Hydra's override grammar)"

@@ -111,3 +111,20 @@ def flow_files(group: str, name: str) -> list[str]:
     """Every file defining the config ``group/name``, in search path order."""
     found = (folder.file(f"{group}/{name}.yaml") for folder in config_folders())
     return [path for path in found if path is not None]
+
+
+def yaml_error_line(exc: BaseException) -> str | None:
+    """``file:line:column: problem`` for a YAML syntax error anywhere in ``exc``'s chain
+    (Hydra and OmegaConf let PyYAML's errors through or wrap them), else None."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        mark = getattr(cause, "problem_mark", None)
+        if mark is not None:  # a yaml.MarkedYAMLError
+            problem = getattr(cause, "problem", None) or "not valid YAML"
+            line = f"{mark.name}:{mark.line + 1}:{mark.column + 1}: {problem}"
+            context, at = getattr(cause, "context", None), getattr(cause, "context_mark", None)
+            if context and at is not None:
+                line += f" ({context} at line {at.line + 1}, column {at.column + 1})"
+            return line
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UnknownFlowError, UsageError
 from buttermilk.flows.models import FlowConfig
-from buttermilk.runner.config_sources import flow_files
+from buttermilk.runner.config_sources import flow_files, yaml_error_line
 from buttermilk.runner.settings import describe_validation_error
 
 FLOWS_GROUP = "flows"
@@ -106,17 +106,9 @@ def not_a_mapping(kind: str) -> str:
 def load_problem(exc: BaseException, where: str) -> str:
     """One line for why a flow file could not be loaded: a YAML syntax error as
     ``file:line:column: problem``, any other error's first line."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        mark = getattr(cause, "problem_mark", None)
-        if mark is not None:  # a yaml.MarkedYAMLError
-            problem = getattr(cause, "problem", None) or "not valid YAML"
-            line = f"{mark.name}:{mark.line + 1}:{mark.column + 1}: {problem}"
-            context, at = getattr(cause, "context", None), getattr(cause, "context_mark", None)
-            if context and at is not None:
-                line += f" ({context} at line {at.line + 1}, column {at.column + 1})"
-            return line
-        cause = cause.__cause__ or cause.__context__
+    syntax = yaml_error_line(exc)
+    if syntax is not None:
+        return syntax
     message = str(exc)
     loaded = _LOADED_TYPE.search(message)
     if loaded:
