@@ -359,7 +359,7 @@ async def test_an_async_agent_runs_on_the_event_loop_itself(target: str) -> None
         ("buttermilk.agents.nowhere.Missing", {}, "cannot import _target_"),
         ("no_such_module_at_all.fn", {}, "cannot import _target_"),
         (f"{__name__}.NOT_CALLABLE", {}, "is not callable"),
-        ("buttermilk.agents.sentiment.Vader", {"colour": "red"}, "bad arguments"),
+        ("buttermilk.agents.llm.LLM", {"model": 5}, "bad arguments"),
         ("pathlib.PurePosixPath", {}, "instances are not callable"),
     ],
 )
@@ -400,6 +400,18 @@ class TakesTwo:
             {"threshold": 0.5},
             "takes no argument 'threshold': it accepts no other arguments",
             id="no-keywords-at-all",
+        ),
+        pytest.param(
+            "buttermilk.agents.sentiment.Vader",
+            {"colour": "red"},
+            "takes no argument 'colour': it accepts threshold",
+            id="class-unknown-keyword",
+        ),
+        pytest.param(
+            "buttermilk.agents.lexicon.Lexicon",
+            {},
+            "needs its argument 'categories' set in the agent's config",
+            id="class-missing-keyword",
         ),
         pytest.param(
             "two_arguments",
