@@ -13,7 +13,12 @@ from hydra import compose, initialize_config_dir
 from test_cli_errors import assert_nothing_created
 
 from buttermilk.errors import UsageError
-from buttermilk.runner.command_line import NO_SWEEPS, hydra_argv, hydra_error_line
+from buttermilk.runner.command_line import (
+    NO_SWEEPS,
+    hydra_argv,
+    hydra_error_line,
+    hydra_start_error,
+)
 
 
 def test_hydra_flags_move_in_front_of_the_overrides_wherever_they_were_typed() -> None:
@@ -311,3 +316,11 @@ def test_a_yaml_syntax_error_in_any_config_file_is_one_line_with_file_line_and_c
         f"{tmp_path}/local/local.yaml:3:1: expected ',' or ']', but got '<stream end>' "
         "(while parsing a flow sequence at line 2, column 8)"
     )
+
+
+def test_any_other_failure_before_the_command_runs_is_one_line_naming_the_hydra_overrides() -> None:
+    # What Hydra raises for hydra.verbose=5: a bare assertion, before the command runs.
+    assert hydra_start_error(AssertionError(), ["ui=batch", "hydra.verbose=5", "flow=x"]) == (
+        "Hydra cannot start with hydra.verbose=5: AssertionError"
+    )
+    assert hydra_start_error(RuntimeError("boom\nmore"), ["flow=x"]) == "Hydra cannot start: boom"

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from buttermilk.errors import ButtermilkError, UsageError
-from buttermilk.runner.command_line import hydra_argv, hydra_error_line, hydra_folder_error
+from buttermilk.runner.command_line import hydra_argv, hydra_start_error
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
 from buttermilk.runner.config_sources import check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
@@ -118,14 +118,13 @@ def main() -> None:
             sys.exit(EXIT_USAGE)  # Hydra refused the command line
         raise
     except Exception as exc:
-        line = None if _task_started else hydra_error_line(exc)
-        if line is None and not _task_started and isinstance(exc, OSError):
-            line = hydra_folder_error(exc, sys.argv[1:])  # hydra.run.dir and the like
-        if line is None:
+        if _task_started:
             raise
+        # Before the command ran, every failure is Hydra refusing the command line or a
+        # config file: bad input, in one line.
         if _user_full_error == "1":
             traceback.print_exc()
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {hydra_start_error(exc, sys.argv[1:])}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     finally:
         _restore_full_error()

@@ -181,6 +181,21 @@ def hydra_error_line(exc: BaseException) -> str | None:
     return None
 
 
+def hydra_start_error(exc: BaseException, overrides: Sequence[str]) -> str:
+    """One line for any error Hydra raised before the command ran, naming the ``hydra.*``
+    overrides given when Hydra's own message does not say what was wrong."""
+    line = hydra_error_line(exc)
+    if line is not None:
+        return line
+    if isinstance(exc, OSError):
+        return hydra_folder_error(exc, overrides)
+    reason = _first_line(str(exc)) or type(exc).__name__
+    given = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+    if given:
+        return f"Hydra cannot start with {', '.join(given)}: {reason}"
+    return f"Hydra cannot start: {reason}"
+
+
 def hydra_folder_error(exc: OSError, overrides: Sequence[str]) -> str:
     """One line for a folder Hydra could not make before the command ran (``hydra.run.dir``
     and the like), naming the override that gave it when there is one."""
