@@ -324,3 +324,21 @@ def test_any_other_failure_before_the_command_runs_is_one_line_naming_the_hydra_
         "Hydra cannot start with hydra.verbose=5: AssertionError"
     )
     assert hydra_start_error(RuntimeError("boom\nmore"), ["flow=x"]) == "Hydra cannot start: boom"
+
+
+@pytest.mark.backends("local")
+def test_a_users_queue_config_with_the_name_of_a_bundled_one_is_refused_naming_both(
+    env: Env, tmp_path: Path
+) -> None:
+    mine = tmp_path / "myconf" / "queue"
+    mine.mkdir(parents=True)
+    (mine / "local.yaml").write_text(f"type: local\npath: {tmp_path}/elsewhere.db\n")
+    bundled = Path(str(files("buttermilk.conf"))) / "queue" / "local.yaml"
+
+    result = env.cli("--config-dir", str(tmp_path / "myconf"), "batch.command=list")
+
+    assert result.returncode == 2, str(result)
+    assert result.stderr.strip().splitlines() == [
+        f"error: queue=local is defined twice, in {bundled} and in {mine}/local.yaml: rename or "
+        "remove one of them"
+    ]

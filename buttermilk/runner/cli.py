@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.runner.command_line import hydra_argv, hydra_start_error
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
-from buttermilk.runner.config_sources import check_config_folders
+from buttermilk.runner.config_sources import check_chosen_configs, check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
 from buttermilk.runner.process_exit import exit_process
 from buttermilk.runner.settings import AppSettings, settings_from_config
@@ -59,6 +59,7 @@ def run_cli(cfg: DictConfig) -> int:
     """Run one CLI invocation; returns the exit code (2 for bad input)."""
     try:
         check_config_folders()
+        check_chosen_configs()
         settings = settings_from_config(cfg)
         setup_logging(settings.log_level)
         return serve(settings)

@@ -3,7 +3,7 @@
 
 Hydra skips a search path entry that does not exist with a warning, so a mistyped folder
 would only show as "unknown flow"; :func:`check_config_folders` refuses it by name. A flow
-file found in two folders would silently be the first one's: :func:`flow_files` finds
+file found in two folders would silently be the first one's: :func:`config_files` finds
 every copy, so that the catalog can refuse the name naming both files.
 """
 
@@ -107,7 +107,22 @@ def check_config_folders() -> None:
             raise UsageError(problem)
 
 
-def flow_files(group: str, name: str) -> list[str]:
+def check_chosen_configs() -> None:
+    """Raise UsageError when a config the command was composed from (``queue=local``,
+    ``store=sqlite``, the ``local`` overlay) is defined in two folders: Hydra would take the
+    first one's silently."""
+    for group, option in HydraConfig.get().runtime.choices.items():
+        if group.startswith("hydra") or not isinstance(option, str):
+            continue
+        found = config_files(group, option)
+        if len(found) > 1:
+            raise UsageError(
+                f"{group}={option} is defined twice, in {found[0]} and in {found[1]}: "
+                "rename or remove one of them"
+            )
+
+
+def config_files(group: str, name: str) -> list[str]:
     """Every file defining the config ``group/name``, in search path order."""
     found = (folder.file(f"{group}/{name}.yaml") for folder in config_folders())
     return [path for path in found if path is not None]

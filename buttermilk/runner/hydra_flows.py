@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UnknownFlowError, UsageError
 from buttermilk.flows.models import FlowConfig
-from buttermilk.runner.config_sources import flow_files, yaml_error_line
+from buttermilk.runner.config_sources import config_files, yaml_error_line
 from buttermilk.runner.settings import describe_validation_error
 
 FLOWS_GROUP = "flows"
@@ -68,7 +68,7 @@ class HydraFlowCatalog:
         known = self._names()
         if name not in known:
             raise UnknownFlowError(name, known)
-        found = flow_files(FLOWS_GROUP, name)
+        found = config_files(FLOWS_GROUP, name)
         where = found[0] if found else f"{FLOWS_GROUP}/{name}.yaml"
         if len(found) > 1:
             raise UsageError(
