@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from test_cli_errors import assert_nothing_created
 
 from buttermilk.errors import UsageError
+from buttermilk.runner.cli import say_error
 from buttermilk.runner.command_line import (
     NO_SWEEPS,
     hydra_argv,
@@ -341,4 +342,16 @@ def test_a_users_queue_config_with_the_name_of_a_bundled_one_is_refused_naming_b
     assert result.stderr.strip().splitlines() == [
         f"error: queue=local is defined twice, in {bundled} and in {mine}/local.yaml: rename or "
         "remove one of them"
+    ]
+
+
+def test_an_error_message_over_several_lines_is_said_in_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    say_error(UsageError("cannot load x.yaml:\n  in line 3\n\nexpected ']'\n"))
+    say_error(UsageError(""))
+
+    assert capsys.readouterr().err.splitlines() == [
+        "error: cannot load x.yaml: in line 3 expected ']'",
+        "error: UsageError",
     ]

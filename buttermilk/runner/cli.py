@@ -55,6 +55,12 @@ def serve(settings: AppSettings) -> int:
     return anyio.run(dispatch, settings, HydraFlowCatalog())
 
 
+def say_error(exc: BaseException) -> None:
+    """The one ``error:`` line, even when a message from a library spans several."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"error: {' '.join(lines) or type(exc).__name__}", file=sys.stderr)
+
+
 def run_cli(cfg: DictConfig) -> int:
     """Run one CLI invocation; returns the exit code (2 for bad input)."""
     try:
@@ -64,13 +70,13 @@ def run_cli(cfg: DictConfig) -> int:
         setup_logging(settings.log_level)
         return serve(settings)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_USAGE
     except ButtermilkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_FAILURE
     except OSError as exc:  # a file or socket the code did not expect to fail
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
