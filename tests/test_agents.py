@@ -359,7 +359,7 @@ async def test_an_async_agent_runs_on_the_event_loop_itself(target: str) -> None
         ("buttermilk.agents.nowhere.Missing", {}, "cannot import _target_"),
         ("no_such_module_at_all.fn", {}, "cannot import _target_"),
         (f"{__name__}.NOT_CALLABLE", {}, "is not callable"),
-        ("buttermilk.agents.sentiment.Vader", {"colour": "red"}, "bad arguments"),
+        ("buttermilk.agents.llm.LLM", {"model": 5}, "bad arguments"),
         ("pathlib.PurePosixPath", {}, "instances are not callable"),
     ],
 )
@@ -369,6 +369,82 @@ def test_build_agent_names_the_agent_when_its_target_cannot_be_used(
     with pytest.raises(UsageError, match=message) as caught:
         build_agent(agent_config("broken", target, **kwargs))
     assert "'broken'" in str(caught.value)
+
+
+def two_arguments(record: Record, outputs: Mapping[str, Any]) -> None:
+    """Not an agent: it cannot take the parameters."""
+
+
+class TakesTwo:
+    def __call__(self, record: Record, outputs: Mapping[str, Any]) -> None:
+        """Not an agent either."""
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "message"),
+    [
+        pytest.param(
+            "tag_record",
+            {"tag": "x", "uper": True},
+            "takes no argument 'uper': it accepts tag, upper",
+            id="unknown-keyword",
+        ),
+        pytest.param(
+            "tag_record",
+            {"upper": True},
+            "needs its argument 'tag' set in the agent's config",
+            id="missing-keyword",
+        ),
+        pytest.param(
+            "buttermilk.agents.testing.noop",
+            {"threshold": 0.5},
+            "takes no argument 'threshold': it accepts no other arguments",
+            id="no-keywords-at-all",
+        ),
+        pytest.param(
+            "buttermilk.agents.sentiment.Vader",
+            {"colour": "red"},
+            "takes no argument 'colour': it accepts threshold",
+            id="class-unknown-keyword",
+        ),
+        pytest.param(
+            "buttermilk.agents.lexicon.Lexicon",
+            {},
+            "needs its argument 'categories' set in the agent's config",
+            id="class-missing-keyword",
+        ),
+        pytest.param(
+            "two_arguments",
+            {},
+            "cannot be called as an agent (too many positional arguments): it must take "
+            "record, outputs, parameters",
+            id="function-too-few-parameters",
+        ),
+        pytest.param(
+            "TakesTwo",
+            {},
+            "cannot be called as an agent (too many positional arguments): it must take "
+            "record, outputs, parameters",
+            id="class-too-few-parameters",
+        ),
+    ],
+)
+def test_build_agent_refuses_arguments_its_target_cannot_take_naming_the_accepted_ones(
+    target: str, kwargs: dict[str, Any], message: str
+) -> None:
+    path = target if "." in target else f"{__name__}.{target}"
+
+    with pytest.raises(UsageError) as caught:
+        build_agent(agent_config("mine", path, **kwargs))
+
+    assert str(caught.value) == f"agent 'mine': {path} {message}"
+
+
+def test_a_flow_with_an_agent_argument_its_function_does_not_take_fails_to_build() -> None:
+    with pytest.raises(UsageError, match="takes no argument 'thresold'"):
+        FlowRunner(
+            flow({"name": "n", "_target_": "buttermilk.agents.testing.noop", "thresold": 0.5})
+        )
 
 
 # -- FlowRunner ------------------------------------------------------------------------

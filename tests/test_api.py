@@ -655,3 +655,38 @@ def test_variants_and_repeats_create_a_grid_shown_per_combination_and_retried_by
     assert [c["counts"]["failed"] for c in after["combinations"]] == [0, 2]
     nothing = error_of(api.client.post(retry, json={"variant": "alpha"}), 409)
     assert "nothing to retry" in nothing["message"]
+
+
+@pytest.mark.backends("local")
+def test_flows_whose_files_cannot_be_flows_are_listed_with_their_error_and_refused_with_422(
+    env: Env, tmp_path: Path
+) -> None:
+    write_records(env.data / "records.jsonl", 2)
+    mine = tmp_path / "myconf" / "flows"
+    mine.mkdir(parents=True)
+    (mine / "listed.yaml").write_text("- name: a\n- name: b\n")
+    (mine / "sentiment.yaml").write_text("description: mine\nagents: []\n")
+
+    with api_server(env, "--config-dir", str(tmp_path / "myconf")) as server:
+        listed = server.client.get("/api/flows")
+        created = [
+            server.client.post("/api/batches", json={"flow_name": name})
+            for name in ("listed", "sentiment")
+        ]
+
+    assert listed.status_code == 200, listed.text
+    flows = {flow["name"]: flow for flow in listed.json()}
+    assert flows["t_work"]["error"] is None and flows["t_work"]["agents"] == [
+        "wait",
+        "check",
+        "tally",
+    ]
+    assert flows["listed"]["error"] == (
+        f"flow 'listed': {mine}/listed.yaml holds a list, but a flow file must be a mapping "
+        "(description:, data:, agents:, ...)"
+    )
+    assert flows["sentiment"]["error"].startswith("flow 'sentiment' is defined twice")
+    assert [r.status_code for r in created] == [422, 422], [r.text for r in created]
+    assert created[0].json()["error"]["message"] == flows["listed"]["error"]
+    assert f"{mine}/sentiment.yaml" in created[1].json()["error"]["message"]
+    assert env.store().list_batches() == []

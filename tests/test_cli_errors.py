@@ -283,3 +283,26 @@ def test_an_ambiguous_batch_id_prefix_lists_the_matches(env: Env) -> None:
         ["batch id prefix 'kab' matches several batches", "kab123", "kab456"],
     )
     assert "kab456" in env.ok("batch.command=status", "batch.batch_id=kab4").stdout
+
+
+@pytest.mark.backends("local")
+def test_a_corrupt_queue_file_blocks_only_the_commands_that_use_the_queue(env: Env) -> None:
+    write_records(env.data / "records.jsonl", 3)
+    batch_id = env.create("t_work")
+    for leftover in env.home.glob("queue.db*"):
+        leftover.unlink()
+    (env.home / "queue.db").write_bytes(b"this is not a database" * 10)
+    out = env.data / "out.jsonl"
+
+    listed = env.ok("batch.command=list", "batch.format=json").json()
+    shown = env.ok("batch.command=status", f"batch.batch_id={batch_id}", "batch.format=json")
+    env.ok("batch.command=export", f"batch.batch_id={batch_id}", f"batch.output={out}")
+    worker = env.cli("batch.command=run")
+
+    assert [b["batch_id"] for b in listed] == [batch_id]
+    assert shown.json()["total"] == 3
+    assert len(out.read_text().splitlines()) == 3
+    assert worker.returncode == 1, str(worker)
+    assert worker.stderr.strip().splitlines()[-1] == (
+        f"error: cannot open the local queue at {env.home / 'queue.db'}: file is not a database"
+    )

@@ -262,6 +262,26 @@ BAD_SETTINGS = [
     ("queue.lease_seconds=0", "queue.lease_seconds=0 is not allowed"),
     ("ui=cli", "ui='cli' is not allowed"),
     ("+batch.bogus=1", "batch.bogus is not a known option"),
+    (
+        "batch=null",
+        "batch=None is not allowed: batch is a section of options, set each on its own "
+        "(e.g. batch.concurrency=...)",
+    ),
+    (
+        "~batch",
+        "batch cannot be removed: batch is a section of options, set each on its own "
+        "(e.g. batch.concurrency=...)",
+    ),
+    (
+        "api=5",
+        "api=5 is not allowed: api is a section of options, set each on its own "
+        "(e.g. api.port=...)",
+    ),
+    (
+        "log_level=LOUD",
+        "log_level='LOUD' is not allowed: input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' "
+        "or 'CRITICAL'",
+    ),
 ]
 
 
@@ -277,6 +297,13 @@ def test_a_bad_setting_fails_in_settings_from_config_with_one_line(
 
     assert str(caught.value).startswith(expected), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("hydra")
+def test_a_log_level_may_be_given_in_any_case() -> None:
+    assert settings_from_config(compose("config", overrides=["log_level=debug"])).log_level == (
+        "DEBUG"
+    )
 
 
 @pytest.mark.usefixtures("hydra")

@@ -205,3 +205,19 @@ def test_an_error_message_holding_nul_is_stored_and_the_batch_ends(env: Env) -> 
     failed = [job for job in env.store().iter_jobs(result.json()["batch_id"])]
     assert [job.status for job in failed] == [JobStatus.FAILED] * 2
     assert all("bad\\x00byte" in (job.error_message or "") for job in failed)
+
+
+@pytest.mark.backends("local")  # the process's own end: the same on every transport
+def test_a_worker_whose_synchronous_agent_hangs_past_job_timeout_still_exits(env: Env) -> None:
+    with_crashing_agent(env)
+    write_records(env.data / "records.jsonl", 1)
+    batch_id = env.create("t_hang", "batch.job_timeout=1", "batch.max_attempts=1")
+
+    run = env.cli("batch.command=run", "batch.idle_timeout=0", timeout=60)
+
+    assert run.returncode == 0, str(run)
+    assert env.counts(batch_id)["failed"] == 1
+    job = next(iter(env.store().iter_jobs(batch_id)))
+    assert job.error_type == "JobTimeoutError"
+    assert "1 thread(s) still running after the command ended" in run.stderr
+    assert run.stdout.startswith("worker finished in")  # the summary was flushed first

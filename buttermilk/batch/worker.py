@@ -93,6 +93,9 @@ class Worker:
         self._stopping = anyio.Event()
         self._stopped_batches: set[str] = set()
         self._last_activity = time.monotonic()
+        # Idleness needs a look at the queue that found nothing, since the last activity:
+        # idle_timeout=0 then means "stop once the queue is empty", not "before looking".
+        self._found_empty = False
         self._retries = DueRetries()
         self._link = StoreLink(store, worker=self.name, lease=lambda: self.queue.lease_seconds)
         self._store_down = self._link.down
@@ -176,7 +179,7 @@ class Worker:
             return True
         if opts.batch_id is not None and opts.batch_id in self._stopped_batches and not self._held:
             return True
-        if opts.idle_timeout is None or self._held:
+        if opts.idle_timeout is None or self._held or not self._found_empty:
             return False
         idle = time.monotonic() - self._last_activity >= opts.idle_timeout
         return idle and not self._retries.keep_waiting(opts.idle_timeout)
@@ -185,7 +188,7 @@ class Worker:
         while not self._should_stop():
             if self._store_down.active:
                 # No new jobs while outcomes and claims wait for the store.
-                self._last_activity = time.monotonic()  # an outage is not idleness
+                self._busy()  # an outage is not idleness
                 await self._wait_for_store()
                 continue
             free = self._free_slots()
@@ -205,9 +208,10 @@ class Worker:
                 self._queue_down.failed(exc)
                 with anyio.move_on_after(self._queue_down.until_next_try):
                     await self._stopping.wait()
-                self._last_activity = time.monotonic()  # an outage is not idleness
+                self._busy()  # an outage is not idleness
                 continue
             self._queue_down.recovered()
+            self._found_empty = not deliveries
             if deliveries:
                 self._last_activity = time.monotonic()
             for delivery in deliveries:
@@ -216,6 +220,11 @@ class Worker:
                     continue
                 self._held.add(delivery)
                 jobs.start_soon(self._handle, delivery)
+
+    def _busy(self) -> None:
+        """Restart the idle timer; idleness again needs a look at an empty queue."""
+        self._last_activity = time.monotonic()
+        self._found_empty = False
 
     async def _wait_for_store(self) -> None:
         """Back off, then look whether the store is back; give up past ``idle_timeout``."""
@@ -340,7 +349,7 @@ class Worker:
             log.exception("unexpected error handling a message; it returns after its lease")
         finally:
             self._held.discard(delivery)
-            self._last_activity = time.monotonic()
+            self._busy()
             self._freed.set()
 
     async def _handle_inner(self, delivery: Delivery) -> None:

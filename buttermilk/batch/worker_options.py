@@ -15,9 +15,10 @@ class WorkerOptions:
     max_jobs: int | None = None
     """Stop after starting this many jobs (None: no limit)."""
     idle_timeout: float | None = 10.0
-    """Stop once nothing ran and the queue stayed empty this long (None: never), and no
-    retry of a job given back by this worker is due later; give up (:meth:`Worker.run`
-    raises StoreError) once the store stayed unreachable this long."""
+    """Stop once nothing ran and the queue stayed empty this long (None: never; 0: once a
+    look at the queue found nothing), and no retry of a job given back by this worker is
+    due later; give up (:meth:`Worker.run` raises StoreError) once the store stayed
+    unreachable this long."""
     interactive: bool = False
     """Take jobs of interactive batches (and only those)."""
     batch_id: str | None = None

@@ -88,6 +88,42 @@ def _is_async(fn: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+AGENT_ARGUMENTS = ("record", "outputs", "parameters")
+
+
+def _check_arguments(
+    config: AgentConfig, target: Any, kwargs: dict[str, Any], leading: tuple[str, ...]
+) -> None:
+    """Refuse, at create, keys of an agent's config that its function or class cannot take
+    (a typo would otherwise fail every job), and required arguments left out. ``leading``:
+    the arguments a call passes first (the agent's own three; none for a class)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # no signature to read (some builtins): calls will tell
+        return
+    try:
+        signature.bind(*(None for _ in leading), **kwargs)
+    except TypeError as exc:
+        problem = _argument_problem(signature, kwargs, leading, exc)
+        raise UsageError(f"agent {config.name!r}: {config.target} {problem}") from None
+
+
+def _argument_problem(
+    signature: inspect.Signature, kwargs: dict[str, Any], leading: tuple[str, ...], exc: TypeError
+) -> str:
+    params = list(signature.parameters.values())[len(leading) :]
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = ", ".join(p.name for p in named) or "no other arguments"
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        unknown = [key for key in kwargs if key not in {p.name for p in named}]
+        if unknown:
+            return f"takes no argument {unknown[0]!r}: it accepts {accepted}"
+    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        return f"needs its argument {missing[0]!r} set in the agent's config"
+    return f"cannot be called as an agent ({exc}): it must take {', '.join(AGENT_ARGUMENTS)}"
+
+
 def build_agent(config: AgentConfig) -> Agent:
     """Import and set up one agent; a UsageError says which agent and why when it fails."""
     try:
@@ -98,6 +134,7 @@ def build_agent(config: AgentConfig) -> Agent:
         ) from None
     kwargs = config.kwargs
     if isinstance(target, type):
+        _check_arguments(config, target, kwargs, ())
         try:
             fn: Any = target(**kwargs)
         except Exception as exc:  # bad or missing arguments, refused values
@@ -105,11 +142,14 @@ def build_agent(config: AgentConfig) -> Agent:
                 f"agent {config.name!r}: bad arguments for {config.target}: {exc}"
             ) from None
     elif callable(target):
+        _check_arguments(config, target, kwargs, AGENT_ARGUMENTS)
         fn = functools.partial(target, **kwargs) if kwargs else target
     else:
         raise UsageError(f"agent {config.name!r}: _target_ {config.target!r} is not callable")
     if not callable(fn):
         raise UsageError(f"agent {config.name!r}: {config.target} instances are not callable")
+    if isinstance(target, type):
+        _check_arguments(config, fn, {}, AGENT_ARGUMENTS)  # its __call__
 
     if _is_async(fn):
 

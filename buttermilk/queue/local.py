@@ -56,22 +56,47 @@ class LocalQueue(Queue):
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection; the file is opened on first use (under ``_lock``), so that
+        commands which need only the store (list, status, export) never touch it."""
+        if self._conn is not None:
+            return self._conn
+        if self._closed:
+            raise QueueError(f"the local queue at {self.path} is closed")
+        conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.executescript(SCHEMA)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
             raise QueueError(f"cannot open the local queue at {self.path}: {exc}") from None
+        self._conn = conn
+        return conn
+
+    async def prepare(self, *, interactive: bool) -> None:
+        """Open (or make) the file now: a worker or a create that cannot use it says so at
+        the start, in one line."""
+
+        def open_now() -> None:
+            with self._lock:
+                self._connection()
+
+        await anyio.to_thread.run_sync(open_now)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one immediate transaction (serialised within this process)."""
         with self._lock:
-            conn = self._conn
+            conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -187,4 +212,7 @@ class LocalQueue(Queue):
 
     async def aclose(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -10,15 +10,18 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 import anyio
 import hydra
 from omegaconf import DictConfig
 
 from buttermilk.errors import ButtermilkError, UsageError
-from buttermilk.runner.command_line import hydra_argv, hydra_error_line
+from buttermilk.runner.command_line import hydra_argv, hydra_start_error
 from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
+from buttermilk.runner.config_sources import check_chosen_configs, check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
+from buttermilk.runner.process_exit import exit_process
 from buttermilk.runner.settings import AppSettings, settings_from_config
 
 EXIT_USAGE = 2
@@ -52,20 +55,28 @@ def serve(settings: AppSettings) -> int:
     return anyio.run(dispatch, settings, HydraFlowCatalog())
 
 
+def say_error(exc: BaseException) -> None:
+    """The one ``error:`` line, even when a message from a library spans several."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"error: {' '.join(lines) or type(exc).__name__}", file=sys.stderr)
+
+
 def run_cli(cfg: DictConfig) -> int:
     """Run one CLI invocation; returns the exit code (2 for bad input)."""
     try:
+        check_config_folders()
+        check_chosen_configs()
         settings = settings_from_config(cfg)
         setup_logging(settings.log_level)
         return serve(settings)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_USAGE
     except ButtermilkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_FAILURE
     except OSError as exc:  # a file or socket the code did not expect to fail
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -76,7 +87,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     _restore_full_error()
-    sys.exit(run_cli(cfg))
+    exit_process(run_cli(cfg))
 
 
 def _restore_full_error() -> None:
@@ -102,6 +113,9 @@ def main() -> None:
     # Hydra prints its own errors over several lines and exits 1; told to raise them
     # instead, it lets main() say them in one. The user's own setting comes back for the
     # command, and a user who asked for full errors gets Hydra's.
+    # A search path entry that does not exist is refused in one line (run_cli), not
+    # warned about by Hydra over two.
+    warnings.filterwarnings("ignore", r"provider=.* is not available", UserWarning)
     _user_full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -111,12 +125,13 @@ def main() -> None:
             sys.exit(EXIT_USAGE)  # Hydra refused the command line
         raise
     except Exception as exc:
-        line = None if _task_started else hydra_error_line(exc)
-        if line is None:
+        if _task_started:
             raise
+        # Before the command ran, every failure is Hydra refusing the command line or a
+        # config file: bad input, in one line.
         if _user_full_error == "1":
             traceback.print_exc()
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {hydra_start_error(exc, sys.argv[1:])}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     finally:
         _restore_full_error()

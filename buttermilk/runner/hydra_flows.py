@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from importlib.resources import files
 from typing import Any
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UnknownFlowError, UsageError
 from buttermilk.flows.models import FlowConfig
+from buttermilk.runner.config_sources import config_files, yaml_error_line
 from buttermilk.runner.settings import describe_validation_error
 
 FLOWS_GROUP = "flows"
@@ -66,13 +68,22 @@ class HydraFlowCatalog:
         known = self._names()
         if name not in known:
             raise UnknownFlowError(name, known)
+        found = config_files(FLOWS_GROUP, name)
+        where = found[0] if found else f"{FLOWS_GROUP}/{name}.yaml"
+        if len(found) > 1:
+            raise UsageError(
+                f"flow {name!r} is defined twice, in {found[0]} and in {found[1]}: rename "
+                "one of them (a flow's name is its file name)"
+            )
         try:
             composed = compose(
                 config_name=CONFIG_NAME, overrides=[*self._overrides(), f"+{FLOWS_GROUP}={name}"]
             )
             data: Any = OmegaConf.to_container(composed[FLOWS_GROUP], resolve=True)
         except Exception as exc:  # Hydra and OmegaConf raise many types for bad YAML
-            raise UsageError(f"flow {name!r}: cannot load its config ({exc})") from None
+            raise UsageError(f"flow {name!r}: {load_problem(exc, where)}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"flow {name!r}: {where} {not_a_mapping(type(data).__name__)}")
         data["name"] = name
         try:
             return FlowConfig.model_validate(data)
@@ -80,3 +91,29 @@ class HydraFlowCatalog:
             raise UsageError(
                 f"flow {name!r} is invalid: {describe_validation_error(exc)}"
             ) from None
+
+
+_LOADED_TYPE = re.compile(r"Invalid loaded object type: (\w+)")
+_KINDS = {"int": "a number", "float": "a number", "str": "text", "bool": "true or false"}
+
+
+def not_a_mapping(kind: str) -> str:
+    """Why a flow file whose top level is of type ``kind`` cannot be a flow."""
+    what = _KINDS.get(kind, "a list" if kind in ("list", "ListConfig") else kind)
+    return f"holds {what}, but a flow file must be a mapping (description:, data:, agents:, ...)"
+
+
+def load_problem(exc: BaseException, where: str) -> str:
+    """One line for why a flow file could not be loaded: a YAML syntax error as
+    ``file:line:column: problem``, any other error's first line."""
+    syntax = yaml_error_line(exc)
+    if syntax is not None:
+        return syntax
+    message = str(exc)
+    loaded = _LOADED_TYPE.search(message)
+    if loaded:
+        return f"{where} {not_a_mapping(loaded.group(1))}"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    detail = "; ".join(line for line in lines[1:] if line.startswith("full_key:"))
+    first = lines[0] if lines else type(exc).__name__
+    return f"cannot load {where}: {first}" + (f" ({detail})" if detail else "")

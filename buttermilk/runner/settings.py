@@ -6,11 +6,11 @@ import difflib
 import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from buttermilk.batch.worker import WorkerOptions
 from buttermilk.domain import BatchRequest, BatchStatus
@@ -116,6 +116,16 @@ class ApiSettings(BaseModel):
     )
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+]
+"""A logging level name, in any case (``BUTTERMILK_LOG_LEVEL=debug`` works)."""
+
+
 class AppSettings(BaseModel):
     """Everything the CLI was configured with, typed."""
 
@@ -124,7 +134,7 @@ class AppSettings(BaseModel):
     ui: Literal["batch", "api"] = "batch"
     flow: str | None = None
     state_dir: Path
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     batch: BatchSettings
     queue: QueueSettings
     store: StoreSettings
@@ -168,6 +178,35 @@ def known_options() -> list[str]:
     return sorted(names)
 
 
+# Sections of options (with an example of one), never one value.
+SECTIONS = {
+    "batch": "batch.concurrency",
+    "queue": "queue.path",
+    "store": "store.url",
+    "api": "api.port",
+}
+GROUPS = {"queue": "queue=local or queue=pubsub", "store": "store=sqlite or store=postgres"}
+
+
+def _check_sections(raw: dict[str, Any]) -> None:
+    """A section set to one value (``batch=5``) or removed (``~batch``) would lose every
+    option in it: refuse it, naming the key and what it takes."""
+    for key, example in SECTIONS.items():
+        if key not in raw:
+            if key != "batch":
+                continue  # pydantic says "is required" or takes the defaults
+            problem = f"{key} cannot be removed"
+        elif isinstance(raw[key], dict):
+            continue
+        else:
+            problem = f"{key}={raw[key]!r} is not allowed"
+        choose = f"; choose one with {GROUPS[key]}" if key in GROUPS else ""
+        raise UsageError(
+            f"{problem}: {key} is a section of options, set each on its own "
+            f"(e.g. {example}=...){choose}"
+        )
+
+
 def settings_from_config(cfg: DictConfig) -> AppSettings:
     """Resolve and validate the composed config; UsageError on the first bad value."""
     try:
@@ -178,7 +217,8 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
     except Exception as exc:  # interpolation errors of several types
         raise UsageError(f"cannot resolve the config: {exc}") from None
     raw.pop("hydra", None)
-    batch = dict(raw.get("batch") or {})
+    _check_sections(raw)
+    batch = dict(raw["batch"])
     # Request fields stay raw here and are validated by BatchRequest on create;
     # ``interactive`` is also the worker's own switch (take interactive jobs).
     request = {key: batch.pop(key) for key in list(batch) if key in REQUEST_FIELDS}
