@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from omegaconf import OmegaConf
@@ -480,7 +480,20 @@ BENCHMARKS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
 HEADER = ("benchmark", "measured", "goal", "result", "notes")
 
 
-def format_table(rows: list[Row], sizes: Sizes, seconds: float) -> str:
+class RunSizes(Protocol):
+    """What the table's title says of a run's sizes."""
+
+    @property
+    def quick(self) -> bool: ...
+
+    @property
+    def repeats(self) -> int: ...
+
+
+def format_table(
+    rows: list[Row], sizes: RunSizes, seconds: float, name: str = "Buttermilk batch benchmarks"
+) -> str:
+    """The result table under a title naming the mode, the machine and its load."""
     cells = [HEADER, *((r.benchmark, r.measured, r.goal, r.result, r.notes) for r in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER) - 1)]
     lines = []
@@ -494,7 +507,7 @@ def format_table(rows: list[Row], sizes: Sizes, seconds: float) -> str:
         mode = f"full mode (median of {sizes.repeats} runs for timings)"
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     title = (
-        f"Buttermilk batch benchmarks - {mode}; {os.cpu_count()} CPUs; took {seconds:.0f} s; "
+        f"{name} - {mode}; {os.cpu_count()} CPUs; took {seconds:.0f} s; "
         f"load average at the end {load} (1/5/15 min)"
     )
     return "\n".join([title, "", *lines])

@@ -28,6 +28,7 @@ from core import (
     BenchmarkError,
     Row,
     Workspace,
+    format_table,
     load_flow,
     progress,
     spread,
@@ -249,27 +250,6 @@ def benchmarks(postgres: bool) -> list[tuple[str, Callable[[Sizes], list[Row]]]]
     return chosen
 
 
-def format_table(rows: list[Row], sizes: Sizes, seconds: float) -> str:
-    header = ("benchmark", "measured", "goal", "result", "notes")
-    cells = [header, *((r.benchmark, r.measured, r.goal, r.result, r.notes) for r in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
-    lines = []
-    for row in cells:
-        fixed = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        lines.append(f"{fixed}  {row[-1]}".rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))
-    if sizes.quick:
-        mode = "QUICK MODE (small sizes, one run each: a smoke test, figures not comparable)"
-    else:
-        mode = f"full mode (median of {sizes.repeats} runs for timings)"
-    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    title = (
-        f"Buttermilk variants benchmarks - {mode}; {os.cpu_count()} CPUs; took {seconds:.0f} s; "
-        f"load average at the end {load} (1/5/15 min)"
-    )
-    return "\n".join([title, "", *lines])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
@@ -287,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             rows.append(Row(name, "ERROR", "-", "ERROR", first_line))
-    print(format_table(rows, sizes, time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    print(format_table(rows, sizes, seconds, "Buttermilk variants benchmarks"))
     return 1 if failed else 0
 
 

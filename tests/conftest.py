@@ -221,3 +221,33 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def kill_one_of_three_workers(env: Env, batch_id: str, *, after: int, held: int) -> None:
+    """Run three workers on the batch (each holding at most ``held`` jobs, 5 s leases),
+    SIGKILL one once ``after`` jobs have completed, wait for the batch to complete, then
+    stop the other two and check that they exited 0."""
+    common = (
+        "batch.command=run",
+        "batch.idle_timeout=null",
+        f"batch.worker_concurrency={held}",
+        env.lease(5),
+    )
+    doomed = env.popen(*common, log_name="doomed")
+    survivors = [env.popen(*common, log_name=f"survivor{n}") for n in (1, 2)]
+    try:
+        wait_until(
+            lambda: env.counts(batch_id)["completed"] >= after, 90, f"{after} jobs completed"
+        )
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+
+        wait_until(lambda: env.batch_status(batch_id) == "completed", 120, "batch completed")
+        for survivor in survivors:
+            survivor.send_signal(signal.SIGTERM)
+        codes = [survivor.wait(timeout=30) for survivor in survivors]
+    finally:
+        for proc in (doomed, *survivors):
+            stop_process(proc)
+    assert doomed.returncode == -signal.SIGKILL
+    assert codes == [0, 0], [(env.home / f"survivor{n}.log").read_text()[-3000:] for n in (1, 2)]

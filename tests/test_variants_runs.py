@@ -8,7 +8,6 @@ backend's real store and queue).
 
 from __future__ import annotations
 
-import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from backends import patched_environ
-from conftest import Env, stop_process, wait_until, write_records
+from conftest import Env, kill_one_of_three_workers, write_records
 
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
@@ -62,28 +61,7 @@ def test_a_grid_with_a_worker_killed_mid_run_has_one_result_per_record_combinati
         f"batch.parameters={{sleep:0.05,tally_file:'{tally}'}}",
         env.lease(5),  # Pub/Sub: the subscription is made with this ack deadline
     )
-    common = (
-        "batch.command=run",
-        "batch.idle_timeout=null",
-        f"batch.worker_concurrency={HELD}",
-        env.lease(5),
-    )
-    doomed = env.popen(*common, log_name="doomed")
-    survivors = [env.popen(*common, log_name=f"survivor{n}") for n in (1, 2)]
-    try:
-        wait_until(lambda: env.counts(batch_id)["completed"] >= 120, 90, "120 jobs completed")
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=10)
-
-        wait_until(lambda: env.batch_status(batch_id) == "completed", 120, "batch completed")
-        for survivor in survivors:
-            survivor.send_signal(signal.SIGTERM)
-        codes = [survivor.wait(timeout=30) for survivor in survivors]
-    finally:
-        for proc in (doomed, *survivors):
-            stop_process(proc)
-    assert doomed.returncode == -signal.SIGKILL
-    assert codes == [0, 0], [(env.home / f"survivor{n}.log").read_text()[-3000:] for n in (1, 2)]
+    kill_one_of_three_workers(env, batch_id, after=120, held=HELD)
 
     jobs = list(env.store().iter_jobs(batch_id))
     records = list(dict.fromkeys(job.record_id for job in jobs))  # shuffled, in planned order

@@ -6,12 +6,11 @@ an emulator restart) are in test_pubsub.py.
 
 from __future__ import annotations
 
-import signal
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Env, stop_process, wait_until, write_records
+from conftest import Env, kill_one_of_three_workers, wait_until, write_records
 
 from buttermilk.domain import JobStatus
 
@@ -33,27 +32,7 @@ def test_three_workers_one_killed_mid_run_every_record_completes_exactly_once(en
         f"batch.parameters={{sleep:0.02,tally_file:'{tally}'}}",
         env.lease(5),  # Pub/Sub: the subscription is made with this ack deadline
     )
-    common = (
-        "batch.command=run",
-        "batch.idle_timeout=null",
-        f"batch.worker_concurrency={HELD}",
-        env.lease(5),
-    )
-    doomed = env.popen(*common, log_name="doomed")
-    survivors = [env.popen(*common, log_name=f"survivor{n}") for n in (1, 2)]
-    try:
-        wait_until(lambda: env.counts(batch_id)["completed"] >= 600, 90, "600 jobs completed")
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=10)
-
-        wait_until(lambda: env.batch_status(batch_id) == "completed", 120, "batch completed")
-        for survivor in survivors:
-            survivor.send_signal(signal.SIGTERM)
-        codes = [survivor.wait(timeout=30) for survivor in survivors]
-    finally:
-        for proc in (doomed, *survivors):
-            stop_process(proc)
-    assert codes == [0, 0], [(env.home / f"survivor{n}.log").read_text()[-3000:] for n in (1, 2)]
+    kill_one_of_three_workers(env, batch_id, after=600, held=HELD)
 
     jobs = list(env.store().iter_jobs(batch_id))
     assert sorted(job.record_id for job in jobs) == sorted(ids)
