@@ -86,6 +86,7 @@ REQUEST_OPTIONS = {
     "retry_delay": Spec(float, 0, 300),
     "job_timeout": Spec(float, 0, 7 * 24 * 3600, low_open=True, optional=True),
     "max_cost": Spec(float, 0, low_open=True, optional=True),
+    "repeats": Spec(int, 1, 1_000, optional=True),
 }
 WORKER_OPTIONS = {
     "limit": Spec(int, 1, INT32_MAX),
