@@ -588,6 +588,7 @@ def test_every_listed_job_is_fetched_by_its_percent_encoded_record_id(
     assert error_of(api.client.get(f"/api/batches/{batch_id}/job"), 422)["field"] == "record_id"
 
 
+@pytest.mark.backends("local")  # the grid on Pub/Sub and PostgreSQL: test_variants.py
 def test_variants_and_repeats_create_a_grid_shown_per_combination_and_retried_by_one(
     env: Env, api: ApiServer
 ) -> None:

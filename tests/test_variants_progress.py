@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import Env, write_records
 
 from buttermilk.domain import JobStatus
@@ -30,6 +31,7 @@ def by_variant(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["variant"]: c for c in summary["combinations"]}
 
 
+@pytest.mark.backends("local")  # per-combination counts on PostgreSQL: test_variants.py
 def test_status_and_list_show_each_combination_with_its_values_and_counts(env: Env) -> None:
     write_records(env.data / "records.jsonl", 3)
 
@@ -65,6 +67,7 @@ def test_status_and_list_show_each_combination_with_its_values_and_counts(env: E
     assert 'check.message: alpha, beta; fail_on: [], ["r00001"]' in table
 
 
+@pytest.mark.backends("local")  # per-combination counts on PostgreSQL: test_variants.py
 def test_retry_of_one_combination_requeues_only_its_jobs(env: Env) -> None:
     write_records(env.data / "records.jsonl", 3)
     broken = env.data / "broken"
