@@ -34,7 +34,8 @@ from pydantic import ValidationError
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import current_job
 from buttermilk.flows.runner import mark_spent
-from buttermilk.llm.clients import LoopClients
+from buttermilk.llm.clients import shared_clients
+from buttermilk.llm.completion import COMPLETIONS, parse_completion
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.limits import (
     SHARED_CACHE,
@@ -155,7 +156,7 @@ class LLM:
         )
         self._given_cache = response_cache
         self.prices: PriceTable = config.prices
-        self.clients = LoopClients(config.base_url, self._api_key, config.timeout)
+        self.clients = shared_clients(config.base_url, config.api_key_env, config.timeout)
 
     # -- what is sent ----------------------------------------------------------------
 
@@ -337,20 +338,23 @@ class LLM:
         """The answer's text and the tokens spent on it, or why there is none."""
         before = tally.usage.total_tokens
         try:
-            response = await client.chat.completions.create(**request)
+            # The request is sent as built: the client's typed ``chat.completions.create``
+            # re-walks every argument against its type hints and builds a pydantic object
+            # of each answer, which costs more CPU than the HTTP exchange itself.
+            body = await client.post(COMPLETIONS, body=request, cast_to=bytes)
         except Exception as exc:  # classified below; anything else is not ours to handle
             failure = classify(exc)
             if failure is None:
                 raise
             return failure
-        choices = getattr(response, "choices", None) or []
-        if not choices:
-            return Failure(True, "the response has no choices")
-        text = choices[0].message.content or ""
-        tally.model = response.model or self.config.model
-        tally.finish_reason = choices[0].finish_reason
-        if response.usage is not None:
-            tally.usage.add(response.usage.prompt_tokens, response.usage.completion_tokens)
+        answer = parse_completion(body)
+        if isinstance(answer, Failure):
+            return answer
+        text = answer.text
+        tally.model = answer.model or self.config.model
+        tally.finish_reason = answer.finish_reason
+        if answer.usage is not None:
+            tally.usage.add(*answer.usage)
         else:
             prompt = count_tokens(request["messages"])
             tally.usage.add(prompt, count_text(text), estimated=True)
@@ -367,7 +371,7 @@ class LLM:
         if self.json_mode:
             request["response_format"] = {"type": "json_object"}
         if self.config.extra:
-            request["extra_body"] = dict(self.config.extra)
+            request.update(self.config.extra)  # extra fields go in the body as given
         return request
 
     # -- the client, errors, prices --------------------------------------------------
@@ -376,7 +380,8 @@ class LLM:
         return os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
 
     async def aclose(self) -> None:
-        """Close this event loop's client and its connections (made again if needed)."""
+        """Close this event loop's client of the endpoint and its connections, shared with
+        every agent of this endpoint (made again when next needed)."""
         await self.clients.aclose()
 
     def _describe(self, failure: Failure) -> str:

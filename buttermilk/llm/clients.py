@@ -1,18 +1,27 @@
-"""One OpenAI client per event loop, made on first use and closed with its loop.
+"""One OpenAI client per endpoint and event loop, made on first use and closed with its loop.
 
 An HTTP connection pool belongs to the event loop that opened its connections, and one
 agent may serve several loops (worker threads, or a test's ``anyio.run`` per record).
+Every agent of a process that calls one endpoint (with the same key variable and
+timeout) shares that loop's client: one connection pool per endpoint, whatever the number
+of combinations or batches.
+
+The client sends over aiohttp (``openai.DefaultAioHttpClient``): under a hundred
+concurrent requests the default httpx transport spends most of its CPU on its own pool's
+bookkeeping and opens far more connections than requests in flight; aiohttp keeps one
+connection per request in flight and costs a fraction of the CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
 
 import openai.resources.chat.completions  # noqa: F401 - load now, not in the first call
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
 PLACEHOLDER_KEY = "unused"  # sent when there is no key: local servers still want one
 
@@ -58,6 +67,7 @@ class LoopClients:
                     base_url=self.base_url,
                     timeout=self.timeout,
                     max_retries=0,  # the agent retries, honouring Retry-After
+                    http_client=DefaultAioHttpClient(timeout=self.timeout),
                 )
                 found = self._clients[loop] = (client, _close_with_loop(client))
         if fresh:
@@ -70,3 +80,22 @@ class LoopClients:
             found = self._clients.pop(asyncio.get_running_loop(), None)
         if found is not None:
             await found[1].aclose()
+
+
+_SHARED: dict[tuple[str, str | None, float], LoopClients] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_clients(base_url: str, api_key_env: str | None, timeout: float) -> LoopClients:
+    """The clients of this process for one endpoint, key variable and timeout."""
+
+    def api_key() -> str | None:
+        return os.environ.get(api_key_env) if api_key_env else None
+
+    with _SHARED_LOCK:
+        found = _SHARED.get((base_url, api_key_env, timeout))
+        if found is None:
+            found = _SHARED[(base_url, api_key_env, timeout)] = LoopClients(
+                base_url, api_key, timeout
+            )
+        return found

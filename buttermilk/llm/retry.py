@@ -53,6 +53,9 @@ def classify(exc: BaseException, now: float | None = None) -> Failure | None:
         detail = _server_message(exc.body)
         reason = f"HTTP {status}" + (f": {detail}" if detail else "")
         return Failure(transient, reason, status, wait)
+    refused = _refused_connection(exc) if isinstance(exc, openai.APIConnectionError) else None
+    if refused is not None:
+        return Failure(True, f"connection failed ({_one_line(str(refused), 200)})")
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return Failure(True, "the request timed out")
     if isinstance(exc, openai.APIConnectionError):
@@ -60,6 +63,22 @@ def classify(exc: BaseException, now: float | None = None) -> Failure | None:
         return Failure(True, f"connection failed ({_one_line(str(cause or exc), 200)})")
     if isinstance(exc, openai.APIResponseValidationError):
         return Failure(True, "the response is not a valid chat completion")
+    return None
+
+
+def _refused_connection(exc: BaseException) -> OSError | None:
+    """The socket error under ``exc``, if the call failed to connect rather than timed out.
+
+    The aiohttp transport reports a refused connection as a connect *timeout* (its error
+    map), so the chain of causes is what tells them apart.
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain of causes is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
