@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
@@ -52,7 +51,6 @@ from buttermilk.llm.retry import (
     LLMRefusedError,
     LLMUnavailableError,
     backoff,
-    classify,
 )
 from buttermilk.llm.schema import (
     AnswerProblem,
@@ -303,14 +301,13 @@ class LLM:
 
     async def _complete(self, messages: Messages, tally: _Tally, limiter: RateLimiter) -> str:
         """One answer's text, retrying transient failures; raises on permanent ones."""
-        client = await self.clients.get()
         model = self.config.model
         estimate = self.estimate_tokens(messages)
         request = self._request(messages)
         for retry in range(self.config.max_retries + 1):
             await limiter.acquire(model, estimate)
             tally.calls += 1
-            outcome = await self._call_once(client, request, tally)
+            outcome = await self._call_once(request, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)
@@ -332,22 +329,13 @@ class LLM:
             await anyio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _call_once(
-        self, client: AsyncOpenAI, request: dict[str, Any], tally: _Tally
-    ) -> tuple[str, int] | Failure:
+    async def _call_once(self, request: dict[str, Any], tally: _Tally) -> tuple[str, int] | Failure:
         """The answer's text and the tokens spent on it, or why there is none."""
         before = tally.usage.total_tokens
-        try:
-            # The request is sent as built: the client's typed ``chat.completions.create``
-            # re-walks every argument against its type hints and builds a pydantic object
-            # of each answer, which costs more CPU than the HTTP exchange itself.
-            body = await client.post(COMPLETIONS, body=request, cast_to=bytes)
-        except Exception as exc:  # classified below; anything else is not ours to handle
-            failure = classify(exc)
-            if failure is None:
-                raise
-            return failure
-        answer = parse_completion(body)
+        posted = await self.clients.post(COMPLETIONS, request)
+        if isinstance(posted, Failure):
+            return posted
+        answer = parse_completion(posted.body)
         if isinstance(answer, Failure):
             return answer
         text = answer.text
