@@ -452,7 +452,9 @@ class Worker:
         request = ctx.info.request
         started = time.perf_counter()
         result: dict[str, Any] | None = None
-        variant = await anyio.to_thread.run_sync(ctx.runner_for, claimed.variant)
+        variant = ctx.built(claimed.variant)  # a thread only for building it, once
+        if variant is None:
+            variant = await anyio.to_thread.run_sync(ctx.runner_for, claimed.variant)
         error: BaseException | None = variant.error
         with running.scope:
             if variant.runner is not None:
