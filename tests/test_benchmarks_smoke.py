@@ -43,3 +43,31 @@ def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -
         matching = [line for line in lines if line.startswith(row + " ")]
         assert len(matching) == 1, f"no single row {row!r}\n{report}"
         assert "ERROR" not in matching[0].split(), report
+
+
+LLM_SCRIPT = SCRIPT.parent / "llm.py"
+LLM_ROWS = (
+    "CLI records/s (50 ms, c=100)",
+    "CLI efficiency / baseline's (50 ms, c=100)",
+    "CLI CPU per 1,000 calls (50 ms, c=100)",
+)
+
+
+@pytest.mark.slow
+def test_the_quick_llm_benchmark_measures_the_cli_against_its_baseline(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(LLM_SCRIPT), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    lines = proc.stdout.splitlines()
+    assert "QUICK MODE" in lines[0], report
+    for row in LLM_ROWS:
+        matching = [line for line in lines if line.startswith(row + " ")]
+        assert len(matching) == 1, f"no single row {row!r}\n{report}"
+        assert "ERROR" not in matching[0].split(), report
+        assert "baseline" in matching[0], report  # each figure beside its baseline's
