@@ -18,7 +18,7 @@ import anyio
 import pytest
 from fake_openai import FakeOpenAI, answer
 from fake_openai import fake_openai as fake_openai  # the fixture
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from buttermilk.agents.llm import LLM
 from buttermilk.errors import UsageError
@@ -27,7 +27,7 @@ from buttermilk.flows.models import AgentConfig, FlowConfig
 from buttermilk.flows.runner import FlowRunner, spent_by, usage_summary
 from buttermilk.llm.limits import Limits, Take, TokenBucketLimiter, refill_and_take
 from buttermilk.llm.schema import InvalidAnswerError
-from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
+from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache, batcher_of
 from buttermilk.records import Record
 from buttermilk.store.schema import llm_budget, llm_cache
 from buttermilk.store.store import Store
@@ -132,6 +132,42 @@ def test_limiters_on_two_stores_share_one_budget_and_space_calls_at_the_rate(
     with stores[0].transaction(write=False) as conn:
         keys = conn.execute(select(llm_budget.c.key)).scalars().all()
     assert keys == ["requests m @ http://llm/v1"]
+
+
+def test_concurrent_calls_share_transactions_and_each_still_waits_its_exact_turn(
+    stores: list[Store],
+) -> None:
+    store = stores[0]
+    limits = Limits(requests_per_minute=600, tokens_per_minute=60_000, burst_seconds=1)
+    limiter = StoreRateLimiter(store, limits, scope="http://llm/v1")
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    calls = 40
+
+    async def forty_calls_at_once() -> list[float]:
+        waits: list[float] = []
+
+        async def one() -> None:
+            waits.append(await batcher_of(store).take("m @ http://llm/v1", limits.takes(1, 10)))
+            await limiter.report("m", 10, 5)  # gives 5 tokens back, waiting for no store
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(calls):
+                tg.start_soon(one)
+        return waits
+
+    waits = sorted(anyio.run(forty_calls_at_once))
+
+    # 10 requests a second, 10 at once: the 11th waits 0.1 s, the 40th 3 s, as if the
+    # calls had taken their turns one transaction each.
+    assert waits[:10] == pytest.approx([0.0] * 10, abs=0.05)
+    assert waits[10:] == pytest.approx([0.1 * n for n in range(1, 31)], abs=0.05)
+    assert len(commits) <= 6, f"{len(commits)} transactions for {calls} calls"
+    with store.transaction(write=False) as conn:
+        levels = dict(conn.execute(select(llm_budget.c.key, llm_budget.c.level)).all())
+    # Every correction reached the store: 40 calls took 10 tokens and gave back 5 each
+    # (the bucket refilled a little meanwhile, up to its capacity of 1,000).
+    assert 1000 - calls * 5 <= levels["tokens m @ http://llm/v1"] <= 1000 - calls * 5 + 20
 
 
 def test_a_model_at_another_endpoint_has_a_budget_of_its_own(stores: list[Store]) -> None:
