@@ -302,7 +302,8 @@ class LLM:
     async def _complete(self, messages: Messages, tally: _Tally, limiter: RateLimiter) -> str:
         """One answer's text, retrying transient failures; raises on permanent ones."""
         model = self.config.model
-        estimate = self.estimate_tokens(messages)
+        # Counting tokens costs CPU per call; only a rate limiter has a use for it.
+        estimate = 0 if isinstance(limiter, NoRateLimit) else self.estimate_tokens(messages)
         request = self._request(messages)
         for retry in range(self.config.max_retries + 1):
             await limiter.acquire(model, estimate)
