@@ -138,8 +138,9 @@ def test_concurrent_calls_share_transactions_and_each_still_waits_its_exact_turn
     stores: list[Store],
 ) -> None:
     store = stores[0]
-    limits = Limits(requests_per_minute=600, tokens_per_minute=60_000, burst_seconds=1)
-    limiter = StoreRateLimiter(store, limits, scope="http://llm/v1")
+    requests = Limits(requests_per_minute=600, burst_seconds=1)  # 10 a second, 10 at once
+    tokens = Limits(tokens_per_minute=600, burst_seconds=60)  # 600 at once, 10 a second
+    limiter = StoreRateLimiter(store, tokens, scope="http://llm/v1")
     commits: list[int] = []
     event.listen(store.engine, "commit", lambda conn: commits.append(1))
     calls = 40
@@ -148,7 +149,8 @@ def test_concurrent_calls_share_transactions_and_each_still_waits_its_exact_turn
         waits: list[float] = []
 
         async def one() -> None:
-            waits.append(await batcher_of(store).take("m @ http://llm/v1", limits.takes(1, 10)))
+            takes = requests.takes(1, 0) + tokens.takes(0, 10)
+            waits.append(await batcher_of(store).take("m @ http://llm/v1", takes))
             await limiter.report("m", 10, 5)  # gives 5 tokens back, waiting for no store
 
         async with anyio.create_task_group() as tg:
@@ -156,18 +158,19 @@ def test_concurrent_calls_share_transactions_and_each_still_waits_its_exact_turn
                 tg.start_soon(one)
         return waits
 
+    started = time.monotonic()
     waits = sorted(anyio.run(forty_calls_at_once))
+    took = time.monotonic() - started
 
-    # 10 requests a second, 10 at once: the 11th waits 0.1 s, the 40th 3 s, as if the
-    # calls had taken their turns one transaction each.
+    # The 11th call waits 0.1 s, the 40th 3 s: as if each had had a transaction of its own.
     assert waits[:10] == pytest.approx([0.0] * 10, abs=0.05)
     assert waits[10:] == pytest.approx([0.1 * n for n in range(1, 31)], abs=0.05)
     assert len(commits) <= 6, f"{len(commits)} transactions for {calls} calls"
     with store.transaction(write=False) as conn:
         levels = dict(conn.execute(select(llm_budget.c.key, llm_budget.c.level)).all())
-    # Every correction reached the store: 40 calls took 10 tokens and gave back 5 each
-    # (the bucket refilled a little meanwhile, up to its capacity of 1,000).
-    assert 1000 - calls * 5 <= levels["tokens m @ http://llm/v1"] <= 1000 - calls * 5 + 20
+    # Every correction reached the store: 600 - 40 x 10 taken + 40 x 5 given back, plus
+    # what refilled meanwhile (10 a second); without them it would be 200.
+    assert 399 <= levels["tokens m @ http://llm/v1"] <= 400 + took * 10 + 1
 
 
 def test_a_model_at_another_endpoint_has_a_budget_of_its_own(stores: list[Store]) -> None:
