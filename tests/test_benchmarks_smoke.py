@@ -66,3 +66,15 @@ def test_quick_benchmarks_exit_0_and_print_a_row_per_benchmark(tmp_path: Path) -
 @pytest.mark.slow
 def test_quick_variant_benchmarks_exit_0_and_print_a_row_per_figure(tmp_path: Path) -> None:
     check_quick_run(BENCHMARKS / "variants.py", VARIANT_ROWS, tmp_path)
+
+
+LLM_ROWS = (
+    "CLI records/s (50 ms, c=100)",
+    "CLI efficiency / baseline's (50 ms, c=100)",
+    "CLI CPU per 1,000 calls (50 ms, c=100)",
+)
+
+
+@pytest.mark.slow
+def test_the_quick_llm_benchmark_measures_the_cli_against_its_baseline(tmp_path: Path) -> None:
+    check_quick_run(BENCHMARKS / "llm.py", LLM_ROWS, tmp_path)

@@ -18,7 +18,7 @@ import anyio
 import pytest
 from fake_openai import FakeOpenAI, answer
 from fake_openai import fake_openai as fake_openai  # the fixture
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from buttermilk.agents.llm import LLM
 from buttermilk.errors import UsageError
@@ -27,7 +27,7 @@ from buttermilk.flows.models import AgentConfig, FlowConfig
 from buttermilk.flows.runner import FlowRunner, spent_by, usage_summary
 from buttermilk.llm.limits import Limits, Take, TokenBucketLimiter, refill_and_take
 from buttermilk.llm.schema import InvalidAnswerError
-from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
+from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache, batcher_of
 from buttermilk.records import Record
 from buttermilk.store.schema import llm_budget, llm_cache
 from buttermilk.store.store import Store
@@ -132,6 +132,45 @@ def test_limiters_on_two_stores_share_one_budget_and_space_calls_at_the_rate(
     with stores[0].transaction(write=False) as conn:
         keys = conn.execute(select(llm_budget.c.key)).scalars().all()
     assert keys == ["requests m @ http://llm/v1"]
+
+
+def test_concurrent_calls_share_transactions_and_each_still_waits_its_exact_turn(
+    stores: list[Store],
+) -> None:
+    store = stores[0]
+    requests = Limits(requests_per_minute=600, burst_seconds=1)  # 10 a second, 10 at once
+    tokens = Limits(tokens_per_minute=600, burst_seconds=60)  # 600 at once, 10 a second
+    limiter = StoreRateLimiter(store, tokens, scope="http://llm/v1")
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    calls = 40
+
+    async def forty_calls_at_once() -> list[float]:
+        waits: list[float] = []
+
+        async def one() -> None:
+            takes = requests.takes(1, 0) + tokens.takes(0, 10)
+            waits.append(await batcher_of(store).take("m @ http://llm/v1", takes))
+            await limiter.report("m", 10, 5)  # gives 5 tokens back, waiting for no store
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(calls):
+                tg.start_soon(one)
+        return waits
+
+    started = time.monotonic()
+    waits = sorted(anyio.run(forty_calls_at_once))
+    took = time.monotonic() - started
+
+    # The 11th call waits 0.1 s, the 40th 3 s: as if each had had a transaction of its own.
+    assert waits[:10] == pytest.approx([0.0] * 10, abs=0.05)
+    assert waits[10:] == pytest.approx([0.1 * n for n in range(1, 31)], abs=0.05)
+    assert len(commits) <= 6, f"{len(commits)} transactions for {calls} calls"
+    with store.transaction(write=False) as conn:
+        levels = dict(conn.execute(select(llm_budget.c.key, llm_budget.c.level)).all())
+    # Every correction reached the store: 600 - 40 x 10 taken + 40 x 5 given back, plus
+    # what refilled meanwhile (10 a second); without them it would be 200.
+    assert 399 <= levels["tokens m @ http://llm/v1"] <= 400 + took * 10 + 1
 
 
 def test_a_model_at_another_endpoint_has_a_budget_of_its_own(stores: list[Store]) -> None:

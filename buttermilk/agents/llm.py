@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import current_job
 from buttermilk.flows.runner import mark_spent
-from buttermilk.llm.clients import LoopClients
+from buttermilk.llm.clients import shared_clients
+from buttermilk.llm.completion import COMPLETIONS, parse_completion
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.limits import (
     SHARED_CACHE,
@@ -51,7 +51,6 @@ from buttermilk.llm.retry import (
     LLMRefusedError,
     LLMUnavailableError,
     backoff,
-    classify,
 )
 from buttermilk.llm.schema import (
     AnswerProblem,
@@ -163,7 +162,7 @@ class LLM:
         )
         self._given_cache = response_cache
         self.prices: PriceTable = config.prices
-        self.clients = LoopClients(config.base_url, self._api_key, config.timeout)
+        self.clients = shared_clients(config.base_url, config.api_key_env, config.timeout)
 
     # -- what is sent ----------------------------------------------------------------
 
@@ -321,14 +320,14 @@ class LLM:
 
     async def _complete(self, messages: Messages, tally: _Tally, limiter: RateLimiter) -> str:
         """One answer's text, retrying transient failures; raises on permanent ones."""
-        client = await self.clients.get()
         model = self.config.model
-        estimate = self.estimate_tokens(messages)
+        # Counting tokens costs CPU per call; only a rate limiter has a use for it.
+        estimate = 0 if isinstance(limiter, NoRateLimit) else self.estimate_tokens(messages)
         request = self._request(messages)
         for retry in range(self.config.max_retries + 1):
             await limiter.acquire(model, estimate)
             tally.calls += 1
-            outcome = await self._call_once(client, request, tally)
+            outcome = await self._call_once(request, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)
@@ -350,26 +349,20 @@ class LLM:
             await anyio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _call_once(
-        self, client: AsyncOpenAI, request: dict[str, Any], tally: _Tally
-    ) -> tuple[str, int] | Failure:
+    async def _call_once(self, request: dict[str, Any], tally: _Tally) -> tuple[str, int] | Failure:
         """The answer's text and the tokens spent on it, or why there is none."""
         before = tally.usage.total_tokens
-        try:
-            response = await client.chat.completions.create(**request)
-        except Exception as exc:  # classified below; anything else is not ours to handle
-            failure = classify(exc)
-            if failure is None:
-                raise
-            return failure
-        choices = getattr(response, "choices", None) or []
-        if not choices:
-            return Failure(True, "the response has no choices")
-        text = choices[0].message.content or ""
-        tally.model = response.model or self.config.model
-        tally.finish_reason = choices[0].finish_reason
-        if response.usage is not None:
-            tally.usage.add(response.usage.prompt_tokens, response.usage.completion_tokens)
+        posted = await self.clients.post(COMPLETIONS, request)
+        if isinstance(posted, Failure):
+            return posted
+        answer = parse_completion(posted.body)
+        if isinstance(answer, Failure):
+            return answer
+        text = answer.text
+        tally.model = answer.model or self.config.model
+        tally.finish_reason = answer.finish_reason
+        if answer.usage is not None:
+            tally.usage.add(*answer.usage)
         else:
             prompt = count_tokens(request["messages"])
             tally.usage.add(prompt, count_text(text), estimated=True)
@@ -386,7 +379,7 @@ class LLM:
         if self.json_mode:
             request["response_format"] = {"type": "json_object"}
         if self.config.extra:
-            request["extra_body"] = dict(self.config.extra)
+            request.update(self.config.extra)  # extra fields go in the body as given
         return request
 
     # -- the client, errors, prices --------------------------------------------------
@@ -395,7 +388,8 @@ class LLM:
         return os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
 
     async def aclose(self) -> None:
-        """Close this event loop's client and its connections (made again if needed)."""
+        """Close this event loop's client of the endpoint and its connections, shared with
+        every agent of this endpoint (made again when next needed)."""
         await self.clients.aclose()
 
     def _describe(self, failure: Failure) -> str:

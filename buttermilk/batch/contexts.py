@@ -59,6 +59,10 @@ class BatchContext:
         combinations = {c.key: c for c in info.combinations()}
         return cls(info, flow, error, anyio.CapacityLimiter(limit), combinations)
 
+    def built(self, variant: str) -> VariantRunner | None:
+        """The runner of one combination if it is built already (no thread needed)."""
+        return self._runners.get(variant)
+
     def runner_for(self, variant: str) -> VariantRunner:
         """The runner of one combination (by key), built on first use (call in a thread:
         building agents may do I/O)."""

@@ -1,24 +1,42 @@
-"""One OpenAI client per event loop, made on first use and closed with its loop.
+"""One HTTP session per endpoint and event loop, made on first use and closed with its loop.
+
+The LLM agent posts chat completions over aiohttp itself. The ``openai`` client was the
+first choice, over its aiohttp backend, but per call it builds and deep-copies request
+options, wraps aiohttp's request and response in httpx objects and parses the answer into
+pydantic models: more CPU than the HTTP exchange itself, and under a hundred concurrent
+calls the difference between keeping up with the endpoint and not (see
+``benchmarks/llm.py``). A chat completion is one JSON POST, so the agent sends it here
+with the headers an OpenAI-compatible server expects, and reads the answer's bytes.
 
 An HTTP connection pool belongs to the event loop that opened its connections, and one
 agent may serve several loops (worker threads, or a test's ``anyio.run`` per record).
+Every agent of a process that calls one endpoint (with the same key variable and
+timeout) shares that loop's session: one connection pool per endpoint, whatever the
+number of combinations or batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any
 
-import openai.resources.chat.completions  # noqa: F401 - load now, not in the first call
-from openai import AsyncOpenAI
+import aiohttp
+import orjson
+
+from buttermilk.llm.retry import Failure, classify, status_failure
 
 PLACEHOLDER_KEY = "unused"  # sent when there is no key: local servers still want one
+USER_AGENT = "buttermilk-batch"
+MAX_CONNECTIONS = 1000  # per endpoint and loop; the batch's concurrency is the real cap
 
 
-async def _close_with_loop(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
-    """Closes ``client`` when its event loop shuts down.
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Closes ``session`` when its event loop shuts down.
 
     Started once, this generator waits at its ``yield``; asyncio closes every unfinished
     async generator when its loop shuts down (``asyncio.run``, ``anyio.run``), which runs
@@ -27,46 +45,104 @@ async def _close_with_loop(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        await client.close()
+        await session.close()
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A 2xx answer's body."""
+
+    body: bytes
 
 
 class LoopClients:
-    """Clients of one endpoint, by event loop (thread-safe).
+    """Sessions of one endpoint, by event loop (thread-safe).
 
-    ``api_key`` is called when a client is made, so the key is read from the environment
-    then and is kept nowhere else.
+    ``api_key`` is called when a session is made, so the key is read from the environment
+    then and is kept nowhere else than in that session's headers.
     """
 
     def __init__(self, base_url: str, api_key: Callable[[], str | None], timeout: float) -> None:
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[AsyncOpenAI, AsyncGenerator[None, None]]
+        self._sessions: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
 
-    async def get(self) -> AsyncOpenAI:
-        """The running loop's client."""
+    def _new_session(self) -> aiohttp.ClientSession:
+        headers = {
+            "Authorization": f"Bearer {self.api_key() or PLACEHOLDER_KEY}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        return aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API call has no use for cookies
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+        )
+
+    async def get(self) -> aiohttp.ClientSession:
+        """The running loop's session."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            found = self._clients.get(loop)
+            found = self._sessions.get(loop)
             fresh = found is None
             if found is None:
-                client = AsyncOpenAI(
-                    api_key=self.api_key() or PLACEHOLDER_KEY,
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    max_retries=0,  # the agent retries, honouring Retry-After
-                )
-                found = self._clients[loop] = (client, _close_with_loop(client))
+                session = self._new_session()
+                found = self._sessions[loop] = (session, _close_with_loop(session))
         if fresh:
             await anext(found[1])  # starts the closer: the loop now knows it
         return found[0]
 
+    async def post(self, path: str, body: dict[str, Any]) -> Posted | Failure:
+        """POST ``body`` as JSON to ``path`` under the base URL: the answer's body when its
+        status is 2xx, else (or when the call failed) why not."""
+        session = await self.get()
+        try:
+            async with session.post(self.base_url + path, data=orjson.dumps(body)) as response:
+                data = await response.read()
+                if response.status < 300:
+                    return Posted(data)
+                return status_failure(response.status, response.headers, _json_or_text(data))
+        except Exception as exc:  # classified below; anything else is not ours to handle
+            failure = classify(exc)
+            if failure is None:
+                raise
+            return failure
+
     async def aclose(self) -> None:
-        """Close the running loop's client and its connections (made again if needed)."""
+        """Close the running loop's session and its connections (made again if needed)."""
         with self._lock:
-            found = self._clients.pop(asyncio.get_running_loop(), None)
+            found = self._sessions.pop(asyncio.get_running_loop(), None)
         if found is not None:
             await found[1].aclose()
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode(errors="replace")
+
+
+_SHARED: dict[tuple[str, str | None, float], LoopClients] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_clients(base_url: str, api_key_env: str | None, timeout: float) -> LoopClients:
+    """The sessions of this process for one endpoint, key variable and timeout."""
+
+    def api_key() -> str | None:
+        return os.environ.get(api_key_env) if api_key_env else None
+
+    with _SHARED_LOCK:
+        key = (base_url, api_key_env, timeout)
+        found = _SHARED.get(key)
+        if found is None:
+            found = _SHARED[key] = LoopClients(base_url, api_key, timeout)
+        return found

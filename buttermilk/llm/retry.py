@@ -1,7 +1,8 @@
 """Which errors of an OpenAI-compatible endpoint are worth retrying, and how long to wait.
 
 Transient: 408, 409, 425, 429, every 5xx, timeouts, failed connections, and responses that
-are not valid chat completions. Permanent: every other 4xx (400, 401, 403, 404, 422 ...).
+are not valid chat completions (see :mod:`buttermilk.llm.completion`). Permanent: every
+other 4xx (400, 401, 403, 404, 422 ...).
 The wait honours ``retry-after-ms`` and ``Retry-After`` (seconds or an HTTP date), else
 grows exponentially with jitter; every wait is capped.
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import openai
+import aiohttp
 
 from buttermilk.errors import AgentError, PermanentError
 
@@ -44,22 +45,29 @@ class Failure:
     retry_after: float | None = None  # seconds the server asked us to wait
 
 
-def classify(exc: BaseException, now: float | None = None) -> Failure | None:
-    """What a failed call means, or None when ``exc`` is not an endpoint error."""
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        transient = status in TRANSIENT_STATUSES or status >= 500
-        wait = parse_retry_after(exc.response.headers, now) if transient else None
-        detail = _server_message(exc.body)
-        reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-        return Failure(transient, reason, status, wait)
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+def status_failure(
+    status: int, headers: Mapping[str, str], body: Any, now: float | None = None
+) -> Failure:
+    """What an answer with an error ``status`` means; ``body`` is its parsed JSON (or text)."""
+    transient = status in TRANSIENT_STATUSES or status >= 500
+    wait = parse_retry_after(headers, now) if transient else None
+    detail = _server_message(body)
+    reason = f"HTTP {status}" + (f": {detail}" if detail else "")
+    return Failure(transient, reason, status, wait)
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """What a call that raised ``exc`` means, or None when it is not an endpoint error.
+
+    Timeouts (of the call, or of aiohttp's socket reads) are told apart from connections
+    that failed or broke (refused, reset, closed mid-answer, a bad answer's framing).
+    """
+    if isinstance(exc, TimeoutError):  # aiohttp's own timeouts subclass it too
         return Failure(True, "the request timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        return Failure(True, f"connection failed ({_one_line(str(cause or exc), 200)})")
-    if isinstance(exc, openai.APIResponseValidationError):
-        return Failure(True, "the response is not a valid chat completion")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Failure(
+            True, f"connection failed ({_one_line(str(exc) or type(exc).__name__, 200)})"
+        )
     return None
 
 

@@ -31,6 +31,17 @@ from buttermilk.runner.render import progress_line, rate
 log = logging.getLogger("buttermilk")
 
 POLL = 0.5
+POLL_LAST = 0.05  # near the end: no job pending, and jobs ending between two looks
+
+
+def _pause(summary: BatchSummary, before: BatchSummary | None) -> float:
+    """Seconds until the next look at a batch: short once no job is pending and jobs are
+    still ending, so the command returns soon after the batch ends rather than up to
+    POLL later (slow jobs that end seldom are looked at every POLL, as before)."""
+    ending = before is not None and summary.done > before.done
+    return POLL_LAST if ending and not summary.counts.get(JobStatus.PENDING) else POLL
+
+
 LOG_EVERY = 5.0
 
 
@@ -91,6 +102,7 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
         f"reading the status of batch {batch_id} again, after {{seconds:.0f}}s",
     )
     summary = await _poll(service, batch_id, outage)
+    before: BatchSummary | None = None
     if live and sys.stderr.isatty():
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -108,12 +120,12 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
                 )
                 if summary.batch.status.ended:
                     return await _poll(service, batch_id, outage, per_combination=True)
-                await anyio.sleep(POLL)
-                summary = await _poll(service, batch_id, outage)
+                await anyio.sleep(_pause(summary, before))
+                before, summary = summary, await _poll(service, batch_id, outage)
     last = time.monotonic()
     while not summary.batch.status.ended:
-        await anyio.sleep(POLL)
-        summary = await _poll(service, batch_id, outage)
+        await anyio.sleep(_pause(summary, before))
+        before, summary = summary, await _poll(service, batch_id, outage)
         if time.monotonic() - last >= LOG_EVERY:
             last = time.monotonic()
             log.info("batch %s: %s", batch_id, progress_line(summary))

@@ -57,9 +57,15 @@ def bucket_key(kind: str, scope: str) -> str:
 def take(store: Store, scope: str, takes: Sequence[Take]) -> float:
     """Take each share from its bucket of ``scope`` (a model at an endpoint); returns the
     seconds until every bucket has covered its share. A negative amount gives back."""
-    if not takes:
-        return 0.0
-    by_key = {bucket_key(t.kind, scope): t for t in takes}
+    return take_many(store, [(scope, takes)])[0]
+
+
+def take_many(store: Store, calls: Sequence[tuple[str, Sequence[Take]]]) -> list[float]:
+    """:func:`take` for several calls in one transaction, in order: each call's wait is
+    what it would have been had the calls been made one after another."""
+    by_key = {bucket_key(t.kind, scope): t for scope, takes in calls for t in takes}
+    if not by_key:
+        return [0.0 for _ in calls]
     keys = sorted(by_key)
     with store.transaction(write=True) as conn:
         rows = {
@@ -76,15 +82,19 @@ def take(store: Store, scope: str, takes: Sequence[Take]) -> float:
             for key, level, updated in conn.execute(_LOCK_BUCKETS, {"p_keys": missing}):
                 rows[key] = (level, updated)
         now = _now(conn)  # once the rows are ours: a wait for their locks is not refill
-        wait = 0.0
-        changes = []
-        for key in keys:
-            level, updated = rows[key]
-            level, needed = refill_and_take(level, updated, now, by_key[key])
-            wait = max(wait, needed)
-            changes.append({"p_key": key, "p_level": level, "p_updated": max(now, updated)})
+        waits = []
+        for scope, takes in calls:
+            wait = 0.0
+            for t in takes:
+                key = bucket_key(t.kind, scope)
+                level, updated = rows[key]
+                level, needed = refill_and_take(level, updated, now, t)
+                rows[key] = (level, max(now, updated))
+                wait = max(wait, needed)
+            waits.append(wait)
+        changes = [{"p_key": k, "p_level": rows[k][0], "p_updated": rows[k][1]} for k in keys]
         conn.execute(_SET_BUCKET, changes)
-    return wait
+    return waits
 
 
 def cached_answer(store: Store, key: str) -> dict[str, Any] | None:
