@@ -641,7 +641,11 @@ def test_variants_and_repeats_create_a_grid_shown_per_combination_and_retried_by
         assert by_path["record"]["record_id"] == job["record_id"]
         assert (by_path["variant"], by_path["repeat"]) == (job["variant"], job["repeat"])
     missing = api.client.get(f"/api/batches/{created['batch_id']}/jobs/r00000?variant=gamma")
-    assert "gamma" in error_of(missing, 404)["message"]
+    assert (
+        "no combination 'gamma' (its combinations: alpha, beta" in error_of(missing, 404)["message"]
+    )
+    alpha = api.client.get(f"/api/batches/{created['batch_id']}/jobs", params={"variant": "alpha"})
+    assert alpha.json()["total"] == 4 and {j["variant"] for j in alpha.json()["items"]} == {"alpha"}
 
     retry = f"/api/batches/{created['batch_id']}/retry"
     unknown = error_of(api.client.post(retry, json={"variant": "gamma"}), 422)

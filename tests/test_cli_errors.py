@@ -12,7 +12,7 @@ from conftest import Env, write_records
 from buttermilk.domain import BatchRequest
 from buttermilk.errors import InvalidOptionError
 from buttermilk.records import Record
-from buttermilk.runner.commands import check_output_use
+from buttermilk.runner.commands import check_output_use, check_variant_use
 from buttermilk.runner.settings import BatchSettings, Command
 
 BAD_CREATES = [
@@ -194,6 +194,18 @@ def test_an_output_is_refused_by_every_command_that_would_not_write_it(
         assert f"batch.command={command} writes it only with batch.wait=true" in str(caught.value)
     else:
         assert f"batch.command={command} writes no file" in str(caught.value)
+
+
+@pytest.mark.parametrize("command", [c for c in get_args(Command) if c != "retry"])
+def test_a_variant_is_refused_by_every_command_but_retry(command: Command) -> None:
+    batch = BatchSettings(variant="strict+0.1")
+    check_variant_use("retry", batch)
+
+    with pytest.raises(InvalidOptionError) as caught:
+        check_variant_use(command, batch)
+
+    assert str(caught.value).startswith("batch.variant='strict+0.1' is not allowed: ")
+    assert f"batch.command={command} works on every combination" in str(caught.value)
 
 
 def test_export_takes_an_output_whether_waiting_or_not() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,28 @@ def test_bad_axes_are_refused_naming_them(axes: Any, message: str) -> None:
         check_axes(axes)
 
 
-def test_a_lone_value_is_an_axis_of_one() -> None:
-    assert check_axes({"criteria": "strict"}) == {"criteria": ["strict"]}
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        ({"criteria": "strict"}, "variants.criteria must be a list of values, e.g. [strict]"),
+        ({"t": [0.1, 0.1]}, "variants.t lists the value 0.1 twice"),
+        ({"t": [1, 1.0]}, "variants.t lists the value 1.0 twice"),
+        ({"c": ["a", "b", "a"]}, "variants.c lists the value a twice"),
+        (
+            {"criteria": ["x"], "parameters.criteria": ["y"]},
+            "both vary the parameter 'criteria'",
+        ),
+    ],
+)
+def test_axes_that_would_run_a_value_twice_or_hide_one_are_refused(
+    axes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_axes(axes)
+
+
+def test_true_and_1_are_different_values_of_an_axis() -> None:
+    assert check_axes({"x": [True, 1]}) == {"x": [True, 1]}
 
 
 # -- axes against the flow ------------------------------------------------------------
@@ -85,6 +106,12 @@ def test_a_lone_value_is_an_axis_of_one() -> None:
         ({"judges.label": ["a"]}, r"has no agent 'judges' \(its agents: judge\)"),
         ({"judge.lable": ["a"]}, r"has no option 'lable' \(its options: label, fail\)"),
         ({"judge._target_": ["x"]}, "an agent's _target_ cannot vary"),
+        ({"judge.label": [5]}, re.escape("variants.judge.label: 5 (int) is not a str")),
+        ({"judge.fail": ["yes"]}, re.escape("variants.judge.fail: 'yes' (str) is not a bool")),
+        (
+            {"parameters.other": [1], "parameters.other.new": [2]},
+            "the axis 'parameters.other.new' sets part of what the axis 'other' sets",
+        ),
     ],
 )
 def test_axes_naming_what_the_flow_lacks_are_refused(
@@ -101,6 +128,9 @@ def test_the_requests_axes_replace_the_flows_one_by_one_and_its_repeats_too(
     assert grid_for(f, BatchRequest(flow="f")).keys == ["x+a", "x+b"]
     grid = grid_for(f, BatchRequest(flow="f", variants={"criteria": ["y", "z"]}, repeats=3))
     assert grid.keys == ["y+a", "y+b", "z+a", "z+b"] and grid.repeats == 3
+    # parameters.criteria is the axis criteria: it replaces the flow's, never runs beside it
+    named = BatchRequest(flow="f", variants={"parameters.criteria": ["w"]})
+    assert grid_for(f, named).keys == ["w+a", "w+b"]
     assert grid_for(f, BatchRequest(flow="f")).repeats == 2
 
 

@@ -20,6 +20,7 @@ from buttermilk.api.schemas import JobPage, JobView
 from buttermilk.batch.service import BatchService
 from buttermilk.domain import JobInfo, JobStatus
 from buttermilk.domain.variants import MAX_KEY, MAX_REPEATS
+from buttermilk.errors import UnknownBatchError
 
 MAX_JOB_PAGE = 1_000
 LIST_EXCLUDES = {"record", "traceback"}  # a job list leaves out the bulky fields
@@ -76,20 +77,27 @@ async def list_jobs(
         Literal["planned", "recent"],
         Query(description="planned: in planned order, paged; recent: latest started first"),
     ] = "planned",
+    variant: Variant = None,
 ) -> JobPage:
-    """Jobs without their records and tracebacks (see the job route)."""
+    """Jobs without their records and tracebacks (see the job route), of every
+    combination or of one (``variant``)."""
 
     def read() -> tuple[list[JobInfo], int]:
         full_id = service.resolve(batch_id)
+        if variant is not None:
+            _check_variant(service, full_id, variant)
         if order == "recent":
-            jobs = service.store.recent_jobs(full_id, status=status, limit=limit)
+            jobs = service.store.recent_jobs(full_id, status=status, variant=variant, limit=limit)
         else:
             jobs = list(
                 service.store.iter_jobs(
-                    full_id, status=status, after_seq=after_seq, limit=limit + 1
+                    full_id, status=status, variant=variant, after_seq=after_seq, limit=limit + 1
                 )
             )
-        counts = service.store.job_counts([full_id])[full_id]
+        if variant is None:
+            counts = service.store.job_counts([full_id])[full_id]
+        else:
+            counts = service.store.variant_counts(full_id).get(variant, {})
         total = counts.get(status, 0) if status else sum(counts.values())
         return jobs, total
 
@@ -111,9 +119,22 @@ async def _read_job(
     repeat: int | None,
 ) -> JobInfo:
     def read() -> JobInfo:
-        return service.store.get_job(service.resolve(batch_id), record_id, variant, repeat)
+        full_id = service.resolve(batch_id)
+        if variant is not None:
+            _check_variant(service, full_id, variant)
+        return service.store.get_job(full_id, record_id, variant, repeat)
 
     return await anyio.to_thread.run_sync(read)
+
+
+def _check_variant(service: BatchService, batch_id: str, variant: str) -> None:
+    """UnknownBatchError (404) naming the batch's combinations when it has no ``variant``."""
+    keys = [c.key for c in service.store.get_batch(batch_id).combinations()]
+    if variant not in keys:
+        raise UnknownBatchError(
+            f"batch {batch_id} has no combination {variant!r} (its combinations: "
+            f"{', '.join(keys)}; in a query string, send '+' as %2B)"
+        )
 
 
 @router.get(

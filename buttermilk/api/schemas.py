@@ -148,6 +148,7 @@ class BatchView(BaseModel):
     input_tokens: int = Field(description="Prompt tokens its jobs have spent so far.")
     output_tokens: int = Field(description="Answer tokens its jobs have spent so far.")
     published: bool
+    seed: int = Field(description="The shuffle seed the batch used (given, or drawn at create).")
     request: dict[str, Any] = Field(
         description="The stored batch request (in GET /api/batches: without its parameters)."
     )

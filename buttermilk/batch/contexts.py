@@ -7,6 +7,7 @@ job of that combination, not once per job.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class BatchContext:
     limiter: anyio.CapacityLimiter
     combinations: dict[str, Combination] = field(default_factory=dict)
     _runners: dict[str, VariantRunner] = field(default_factory=dict)
+    _building: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, info: BatchInfo, concurrency: int) -> BatchContext:
@@ -65,10 +67,15 @@ class BatchContext:
 
     def runner_for(self, variant: str) -> VariantRunner:
         """The runner of one combination (by key), built on first use (call in a thread:
-        building agents may do I/O)."""
-        found = self._runners.get(variant)
-        if found is not None:
+        building agents may do I/O). Jobs starting together wait for one build."""
+        with self._building:
+            found = self._runners.get(variant)
+            if found is None:
+                found = self._build(variant)
+                self._runners[variant] = found
             return found
+
+    def _build(self, variant: str) -> VariantRunner:
         try:
             if self.load_error is not None:
                 raise self.load_error
@@ -78,10 +85,8 @@ class BatchContext:
             assert self.flow is not None
             flow = flow_for(self.flow, combination)
             params = merge_parameters(flow.parameters, self.info.request.parameters)
-            found = VariantRunner(FlowRunner(flow), params)
+            return VariantRunner(FlowRunner(flow), params)
         except Exception as exc:
             if exc is not self.load_error:
                 log.error("batch %s, %s: cannot set up its flow: %s", self.info.id, variant, exc)
-            found = VariantRunner(None, {}, exc)
-        self._runners[variant] = found
-        return found
+            return VariantRunner(None, {}, exc)

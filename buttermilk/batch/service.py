@@ -43,6 +43,7 @@ from buttermilk.store.store import Store
 log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 5_000
+SAY_SIZE_FROM = 100_000  # jobs: a create this large says what it is storing
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,15 @@ class BatchService:
         batch stays unpublished and ``retry`` finishes it.
         """
         flow, grid, plan = await anyio.to_thread.run_sync(self._prepare, request)
+        jobs = len(plan.records) * grid.jobs_per_record
+        if jobs >= SAY_SIZE_FROM:
+            log.info(
+                "storing and publishing %s jobs (%s records x %s combinations x %s repeats)",
+                f"{jobs:,}",
+                f"{len(plan.records):,}",
+                f"{len(grid.combinations):,}",
+                f"{grid.repeats:,}",
+            )
         await self.queue.prepare(interactive=request.interactive)
         batch = await anyio.to_thread.run_sync(
             lambda: self.store.create_batch(

@@ -93,7 +93,7 @@ class Worker:
         self._stopping = anyio.Event()
         # The queue's wait for messages, cut short by stop(): a worker following a batch
         # that ended exits at once rather than after up to RECEIVE_WAIT.
-        self._receiving = anyio.CancelScope()
+        self._receiving: anyio.CancelScope | None = None
         self._stopped_batches: set[str] = set()
         self._last_activity = time.monotonic()
         # Idleness needs a look at the queue that found nothing, since the last activity:
@@ -127,7 +127,8 @@ class Worker:
             self._stopping.set()
             for waiting in self._waiting.values():
                 waiting.cancel()
-            self._receiving.cancel()
+            if self._receiving is not None:
+                self._receiving.cancel()
             self._store_down.stop_waiting()
 
     @property

@@ -143,6 +143,7 @@ class BatchSummary(BaseModel):
             "input_tokens": b.input_tokens,
             "output_tokens": b.output_tokens,
             "published": b.published,
+            "seed": b.seed,
             "request": b.request.model_dump(mode="json")
             if b.stored_request is None
             else b.stored_request,

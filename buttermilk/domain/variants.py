@@ -40,12 +40,33 @@ def _shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def check_axes(axes: Any, where: str = "variants") -> Axes:
-    """``axes`` as a dict of non-empty lists, or ValueError naming what is wrong.
+PARAMETERS = "parameters."
 
-    Each axis name is an option path (``agent.option``) or a parameter name; a value that
-    is not a list is an axis of one value. Raises ValueError when an axis is empty, a name is
-    empty, or the product of the lengths passes :data:`MAX_COMBINATIONS`.
+
+def axis_name(name: str) -> str:
+    """The one name of an axis: ``parameters.criteria`` is the parameter axis ``criteria``
+    (a nested parameter, ``parameters.a.b``, keeps its prefix: ``a.b`` would name an agent)."""
+    rest = name.removeprefix(PARAMETERS)
+    return rest if rest != name and "." not in rest else name
+
+
+def _first_duplicate(values: list[Any]) -> Any | None:
+    """The first value equal to one before it (``1`` and ``1.0`` are equal), if any."""
+    for index, value in enumerate(values):
+        for earlier in values[:index]:
+            if earlier == value and isinstance(earlier, bool) == isinstance(value, bool):
+                return value
+    return None
+
+
+def check_axes(axes: Any, where: str = "variants") -> Axes:
+    """``axes`` as a dict of non-empty lists of distinct values, by :func:`axis_name`, or
+    ValueError naming what is wrong.
+
+    Each axis name is an option path (``agent.option``) or a parameter name. Raises
+    ValueError when a name is empty or given twice (``criteria`` and
+    ``parameters.criteria``), an axis is not a list, is empty or repeats a value, a value is
+    not finite, or the product of the lengths passes :data:`MAX_COMBINATIONS`.
     """
     if axes is None:
         return {}
@@ -60,11 +81,27 @@ def check_axes(axes: Any, where: str = "variants") -> Axes:
             raise ValueError(f"{where}: axis name {name!r} must be a non-empty name")
         if name.startswith(".") or name.endswith(".") or ".." in name:
             raise ValueError(f"{where}: axis name {name!r} is not AGENT.OPTION or a parameter name")
-        listed = list(given) if isinstance(given, list | tuple) else [given]
+        if not isinstance(given, list | tuple):
+            raise ValueError(
+                f"{where}.{name} must be a list of values, e.g. [{_shown(given)[:40]}], "
+                f"not {type(given).__name__}"
+            )
+        listed = list(given)
         if not listed:
             raise ValueError(f"{where}.{name} is an empty list: give at least one value")
         refuse_non_finite(listed, f"{where}.{name}")
-        checked[name] = listed
+        twice = _first_duplicate(listed)
+        if twice is not None:
+            raise ValueError(
+                f"{where}.{name} lists the value {_shown(twice)[:40]} twice: each value once"
+            )
+        canonical = axis_name(name)
+        if canonical in checked:
+            raise ValueError(
+                f"{where}: {name!r} and another axis both vary the parameter {canonical!r}: "
+                "give it once"
+            )
+        checked[canonical] = listed
     checked = {name: checked[name] for name in sorted(checked)}
     count = 1
     for listed in checked.values():

@@ -12,11 +12,11 @@ import inspect
 from pkgutil import resolve_name
 from typing import Any
 
-from buttermilk.domain.variants import Axes, Combination
+from pydantic import TypeAdapter, ValidationError
+
+from buttermilk.domain.variants import PARAMETERS, Axes, Combination
 from buttermilk.errors import VariantError
 from buttermilk.flows.models import AgentConfig, FlowConfig
-
-PARAMETERS = "parameters."
 
 
 def _agent_axis(name: str) -> tuple[str, list[str]] | None:
@@ -31,15 +31,33 @@ def _parameter_path(name: str) -> list[str]:
     return name.removeprefix(PARAMETERS).split(".")
 
 
-def check_axes_of(flow: FlowConfig, axes: Axes, where: str = "variants") -> None:
-    """Refuse axes that name an agent the flow lacks, or an argument no agent takes.
+def _target(name: str) -> tuple[str, ...]:
+    """What an axis sets: ("agent", AGENT, *option path) or ("parameters", *path)."""
+    found = _agent_axis(name)
+    if found is None:
+        return ("parameters", *_parameter_path(name))
+    return ("agent", found[0], *found[1])
 
-    Raises VariantError (one line naming the axis and what exists). Whether the agent
-    accepts each value is found by building each combination's agents
+
+def check_axes_of(flow: FlowConfig, axes: Axes, where: str = "variants") -> None:
+    """Refuse axes that name an agent the flow lacks, an option its agent does not take, a
+    value of another type than the option declares, or one axis inside another
+    (``judge.sampling`` and ``judge.sampling.temperature``).
+
+    Raises VariantError (one line naming the axis and what exists). Values of options whose
+    type cannot be told are checked by building each combination's agents
     (:func:`flow_for`, then :class:`buttermilk.flows.runner.FlowRunner`).
     """
+    targets = {name: _target(name) for name in axes}
+    for name, target in targets.items():
+        for other, inner in targets.items():
+            if other != name and inner[: len(target)] == target:
+                raise VariantError(
+                    f"{where}: the axis {other!r} sets part of what the axis {name!r} sets: "
+                    "vary one of them"
+                )
     names = [agent.name for agent in flow.agents]
-    for name in axes:
+    for name, values in axes.items():
         found = _agent_axis(name)
         if found is None:
             continue
@@ -55,22 +73,47 @@ def check_axes_of(flow: FlowConfig, axes: Axes, where: str = "variants") -> None
             )
         config = next(a for a in flow.agents if a.name == agent)
         options = _options_of(config.target)
-        if options is not None and path[0] not in options:
+        if options is None:
+            continue
+        if path[0] not in options:
             raise VariantError(
                 f"{where}.{name}: agent {agent!r} ({config.target}) has no option "
                 f"{path[0]!r} (its options: {', '.join(options) or 'none'})"
             )
+        if len(path) == 1:
+            _check_values(f"{where}.{name}", options[path[0]], values)
+
+
+def _check_values(where: str, annotation: Any, values: list[Any]) -> None:
+    """Refuse a value the option's declared type does not take (strictly: no text for a
+    number); an option without a declared type, or one pydantic cannot check, takes any."""
+    if annotation is inspect.Parameter.empty:
+        return
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    except Exception:  # a type pydantic has no schema for: building the agent checks it
+        return
+    for value in values:
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError:
+            shown = getattr(annotation, "__name__", None) or str(annotation)
+            raise VariantError(
+                f"{where}: {value!r} ({type(value).__name__}) is not a {shown}, the type the "
+                "option takes"
+            ) from None
 
 
 CALL_ARGUMENTS = 3  # a function agent is called with (record, outputs, parameters)
 
 
-def _options_of(target: str) -> list[str] | None:
-    """The keyword options ``target`` takes, or None when it cannot be told (it takes
+def _options_of(target: str) -> dict[str, Any] | None:
+    """The keyword options ``target`` takes, with their declared types
+    (``inspect.Parameter.empty`` when undeclared), or None when it cannot be told (it takes
     ``**kwargs``, or cannot be imported: building the flow then says why)."""
     try:
         found = resolve_name(target)
-        signature = inspect.signature(found)
+        signature = inspect.signature(found, eval_str=True)
     except Exception:
         return None
     params = list(signature.parameters.values())
@@ -79,7 +122,7 @@ def _options_of(target: str) -> list[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in keyword]
+    return {p.name: p.annotation for p in params if p.kind in keyword}
 
 
 def _set(tree: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:

@@ -62,11 +62,12 @@ def choose_command(settings: AppSettings) -> Command:
     if settings.batch.command is not None:
         return settings.batch.command
     if settings.flow_name:
-        log.info(
+        # Debug: a refused create must print only its error line.
+        log.debug(
             "no batch.command given and a flow is named: creating a batch (batch.command=create)"
         )
         return "create"
-    log.info("no batch.command given and no flow named: running jobs (batch.command=run)")
+    log.debug("no batch.command given and no flow named: running jobs (batch.command=run)")
     return "run"
 
 
@@ -91,6 +92,17 @@ def check_output_use(command: Command, batch: BatchSettings) -> None:
     raise InvalidOptionError("batch.output", str(output), reason)
 
 
+def check_variant_use(command: Command, batch: BatchSettings) -> None:
+    """Refuse ``batch.variant`` for a command that would ignore it (only retry takes it)."""
+    if batch.variant is not None and command != "retry":
+        raise InvalidOptionError(
+            "batch.variant",
+            batch.variant,
+            f"batch.command={command} works on every combination of a batch; batch.variant "
+            "is for retry (retry one combination's jobs)",
+        )
+
+
 async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     """Run the chosen command; returns its exit code.
 
@@ -99,6 +111,7 @@ async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     """
     command = choose_command(settings)
     check_output_use(command, settings.batch)
+    check_variant_use(command, settings.batch)
     try:
         async with open_app(settings, flows) as app:
             return await COMMANDS[command](app)

@@ -25,6 +25,9 @@ REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
 TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
 
 
+MAX_SHOWN = 120  # characters of a refused value shown in its error line
+
+
 def closest(name: str, known: Sequence[str]) -> str | None:
     """The known option ``name`` most likely stands for (a typo, or the section left out)."""
     found = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
@@ -60,7 +63,9 @@ def describe_validation_error(
         return f"{where} is required{more}"
     if first["type"] == "extra_forbidden":
         return f"{where} is not a known option{did_you_mean(where, known)}{more}"
-    return f"{where}={first.get('input')!r} is not allowed: {reason}{more}"
+    given = repr(first.get("input"))
+    given = given if len(given) <= MAX_SHOWN else given[: MAX_SHOWN - 3] + "..."
+    return f"{where}={given} is not allowed: {reason}{more}"
 
 
 class BatchSettings(BaseModel):

@@ -87,12 +87,20 @@ class JobReads(StoreBase):
         return job_info(row)
 
     def recent_jobs(
-        self, batch_id: str, *, status: JobStatus | None = None, limit: int = 50
+        self,
+        batch_id: str,
+        *,
+        status: JobStatus | None = None,
+        variant: str | None = None,
+        limit: int = 50,
     ) -> list[JobInfo]:
-        """Jobs that have started, the most recently started first (for dashboards)."""
+        """Jobs that have started (of one combination: ``variant``), the most recently
+        started first (for dashboards)."""
         query = select(jobs).where(jobs.c.batch_id == batch_id, jobs.c.started_at.is_not(None))
         if status is not None:
             query = query.where(jobs.c.status == status.value)
+        if variant is not None:
+            query = query.where(jobs.c.variant == variant)
         query = query.order_by(jobs.c.started_at.desc(), jobs.c.seq.desc()).limit(limit)
         with self._read() as conn:
             return [job_info(row) for row in conn.execute(query).mappings()]
