@@ -91,9 +91,6 @@ class Worker:
         self._batch_locks: dict[str, anyio.Lock] = {}
         self._freed = anyio.Event()
         self._stopping = anyio.Event()
-        # The queue's wait for messages, cut short by stop(): a worker following a batch
-        # that ended exits at once rather than after up to RECEIVE_WAIT.
-        self._receiving: anyio.CancelScope | None = None
         self._stopped_batches: set[str] = set()
         self._last_activity = time.monotonic()
         # Idleness needs a look at the queue that found nothing, since the last activity:
@@ -127,8 +124,6 @@ class Worker:
             self._stopping.set()
             for waiting in self._waiting.values():
                 waiting.cancel()
-            if self._receiving is not None:
-                self._receiving.cancel()
             self._store_down.stop_waiting()
 
     @property
@@ -202,17 +197,13 @@ class Worker:
                     await self._freed.wait()
                 self._freed = anyio.Event()
                 continue
-            deliveries = []
             try:
-                # Messages a cut-short receive took come back after their lease.
-                self._receiving = anyio.CancelScope()
-                with self._receiving:
-                    deliveries = await self.queue.receive(
-                        min(free, self.queue.receive_limit),
-                        interactive=self.options.interactive,
-                        batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
-                        wait=RECEIVE_WAIT,
-                    )
+                deliveries = await self.queue.receive(
+                    min(free, self.queue.receive_limit),
+                    interactive=self.options.interactive,
+                    batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
+                    wait=RECEIVE_WAIT,
+                )
             except ButtermilkError as exc:
                 self._queue_down.failed(exc)
                 with anyio.move_on_after(self._queue_down.until_next_try):
