@@ -28,6 +28,7 @@ from core import (
     Proc,
     Row,
     Workspace,
+    format_table,
     progress,
     run_child,
     spread,
@@ -225,27 +226,6 @@ def scenario(sizes: Sizes, url: str, latency: float, concurrency: int) -> list[R
     ]
 
 
-def format_table(rows: list[Row], sizes: Sizes, seconds: float, load: str) -> str:
-    header = ("benchmark", "measured", "goal", "result", "notes")
-    cells = [header, *((r.benchmark, r.measured, r.goal, r.result, r.notes) for r in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
-    lines = []
-    for row in cells:
-        fixed = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        lines.append(f"{fixed}  {row[-1]}".rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))
-    if sizes.quick:
-        mode = "QUICK MODE (small sizes, one run each: a smoke test, figures not comparable)"
-    else:
-        mode = f"full mode (median of {sizes.repeats} runs)"
-    end = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    title = (
-        f"Buttermilk LLM benchmark - {mode}; {os.cpu_count()} CPUs; took {seconds:.0f} s; "
-        f"load average at the start {load}, at the end {end} (1/5/15 min)"
-    )
-    return "\n".join([title, "", *lines])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
@@ -266,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                     line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     name = f"LLM ({latency * 1000:.0f} ms, c={concurrency})"
                     rows.append(Row(name, "ERROR", "-", "ERROR", line))
-    print(format_table(rows, sizes, time.perf_counter() - start, load))
+    seconds = time.perf_counter() - start
+    print(
+        format_table(rows, sizes, seconds, f"Buttermilk LLM benchmark (load at the start {load})")
+    )
     return 1 if failed else 0
 
 
