@@ -93,8 +93,8 @@ def test_without_a_command_the_cli_creates_when_a_flow_is_named_and_runs_otherwi
     created = env.ok("flow=t_work")
     ran = env.ok("batch.idle_timeout=0.5")
 
-    assert "creating a batch" in created.stderr
-    assert "running jobs" in ran.stderr
+    assert "created batch" in created.stderr and "3 jobs of flow t_work" in created.stderr
+    assert "taking jobs from the" in ran.stderr
     assert "3 completed" in ran.stdout
 
 
