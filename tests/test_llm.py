@@ -787,3 +787,55 @@ def test_the_cli_fails_each_refused_record_after_one_call_not_max_attempts(
     assert result.json()["counts"]["failed"] == 3, str(result)
     assert len(fake_openai.requests) == 3
     assert SECRET not in result.stdout + result.stderr
+
+
+# -- the HTTP client (found by review) -----------------------------------------------------
+
+
+def test_integer_keys_of_extra_fields_are_sent_as_text(fake_openai: FakeOpenAI) -> None:
+    ask(make_llm(fake_openai, extra={"logit_bias": {50256: -100}}))
+
+    assert fake_openai.requests[0].body["logit_bias"] == {"50256": -100}
+
+
+def test_the_key_and_openais_organization_headers_are_read_for_each_request(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("T_REVIEW_KEY", raising=False)
+    agent = make_llm(fake_openai, api_key_env="T_REVIEW_KEY")
+
+    async def twice() -> None:  # one event loop: one shared session for both calls
+        record = Record(record_id="r1", content="x")
+        await agent(record, {}, {})
+        monkeypatch.setenv("T_REVIEW_KEY", "sk-later\r")  # as a CRLF .env file leaves it
+        monkeypatch.setenv("OPENAI_ORG_ID", "org-1")
+        await agent(record, {}, {})
+
+    anyio.run(twice)
+
+    first, second = (seen.headers for seen in fake_openai.requests)
+    assert first["authorization"] == "Bearer unused" and "openai-organization" not in first
+    assert second["authorization"] == "Bearer sk-later"
+    assert second["openai-organization"] == "org-1"
+
+
+def test_one_agents_aclose_leaves_the_shared_session_to_the_others(
+    fake_openai: FakeOpenAI,
+) -> None:
+    a, b = make_llm(fake_openai), make_llm(fake_openai)
+
+    async def both() -> dict[str, Any]:
+        await b.aclose()
+        out: dict[str, Any] = await a(Record(record_id="r1", content="x"), {}, {})
+        return out
+
+    assert anyio.run(both)["attempts"] == 1 and len(fake_openai.requests) == 1
+
+
+def test_a_template_with_a_random_filter_is_rendered_for_each_record() -> None:
+    from buttermilk.llm.prompts import PromptTemplate
+
+    template = PromptTemplate("{{ range(1000) | list | random }}", "system")
+    assert template.fixed is None
+    with pytest.raises(UsageError, match="system: cannot render the template"):
+        PromptTemplate("{{ 1 // 0 }}", "system")

@@ -388,9 +388,8 @@ class LLM:
         return os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
 
     async def aclose(self) -> None:
-        """Close this event loop's client of the endpoint and its connections, shared with
-        every agent of this endpoint (made again when next needed)."""
-        await self.clients.aclose()
+        """Nothing to close: the endpoint's session is shared by every agent of it in this
+        event loop (others may be calling), and closes with its loop."""
 
     def _describe(self, failure: Failure) -> str:
         """One line naming the model, the endpoint and what went wrong (never the key)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -35,16 +36,36 @@ USER_AGENT = "buttermilk-batch"
 MAX_CONNECTIONS = 1000  # per endpoint and loop; the batch's concurrency is the real cap
 
 
-async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    """Closes ``session`` when its event loop shuts down.
+ORGANIZATION_HEADERS = {
+    "OPENAI_ORG_ID": "OpenAI-Organization",
+    "OPENAI_PROJECT_ID": "OpenAI-Project",
+}
+"""Headers OpenAI's own clients send from these environment variables, when set."""
+
+
+def _certificates() -> ssl.SSLContext:
+    """Verify servers against certifi's CA bundle (what the ``openai`` client's httpx did),
+    or the system's when certifi is not installed."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+async def _close_with_loop(
+    session: aiohttp.ClientSession, forget: Callable[[], None]
+) -> AsyncGenerator[None, None]:
+    """Closes ``session`` when its event loop shuts down, and ``forget``s it.
 
     Started once, this generator waits at its ``yield``; asyncio closes every unfinished
     async generator when its loop shuts down (``asyncio.run``, ``anyio.run``), which runs
-    the ``finally`` below, so no connection outlives its loop unclosed.
+    the ``finally`` below, so no connection (and no loop) outlives its loop.
     """
     try:
         yield
     finally:
+        forget()
         await session.close()
 
 
@@ -58,8 +79,8 @@ class Posted:
 class LoopClients:
     """Sessions of one endpoint, by event loop (thread-safe).
 
-    ``api_key`` is called when a session is made, so the key is read from the environment
-    then and is kept nowhere else than in that session's headers.
+    ``api_key`` is called for each request, so a key set in the environment later (in a
+    notebook) is the one sent.
     """
 
     def __init__(self, base_url: str, api_key: Callable[[], str | None], timeout: float) -> None:
@@ -73,14 +94,15 @@ class LoopClients:
 
     def _new_session(self) -> aiohttp.ClientSession:
         headers = {
-            "Authorization": f"Bearer {self.api_key() or PLACEHOLDER_KEY}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
         return aiohttp.ClientSession(
             headers=headers,
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+            # HTTP(S)_PROXY and NO_PROXY are honoured, as by the openai client.
+            trust_env=True,
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=_certificates()),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API call has no use for cookies
             json_serialize=lambda value: orjson.dumps(value).decode(),
@@ -94,21 +116,39 @@ class LoopClients:
             fresh = found is None
             if found is None:
                 session = self._new_session()
-                found = self._sessions[loop] = (session, _close_with_loop(session))
+                closer = _close_with_loop(session, lambda: self._forget(loop))
+                found = self._sessions[loop] = (session, closer)
         if fresh:
             await anext(found[1])  # starts the closer: the loop now knows it
         return found[0]
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._sessions.pop(loop, None)
+
+    def _headers(self) -> dict[str, str]:
+        """Per request: the key (read now) and OpenAI's organization and project headers."""
+        key = (self.api_key() or PLACEHOLDER_KEY).strip()  # a CRLF .env file leaves a \r
+        headers = {"Authorization": f"Bearer {key}"}
+        for variable, header in ORGANIZATION_HEADERS.items():
+            value = os.environ.get(variable, "").strip()
+            if value:
+                headers[header] = value
+        return headers
 
     async def post(self, path: str, body: dict[str, Any]) -> Posted | Failure:
         """POST ``body`` as JSON to ``path`` under the base URL: the answer's body when its
         status is 2xx, else (or when the call failed) why not."""
         session = await self.get()
         try:
-            async with session.post(self.base_url + path, data=orjson.dumps(body)) as response:
-                data = await response.read()
+            # Keys that are not text (YAML's logit_bias: {50256: -100}) are sent as text.
+            data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+            url = self.base_url + path
+            async with session.post(url, data=data, headers=self._headers()) as response:
+                answer = await response.read()
                 if response.status < 300:
-                    return Posted(data)
-                return status_failure(response.status, response.headers, _json_or_text(data))
+                    return Posted(answer)
+                return status_failure(response.status, response.headers, _json_or_text(answer))
         except Exception as exc:  # classified below; anything else is not ours to handle
             failure = classify(exc)
             if failure is None:

@@ -64,8 +64,13 @@ class PromptTemplate:
         # several times faster than the ChainMap Jinja keeps (over the environment's).
         self.template.globals = dict(self.template.globals)
         # A template without names or calls (a fixed system prompt) renders to one text.
-        fixed = not meta.find_undeclared_variables(ast) and not any(ast.find_all(nodes.Call))
-        self.fixed: str | None = self.template.render() if fixed else None
+        fixed = not meta.find_undeclared_variables(ast) and not any(
+            ast.find_all((nodes.Call, nodes.Filter))  # `| random` differs at each render
+        )
+        try:
+            self.fixed: str | None = self.template.render() if fixed else None
+        except Exception as exc:  # e.g. {{ 1 // 0 }}: said as any render error would be
+            raise UsageError(f"{name}: cannot render the template: {exc}") from None
 
     @classmethod
     def from_file(cls, path: str | Path, name: str) -> PromptTemplate:

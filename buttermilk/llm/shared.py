@@ -58,6 +58,7 @@ class TakeBatcher:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pending: list[_Pending] = []
+        self._round: list[_Pending] = []  # the takes of the transaction running now
         self._busy = False
 
     async def take(self, scope: str, takes: Sequence[Take], *, wait: bool = True) -> float:
@@ -84,8 +85,25 @@ class TakeBatcher:
         return item.result() if wait else 0.0
 
     async def _lead(self, own: _Pending) -> None:
+        try:
+            await self._rounds(own)
+        except BaseException as exc:  # cancelled by asyncio itself, or worse: wake everyone
+            if isinstance(exc, Exception):
+                error: BaseException = exc
+            else:  # the others are not cancelled: their take failed
+                error = RuntimeError("a shared rate-limit transaction was cancelled")
+            for p in [*self._round, *self._pending]:
+                if p is not own:
+                    p.error = p.error or error
+                    p.done.set()
+            self._round, self._pending = [], []
+            self._busy = False
+            raise
+
+    async def _rounds(self, own: _Pending) -> None:
         while True:
             group, self._pending = self._pending, []
+            self._round = group
             calls = [(p.scope, p.takes) for p in group]
             try:
                 waits = await anyio.to_thread.run_sync(llm_state.take_many, self.store, calls)
