@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.runner.command_line import hydra_argv, hydra_start_error
-from buttermilk.runner.commands import EXIT_INTERRUPTED, dispatch
 from buttermilk.runner.config_sources import check_chosen_configs, check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
 from buttermilk.runner.process_exit import exit_process
@@ -26,6 +25,7 @@ from buttermilk.runner.settings import AppSettings, settings_from_config
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # as commands.EXIT_INTERRUPTED, without importing the commands
 
 _task_started = False
 _user_full_error: str | None = None  # HYDRA_FULL_ERROR as the user set it
@@ -52,6 +52,8 @@ def serve(settings: AppSettings) -> int:
         from buttermilk.api.server import serve_api  # FastAPI is imported only for ui=api
 
         return anyio.run(serve_api, settings, HydraFlowCatalog())
+    from buttermilk.runner.commands import dispatch  # the service, store and queue
+
     return anyio.run(dispatch, settings, HydraFlowCatalog())
 
 

@@ -12,21 +12,24 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from buttermilk.batch.export import check_output
 from buttermilk.batch.service import BatchService
-from buttermilk.batch.worker import Worker, WorkerStats
 from buttermilk.domain import BatchStatus, BatchSummary, JobStatus
 from buttermilk.errors import ButtermilkError, InvalidOptionError, UnknownFlowError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.queue import Queue, open_queue
 from buttermilk.runner import render
-from buttermilk.runner.console import TerminalConsole
-from buttermilk.runner.progress import follow_batch, show_worker, worker_line
 from buttermilk.runner.settings import AppSettings, BatchSettings, Command
-from buttermilk.store import Store, open_store
+from buttermilk.store import open_store
+
+if TYPE_CHECKING:
+    from buttermilk.batch.worker_options import WorkerStats
+    from buttermilk.runner.console import TerminalConsole
+    from buttermilk.store import Store
 
 log = logging.getLogger("buttermilk")
 
@@ -162,6 +165,8 @@ def _console_for(interactive: bool) -> TerminalConsole | None:
         raise UsageError(
             "batch.interactive=true needs a person at a console, but stdin is not a terminal"
         )
+    from buttermilk.runner.console import TerminalConsole  # rich's panels: only for a worker
+
     return TerminalConsole()
 
 
@@ -195,6 +200,9 @@ async def _wait(app: App, batch_id: str, interactive: bool) -> int:
     of other batches too: it runs them like any worker, and stops once this batch ends.
     """
     options = app.settings.batch.worker_options(batch_id=batch_id, interactive=interactive)
+    from buttermilk.batch.worker import Worker  # the worker and its flows: only to run jobs
+    from buttermilk.runner.progress import follow_batch
+
     worker = Worker(app.store, app.queue, options, console=_console_for(interactive))
     summary: BatchSummary | None = None
     follow = anyio.CancelScope()
@@ -285,6 +293,9 @@ async def create(app: App) -> int:
 
 async def run(app: App) -> int:
     options = app.settings.batch.worker_options()
+    from buttermilk.batch.worker import Worker  # the worker and its flows: only to run jobs
+    from buttermilk.runner.progress import show_worker, worker_line
+
     worker = Worker(app.store, app.queue, options, console=_console_for(options.interactive))
     idle = (
         f"stops after {options.idle_timeout:g}s idle"

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from buttermilk.batch.worker import WorkerOptions
+from buttermilk.batch.worker_options import WorkerOptions
 from buttermilk.domain import BatchRequest, BatchStatus
 from buttermilk.errors import UsageError
 from buttermilk.option_types import Count, Seconds
