@@ -1,10 +1,17 @@
-"""The batch store (SQLAlchemy Core): SQLite by default, PostgreSQL for many machines."""
+"""The batch store (SQLAlchemy Core): SQLite by default, PostgreSQL for many machines.
+
+SQLAlchemy is imported when a store is opened (or :class:`Store` first named), not with
+:class:`StoreSettings`: a command refused for its options answers without it.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import BaseModel, ConfigDict
 
-from buttermilk.store.store import Store
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 __all__ = ["Store", "StoreSettings", "open_store"]
 
@@ -25,4 +32,15 @@ def open_store(settings: StoreSettings) -> Store:
     :func:`buttermilk.store.url.check_url`) and StoreError when the database cannot be
     opened.
     """
+    from buttermilk.store.store import Store
+
     return Store(settings.url)
+
+
+def __getattr__(name: str) -> Any:
+    """``Store``, imported on first use (it brings SQLAlchemy)."""
+    if name == "Store":
+        from buttermilk.store.store import Store
+
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
