@@ -78,3 +78,17 @@ LLM_ROWS = (
 @pytest.mark.slow
 def test_the_quick_llm_benchmark_measures_the_cli_against_its_baseline(tmp_path: Path) -> None:
     check_quick_run(BENCHMARKS / "llm.py", LLM_ROWS, tmp_path)
+
+
+STARTUP_ROWS = (
+    "python -c pass (baseline)",
+    "list",
+    "status",
+    "--help",
+    "unknown option (error)",
+)
+
+
+@pytest.mark.slow
+def test_the_quick_startup_benchmark_times_each_command_against_python(tmp_path: Path) -> None:
+    check_quick_run(BENCHMARKS / "startup.py", STARTUP_ROWS, tmp_path)
