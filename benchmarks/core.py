@@ -513,6 +513,13 @@ def format_table(
     return "\n".join([title, "", *lines])
 
 
+def error_row(name: str, exc: BaseException) -> Row:
+    """A benchmark that raised, as a row of the table (its traceback goes to stderr)."""
+    traceback.print_exception(exc)
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return Row(name, "ERROR", "-", "ERROR", first_line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
@@ -526,9 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench(sizes))
         except Exception as exc:  # report it in the table and go on with the others
             failed = True
-            traceback.print_exc()
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            rows.append(Row(name, "ERROR", "-", "ERROR", first_line))
+            rows.append(error_row(name, exc))
     print(format_table(rows, sizes, time.perf_counter() - start))
     return 1 if failed else 0
 

@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from core import (
     Proc,
     Row,
     Workspace,
+    error_row,
     format_table,
     progress,
     run_child,
@@ -242,10 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.extend(scenario(sizes, url, latency, concurrency))
                 except Exception as exc:  # report it in the table and go on
                     failed = True
-                    traceback.print_exc()
-                    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     name = f"LLM ({latency * 1000:.0f} ms, c={concurrency})"
-                    rows.append(Row(name, "ERROR", "-", "ERROR", line))
+                    rows.append(error_row(name, exc))
     seconds = time.perf_counter() - start
     print(
         format_table(rows, sizes, seconds, f"Buttermilk LLM benchmark (load at the start {load})")

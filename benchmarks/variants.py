@@ -14,7 +14,6 @@ import os
 import statistics
 import sys
 import time
-import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from core import (
     BenchmarkError,
     Row,
     Workspace,
+    error_row,
     format_table,
     load_flow,
     progress,
@@ -38,7 +38,7 @@ from core import (
 )
 
 from buttermilk.batch.service import BatchService
-from buttermilk.devservices import ServiceError, throwaway_database
+from buttermilk.devservices import throwaway_database
 from buttermilk.domain import BatchRequest
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.queue import LocalQueueSettings, open_queue
@@ -262,11 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, bench in benchmarks(not args.no_postgres):
         try:
             rows.extend(bench(sizes))
-        except (Exception, ServiceError) as exc:  # report it in the table, go on
+        except Exception as exc:  # report it in the table, go on
             failed = True
-            traceback.print_exc()
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            rows.append(Row(name, "ERROR", "-", "ERROR", first_line))
+            rows.append(error_row(name, exc))
     seconds = time.perf_counter() - start
     print(format_table(rows, sizes, seconds, "Buttermilk variants benchmarks"))
     return 1 if failed else 0
