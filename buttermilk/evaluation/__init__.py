@@ -1,0 +1,1 @@
+"""Scores of a batch against ground truth, agreement across combinations and repeats."""
