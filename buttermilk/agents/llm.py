@@ -19,6 +19,7 @@ Every option is described in :class:`buttermilk.llm.config.LLMConfig`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -32,9 +33,10 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import current_job
+from buttermilk.flows.meter import Meter
 from buttermilk.flows.runner import mark_spent
-from buttermilk.llm.clients import shared_clients
-from buttermilk.llm.completion import COMPLETIONS, parse_completion
+from buttermilk.llm.clients import Posted, shared_clients
+from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.limits import (
     SHARED_CACHE,
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 
 RAW_IN_ERRORS = 1000  # characters of a bad answer quoted in InvalidAnswerError
 ANSWER_TOKENS_GUESS = 256  # answer size reserved from a rate limit when max_tokens is unset
+ANSWER_GRACE = 10.0  # seconds a call of a cancelled job may still take to answer (it is paid)
 
 Messages = list[dict[str, str]]
 
@@ -87,6 +90,14 @@ def _job_store() -> Store | None:
     """The batch store of the job this call runs in (None outside a batch job)."""
     try:
         return current_job().store
+    except LookupError:
+        return None
+
+
+def _job_meter() -> Meter | None:
+    """The meter of the job this call runs in (None outside a batch job)."""
+    try:
+        return current_job().meter
     except LookupError:
         return None
 
@@ -351,24 +362,72 @@ class LLM:
 
     async def _call_once(self, request: dict[str, Any], tally: _Tally) -> tuple[str, int] | Failure:
         """The answer's text and the tokens spent on it, or why there is none."""
-        before = tally.usage.total_tokens
-        posted = await self.clients.post(COMPLETIONS, request)
+        posted = await self._post(request, tally)
         if isinstance(posted, Failure):
             return posted
         answer = parse_completion(posted.body)
         if isinstance(answer, Failure):
             return answer
-        text = answer.text
+        spent = self._count(answer, request, tally)
+        log.debug("LLM %s: answered, %d tokens", self.config.model, spent)
+        return answer.text, spent
+
+    async def _post(self, request: dict[str, Any], tally: _Tally) -> Posted | Failure:
+        """Send one call. Cancelled once it went out (its job cancelled, stopped by
+        ``max_cost``, timed out or given back at shutdown), it still waits for the answer the
+        endpoint bills, up to :data:`ANSWER_GRACE` seconds, and counts it before the
+        cancellation goes on (a call unanswered by then counts its estimated prompt)."""
+        task = asyncio.ensure_future(self.clients.post(COMPLETIONS, request))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await self._count_cancelled(task, request, tally)
+            raise
+
+    async def _count_cancelled(
+        self, task: asyncio.Future[Posted | Failure], request: dict[str, Any], tally: _Tally
+    ) -> None:
+        grace = min(ANSWER_GRACE, self.config.timeout)
+        try:
+            posted = await asyncio.wait_for(task, grace)
+        except TimeoutError:
+            estimate = Usage()
+            estimate.add(count_tokens(request["messages"]), 0, estimated=True)
+            self._add(estimate, tally)
+            log.warning(
+                "LLM %s: a call of a cancelled job got no answer in %gs; counting its "
+                "estimated prompt tokens",
+                self.config.model,
+                grace,
+            )
+            return
+        answer = None if isinstance(posted, Failure) else parse_completion(posted.body)
+        if answer is not None and not isinstance(answer, Failure):
+            self._count(answer, request, tally)
+
+    def _count(self, answer: Completion, request: dict[str, Any], tally: _Tally) -> int:
+        """Add what an answered call spent to the record's tally and the job's meter;
+        returns its tokens."""
         tally.model = answer.model or self.config.model
         tally.finish_reason = answer.finish_reason
+        call = Usage()
         if answer.usage is not None:
-            tally.usage.add(*answer.usage)
+            call.add(
+                *answer.usage,
+                cached_input_tokens=answer.cached_tokens,
+                reasoning_tokens=answer.reasoning_tokens,
+            )
         else:
-            prompt = count_tokens(request["messages"])
-            tally.usage.add(prompt, count_text(text), estimated=True)
-        spent = tally.usage.total_tokens - before
-        log.debug("LLM %s: answered, %d tokens", self.config.model, spent)
-        return text, spent
+            call.add(count_tokens(request["messages"]), count_text(answer.text), estimated=True)
+        self._add(call, tally)
+        return call.total_tokens
+
+    def _add(self, call: Usage, tally: _Tally) -> None:
+        tally.usage.merge(call)
+        meter = _job_meter()
+        if meter is not None:
+            meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
 
     def _request(self, messages: Messages) -> dict[str, Any]:
         request: dict[str, Any] = {

@@ -147,6 +147,20 @@ class BatchView(BaseModel):
     max_cost: float | None = Field(description="Its cost cap in USD (null: none).")
     input_tokens: int = Field(description="Prompt tokens its jobs have spent so far.")
     output_tokens: int = Field(description="Answer tokens its jobs have spent so far.")
+    cached_input_tokens: int = Field(
+        default=0, description="Of the prompt tokens, those read from the provider's cache."
+    )
+    reasoning_tokens: int = Field(
+        default=0, description="Of the answer tokens, those a reasoning model spent thinking."
+    )
+    max_job_cost: float | None = Field(
+        default=None, description="USD: the most one job attempt has cost so far."
+    )
+    in_flight_cost: float | None = Field(
+        default=None,
+        description="USD its running jobs may still add (running jobs x max_job_cost; null: "
+        "none running or no price), also past max_cost: their calls are paid when answered.",
+    )
     published: bool
     seed: int = Field(description="The shuffle seed the batch used (given, or drawn at create).")
     request: dict[str, Any] = Field(

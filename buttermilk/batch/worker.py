@@ -34,6 +34,7 @@ from buttermilk.errors import (
     StoreError,
 )
 from buttermilk.flows.agents import Console, JobContext, set_current_job
+from buttermilk.flows.meter import Meter
 from buttermilk.flows.runner import spent_by
 from buttermilk.queue.base import Delivery, Queue
 from buttermilk.store.lost import ERROR_TYPE as LOST_ERROR
@@ -465,6 +466,7 @@ class Worker:
         if variant is None:
             variant = await anyio.to_thread.run_sync(ctx.runner_for, claimed.variant)
         error: BaseException | None = variant.error
+        meter = Meter()  # what its calls spent, whatever way the job ends
         with running.scope:
             if variant.runner is not None:
                 set_current_job(
@@ -478,6 +480,7 @@ class Worker:
                         interactive=request.interactive,
                         console=self.console if request.interactive else None,
                         store=self.store,
+                        meter=meter,
                     )
                 )
                 try:
@@ -485,12 +488,18 @@ class Worker:
                 except Exception as exc:
                     error = exc
         duration = time.perf_counter() - started
+        # Calls answered before the job was cancelled or given back were paid all the same.
+        paid = meter.summary()
+        spent = {"usage": paid} if paid else None
         if running.scope.cancelled_caught:
             if running.cancel_reason == "shutdown":
-                return claimed.outcome(JobStatus.PENDING, duration=duration, release=True)
+                return claimed.outcome(
+                    JobStatus.PENDING, duration=duration, release=True, result=spent
+                )
             return claimed.outcome(
                 JobStatus.CANCELLED,
                 duration=duration,
+                result=spent,
                 error_type="Cancelled",
                 error_message=running.cancel_reason or "cancelled",
             )
@@ -502,11 +511,14 @@ class Worker:
             or claimed.attempts >= request.max_attempts
             or self._messages.last_delivery(running.delivery)
         )
-        spent = spent_by(error)  # what its calls cost before it failed still counts
+        # What its calls cost before it failed still counts: as the error says (every
+        # agent's, the failing one's marked on it), else (a timeout cancelled the call
+        # under way, so nothing could mark it) as the meter counted them.
+        failed = spent_by(error)
         return claimed.outcome(
             JobStatus.FAILED if final else JobStatus.PENDING,
             duration=duration,
-            result={"usage": spent} if spent else None,
+            result={"usage": failed} if failed else spent,
             error_type=type(error).__name__,
             error_message=_printable(str(error)[:2000]),
             traceback=_printable("".join(traceback.format_exception(error))[-MAX_TRACEBACK:]),

@@ -32,6 +32,12 @@ class BatchInfo(BaseModel):
     """USD spent by its jobs so far (None until a call with a known price)."""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of ``input_tokens``, those the provider read from its prompt cache."""
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, those a reasoning model spent thinking."""
+    max_job_cost: float | None = None
+    """USD: the most one job attempt of it has cost so far (None until one had a price)."""
     request_error: str | None = None
     """Why the stored request cannot be used (its fields then read as defaults); workers
     fail the batch's jobs with it instead of running them. None for a sound batch."""
@@ -113,6 +119,18 @@ class BatchSummary(BaseModel):
         return self.processed / elapsed
 
     @property
+    def in_flight_cost(self) -> float | None:
+        """USD the running jobs may still add to the batch's cost, by its history: each
+        running job at most as much as the dearest job attempt so far (``max_job_cost``).
+        None when none runs or no job had a price; an estimate, not a guarantee (a job
+        may cost more than any before it)."""
+        running = self.counts.get(JobStatus.RUNNING, 0)
+        most = self.batch.max_job_cost
+        if not running or most is None:
+            return None
+        return round(running * most, 10)
+
+    @property
     def eta(self) -> float | None:
         """Seconds until every job has ended, at the current rate."""
         if self.batch.status.ended:
@@ -142,6 +160,10 @@ class BatchSummary(BaseModel):
             "max_cost": b.request.max_cost,
             "input_tokens": b.input_tokens,
             "output_tokens": b.output_tokens,
+            "cached_input_tokens": b.cached_input_tokens,
+            "reasoning_tokens": b.reasoning_tokens,
+            "max_job_cost": b.max_job_cost,
+            "in_flight_cost": self.in_flight_cost,
             "published": b.published,
             "seed": b.seed,
             "request": b.request.model_dump(mode="json")

@@ -65,8 +65,7 @@ class EvaluationSpec(BaseModel):
         root = value.split(".")[0]
         if root not in TRUTH_ROOTS or value == "metadata":
             raise ValueError(
-                f"evaluate.truth {value!r} must be ground_truth, ground_truth.PATH or "
-                "metadata.PATH"
+                f"evaluate.truth {value!r} must be ground_truth, ground_truth.PATH or metadata.PATH"
             )
         return value
 

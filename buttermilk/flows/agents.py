@@ -24,6 +24,7 @@ import anyio
 
 from buttermilk.domain.variants import DEFAULT_KEY
 from buttermilk.errors import UsageError
+from buttermilk.flows.meter import Meter
 from buttermilk.flows.models import AgentConfig
 from buttermilk.records import Record
 
@@ -57,6 +58,8 @@ class JobContext:
     console: Console | None = None
     store: Store | None = None
     """The batch store, for state agents share across workers (rate budgets, caches)."""
+    meter: Meter | None = None
+    """Where an agent that pays per call adds each answered call (see :mod:`.meter`)."""
 
 
 _current_job: ContextVar[JobContext] = ContextVar("buttermilk_current_job")

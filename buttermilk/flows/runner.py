@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from buttermilk import values
 from buttermilk.errors import PermanentError
 from buttermilk.flows.agents import Agent, build_agent
+from buttermilk.flows.meter import DETAIL_KEYS, TOKEN_KEYS, summary
 from buttermilk.flows.models import FlowConfig
 from buttermilk.records import Record
 
@@ -100,9 +101,11 @@ def _number(value: Any) -> float | None:
 def usage_summary(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a run spent: ``cost`` (USD: the sum of the outputs' numeric ``cost``, None when
     none has one), ``input_tokens`` and ``output_tokens`` (the sums of the outputs'
-    ``usage``; an answer from a cache spent none). None when no output reports either."""
+    ``usage``; an answer from a cache spent none), and ``cached_input_tokens`` and
+    ``reasoning_tokens`` when some were reported (see :func:`buttermilk.flows.meter.summary`).
+    None when no output reports either."""
     cost: float | None = None
-    tokens = {"input_tokens": 0, "output_tokens": 0}
+    tokens = dict.fromkeys((*TOKEN_KEYS, *DETAIL_KEYS), 0)
     reported = False
     for output in outputs.values():
         if not isinstance(output, Mapping):
@@ -120,7 +123,7 @@ def usage_summary(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
                 tokens[key] += int(_number(usage.get(key)) or 0)
     if not reported:
         return None
-    return {"cost": None if cost is None else round(cost, 10), **tokens}
+    return summary(cost, tokens)
 
 
 class FlowRunner:

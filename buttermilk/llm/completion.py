@@ -26,6 +26,8 @@ class Completion:
     model: str | None
     finish_reason: str | None
     usage: tuple[int, int] | None  # (prompt, completion) tokens, as the server reports them
+    cached_tokens: int = 0  # of the prompt tokens, those read from the provider's cache
+    reasoning_tokens: int = 0  # of the completion tokens, those a reasoning model thought
 
 
 def _tokens(usage: Any) -> tuple[int, int] | None:
@@ -35,6 +37,14 @@ def _tokens(usage: Any) -> tuple[int, int] | None:
     if isinstance(prompt, int) and isinstance(completion, int):
         return prompt, completion
     return None
+
+
+def _detail(usage: Any, details: str, name: str) -> int:
+    """A count inside ``usage[details]`` (OpenAI's ``prompt_tokens_details.cached_tokens``,
+    ``completion_tokens_details.reasoning_tokens``); 0 when not reported."""
+    found = usage.get(details) if isinstance(usage, dict) else None
+    value = found.get(name) if isinstance(found, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def parse_completion(body: bytes) -> Completion | Failure:
@@ -55,9 +65,12 @@ def parse_completion(body: bytes) -> Completion | Failure:
     content = message.get("content")
     model = data.get("model")
     finish = first.get("finish_reason")
+    usage = data.get("usage")
     return Completion(
         text=content if isinstance(content, str) else "",
         model=model if isinstance(model, str) and model else None,
         finish_reason=finish if isinstance(finish, str) else None,
-        usage=_tokens(data.get("usage")),
+        usage=_tokens(usage),
+        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
     )

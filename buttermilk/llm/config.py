@@ -74,7 +74,8 @@ class LLMConfig(BaseModel):
         "those stored by any worker of the batch store in any batch; elsewhere, this process's.",
     )
     price: Price | None = Field(
-        default=None, description="USD per 1M tokens of this model: {input, output}."
+        default=None,
+        description="USD per 1M tokens of this model: {input, output, cached_input}.",
     )
     prices: dict[str, Price] = Field(
         default_factory=dict,

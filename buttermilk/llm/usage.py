@@ -38,12 +38,23 @@ def count_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 
 class Price(BaseModel):
-    """What a model costs, in USD per million tokens."""
+    """What a model costs, in USD per million tokens.
+
+    ``cached_input`` is the price of prompt tokens the provider served from its prompt
+    cache (OpenAI reports them as ``usage.prompt_tokens_details.cached_tokens``); unset,
+    they cost ``input``, as every prompt token did before caching.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: float = Field(ge=0, description="USD per 1M prompt tokens.")
     output: float = Field(ge=0, description="USD per 1M completion tokens.")
+    cached_input: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M prompt tokens read from the provider's prompt cache "
+        "(default: the input price).",
+    )
 
 
 #: Prices by model name.
@@ -52,34 +63,77 @@ PriceTable = Mapping[str, Price]
 
 @dataclass
 class Usage:
-    """Tokens spent, summed over calls."""
+    """Tokens spent, summed over calls.
+
+    ``cached_input_tokens`` are the part of ``input_tokens`` the provider read from its
+    prompt cache, ``reasoning_tokens`` the part of ``output_tokens`` a reasoning model spent
+    thinking (OpenAI's ``completion_tokens_details.reasoning_tokens``; billed as output).
+    Both are 0 when the endpoint does not report them.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     estimated: bool = False  # some call's counts were estimated (the server gave none)
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def add(self, input_tokens: int, output_tokens: int, *, estimated: bool = False) -> None:
+    def add(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        estimated: bool = False,
+        cached_input_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> None:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.estimated = self.estimated or estimated
+        # Never more than the prompt: a server's odd report cannot make a cost negative.
+        self.cached_input_tokens += min(max(cached_input_tokens, 0), max(input_tokens, 0))
+        self.reasoning_tokens += max(reasoning_tokens, 0)
+
+    def merge(self, other: Usage) -> None:
+        """Add ``other``'s counts to these."""
+        self.add(
+            other.input_tokens,
+            other.output_tokens,
+            estimated=other.estimated,
+            cached_input_tokens=other.cached_input_tokens,
+            reasoning_tokens=other.reasoning_tokens,
+        )
 
     def cost(self, price: Price | None) -> float | None:
-        """USD for these tokens at ``price``; None without a price."""
+        """USD for these tokens at ``price`` (per 1M tokens: uncached prompt tokens at
+        ``input``, cached ones at ``cached_input`` when known, else ``input``, answer tokens,
+        reasoning included, at ``output``); None without a price."""
         if price is None:
             return None
-        spent = self.input_tokens * price.input + self.output_tokens * price.output
+        cached_rate = price.input if price.cached_input is None else price.cached_input
+        uncached = self.input_tokens - self.cached_input_tokens
+        spent = (
+            uncached * price.input
+            + self.cached_input_tokens * cached_rate
+            + self.output_tokens * price.output
+        )
         return round(spent / 1_000_000, 10)
 
     def as_dict(self) -> dict[str, Any]:
+        """``input_tokens``, ``output_tokens``, ``total_tokens``; ``cached_input_tokens`` and
+        ``reasoning_tokens`` when the endpoint reported some; ``estimated`` when true."""
         found: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cached_input_tokens:
+            found["cached_input_tokens"] = self.cached_input_tokens
+        if self.reasoning_tokens:
+            found["reasoning_tokens"] = self.reasoning_tokens
         if self.estimated:
             found["estimated"] = True
         return found

@@ -85,8 +85,34 @@ def tokens(count: float | None) -> str:
 def spending(b: BatchInfo) -> str:
     """Tokens and cost of a batch, and its cost cap."""
     cap = b.request.max_cost
-    text = f"{b.input_tokens:,} input + {b.output_tokens:,} output tokens, cost {money(b.cost)}"
+    cached = f" ({b.cached_input_tokens:,} cached)" if b.cached_input_tokens else ""
+    reasoning = f" ({b.reasoning_tokens:,} reasoning)" if b.reasoning_tokens else ""
+    text = (
+        f"{b.input_tokens:,} input{cached} + {b.output_tokens:,} output{reasoning} tokens, "
+        f"cost {money(b.cost)}"
+    )
     return f"{text} (max_cost {money(cap)})" if cap is not None else text
+
+
+def in_flight(s: BatchSummary) -> str | None:
+    """How far the running jobs may still carry the cost (None when they cannot):
+    ``up to $0.4 more: 4 running jobs x $0.1 (the dearest job so far); cap $0.5, spent
+    $0.62, up to $1.02``."""
+    more = s.in_flight_cost
+    if more is None:
+        return None
+    b = s.batch
+    running = s.counts.get(JobStatus.RUNNING, 0)
+    text = (
+        f"up to {money(more)} more: {running} running job{'s' if running != 1 else ''} "
+        f"x {money(b.max_job_cost)} (the dearest job so far)"
+    )
+    if b.request.max_cost is not None:
+        text += (
+            f"; cap {money(b.request.max_cost)}, spent {money(b.cost)}, "
+            f"up to {money((b.cost or 0.0) + more)}"
+        )
+    return text
 
 
 def status_text(status: BatchStatus) -> Text:
@@ -120,6 +146,9 @@ def status_view(s: BatchSummary) -> Group:
     info.add_row("elapsed", duration(s.elapsed))
     if b.input_tokens or b.output_tokens or b.cost is not None or b.request.max_cost is not None:
         info.add_row("spent", spending(b))
+    flight = in_flight(s)
+    if flight is not None:
+        info.add_row("in flight", flight)
     r = b.request
     info.add_row(
         "options",

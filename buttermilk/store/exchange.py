@@ -137,8 +137,7 @@ class JobExchange(BatchRows):
             done = bulk.finish_many(conn, rows)
             for o, s in zip(finished, spent, strict=True):
                 applied[id(o)] = (o.batch_id, o.key) in done
-                if applied[id(o)]:
-                    self._after_outcome(conn, o, now, s)
+                self._after_outcome(conn, o, now, s, applied=applied[id(o)])
         for op in ops:
             if isinstance(op, Outcome) and op.release:
                 applied[id(op)] = self._record_outcome(conn, op, now)
@@ -282,15 +281,18 @@ class JobExchange(BatchRows):
         params["p_input_tokens"] = spent.input_tokens if spent else None
         params["p_output_tokens"] = spent.output_tokens if spent else None
         done = bool(conn.execute(RELEASE if o.release else FINISH, params).rowcount)
-        if done:
-            self._after_outcome(conn, o, now, spent)
+        self._after_outcome(conn, o, now, spent, applied=done)
         return done
 
-    def _after_outcome(self, conn: Connection, o: Outcome, now: float, spent: Spent | None) -> None:
-        """What an applied outcome sets off: spending counted, a batch stopped."""
+    def _after_outcome(
+        self, conn: Connection, o: Outcome, now: float, spent: Spent | None, *, applied: bool
+    ) -> None:
+        """What an outcome sets off: its spending counted, even when it was not applied
+        (another worker took the job over meanwhile: these calls were paid all the same);
+        a batch stopped by max_cost, or (applied only) by error_policy=stop."""
         if spent is not None:
             over_cap = charge(conn, o.batch_id, spent)
             if over_cap:
                 self.fail_batch(conn, o.batch_id, now, f"{over_cap} (record {o.key})")
-        if o.stop_batch:
+        if o.stop_batch and applied:
             self.stop_batch(conn, o, now)

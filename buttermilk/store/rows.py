@@ -33,6 +33,9 @@ def batch_info(row: RowMapping) -> BatchInfo:
         cost=row.get("cost"),
         input_tokens=row.get("input_tokens") or 0,
         output_tokens=row.get("output_tokens") or 0,
+        cached_input_tokens=row.get("cached_input_tokens") or 0,
+        reasoning_tokens=row.get("reasoning_tokens") or 0,
+        max_job_cost=row.get("max_job_cost"),
     )
 
 

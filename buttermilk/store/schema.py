@@ -31,7 +31,8 @@ from sqlalchemy.schema import CreateColumn
 # 1: batches and jobs. 2: cost and tokens per job and per batch, max_cost; llm_budget,
 # llm_cache. 3: jobs.last_try and jobs.lost (a job whose worker died on its last try fails).
 # 4: jobs.variant and jobs.repeat, in the primary key (a job is a record x combination x repeat).
-SCHEMA_VERSION = 4
+# 5: batches.cached_input_tokens, reasoning_tokens and max_job_cost (the real bill).
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -64,6 +65,11 @@ batches = Table(
     Column("cost", Float),
     Column("input_tokens", BigInteger, nullable=False, server_default="0"),
     Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    # Parts of those: prompt tokens read from the provider's cache, reasoning tokens.
+    Column("cached_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
+    # The most one job attempt has cost (USD): what each running job may still add.
+    Column("max_job_cost", Float),
     Index("ix_batches_created_at", "created_at"),
     Index("ix_batches_status", "status"),
 )
@@ -125,7 +131,15 @@ llm_cache = Table(
 )
 
 ADDED_COLUMNS = {
-    "batches": ("max_cost", "cost", "input_tokens", "output_tokens"),
+    "batches": (
+        "max_cost",
+        "cost",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "max_job_cost",
+    ),
     "jobs": ("cost", "input_tokens", "output_tokens", "last_try", "lost"),
 }
 

@@ -1,9 +1,13 @@
 """What jobs spend on paid calls (USD and tokens): kept per job, added up per batch.
 
-A run's result carries a ``usage`` summary (see :mod:`buttermilk.flows.runner`). When a
-job's outcome is stored, the same transaction adds it to the batch's counters, so that
-reading a batch's spending never sums over its jobs; and a batch whose cost passes its
-``max_cost`` is stopped there and then.
+A run's result carries a ``usage`` summary (see :mod:`buttermilk.flows.runner`): every
+call an endpoint answered in that attempt, also when the job was cancelled, timed out or
+given back (:mod:`buttermilk.flows.meter`). When a job's outcome is stored, the same
+transaction adds it to the batch's counters (also when another worker took the job over
+meanwhile: its calls were paid), so that reading a batch's spending never sums over its
+jobs; and a batch whose cost passes its ``max_cost`` is stopped there and then. The most
+one attempt has cost is kept too: ``status`` multiplies it by the jobs still running to
+show how far they may carry spending past the cap.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, update
+from sqlalchemy import Connection, Float, bindparam, case, func, update
 
 from buttermilk.store.schema import batches
 
@@ -24,6 +28,8 @@ class Spent:
     cost: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0  # part of input_tokens
+    reasoning_tokens: int = 0  # part of output_tokens
 
 
 def _number(value: Any) -> float | None:
@@ -41,17 +47,23 @@ def spent_in(result: Mapping[str, Any] | None) -> Spent | None:
         cost=_number(usage.get("cost")),
         input_tokens=int(_number(usage.get("input_tokens")) or 0),
         output_tokens=int(_number(usage.get("output_tokens")) or 0),
+        cached_input_tokens=int(_number(usage.get("cached_input_tokens")) or 0),
+        reasoning_tokens=int(_number(usage.get("reasoning_tokens")) or 0),
     )
 
 
-_ADD_TOKENS = {
-    "input_tokens": batches.c.input_tokens + bindparam("p_input_tokens"),
-    "output_tokens": batches.c.output_tokens + bindparam("p_output_tokens"),
-}
+_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+_ADD_TOKENS = {name: batches.c[name] + bindparam(f"p_{name}") for name in _TOKENS}
+_MOST = func.coalesce(batches.c.max_job_cost, 0.0)
+_COST = bindparam("p_cost", type_=Float)
 _CHARGE = (
     update(batches)
     .where(batches.c.id == bindparam("p_batch"))
-    .values(**_ADD_TOKENS, cost=func.coalesce(batches.c.cost, 0.0) + bindparam("p_cost"))
+    .values(
+        **_ADD_TOKENS,
+        cost=func.coalesce(batches.c.cost, 0.0) + _COST,
+        max_job_cost=case((_COST > _MOST, _COST), else_=_MOST),
+    )
     .returning(batches.c.cost, batches.c.max_cost)
 )
 _COUNT_TOKENS = (
@@ -67,11 +79,8 @@ def charge(conn: Connection, batch_id: str, spent: Spent) -> str | None:
 
     Returns why the batch must stop when its cost has now passed its ``max_cost``.
     """
-    params: dict[str, Any] = {
-        "p_batch": batch_id,
-        "p_input_tokens": spent.input_tokens,
-        "p_output_tokens": spent.output_tokens,
-    }
+    params: dict[str, Any] = {"p_batch": batch_id}
+    params.update({f"p_{name}": getattr(spent, name) for name in _TOKENS})
     if spent.cost is None:
         row = conn.execute(_COUNT_TOKENS, params).first()
     else:
