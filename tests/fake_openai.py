@@ -58,6 +58,10 @@ class Reply:
     model: str | None = None  # reported model; default: the requested one
     usage: tuple[int, int] | None = None  # (prompt, completion); default: chars / 4
     with_usage: bool = True
+    # Reported as OpenAI does (usage.prompt_tokens_details.cached_tokens and
+    # usage.completion_tokens_details.reasoning_tokens) when set: parts of the two above.
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # a whole JSON body instead of a completion (for errors)
@@ -240,6 +244,11 @@ def _completion(seen: Seen, reply: Reply) -> dict[str, Any]:
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
+        if reply.cached_tokens is not None:
+            body["usage"]["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+        if reply.reasoning_tokens is not None:
+            details = {"reasoning_tokens": reply.reasoning_tokens}
+            body["usage"]["completion_tokens_details"] = details
     return body
 
 

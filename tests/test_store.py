@@ -17,9 +17,10 @@ import pytest
 from conftest import wait_until
 from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select, text
 
-from buttermilk.domain import BatchRequest, BatchStatus, JobKey, JobStatus
+from buttermilk.domain import BatchRequest, BatchStatus, BatchSummary, JobKey, JobStatus
 from buttermilk.errors import BatchStateError, UnknownBatchError
 from buttermilk.records import Record
+from buttermilk.runner.render import in_flight, spending
 from buttermilk.store import counters
 from buttermilk.store.schema import (
     ADDED_COLUMNS,
@@ -835,13 +836,48 @@ def test_outcomes_keep_their_spending_on_the_job_and_add_it_to_the_batch(store: 
     assert (job.cost, job.input_tokens, job.output_tokens) == (None, None, None)
 
 
-def test_a_lost_claim_adds_nothing_to_the_batch(store: Store) -> None:
+def test_a_lost_claim_still_adds_what_its_calls_cost_but_not_its_result(store: Store) -> None:
     make_batch(store, 1)
     stale = claimed(store, rid(0), lease=0.2)
     wait_until(lambda: isinstance(claim_one(store, rid(0), worker="w2"), Claimed), 10, "takeover")
 
+    # Its outcome is dropped (the other claim's counts), but the endpoint billed its calls.
     assert store.finish([stale.outcome(JobStatus.COMPLETED, result=spent(1.0))]) == [False]
-    assert store.get_batch("b1").cost is None
+    assert store.get_batch("b1").cost == 1.0
+    assert job_status(store, rid(0)) == JobStatus.RUNNING
+    assert store.get_job("b1", rid(0)).cost is None
+
+
+def summary_of(store: Store, batch_id: str = "b1") -> BatchSummary:
+    counts = store.job_counts([batch_id])[batch_id]
+    return BatchSummary(batch=store.get_batch(batch_id), counts=counts, now=time.time())
+
+
+def test_the_batch_adds_up_cached_and_reasoning_tokens_and_shows_what_running_jobs_may_add(
+    store: Store,
+) -> None:
+    make_batch(store, 5, max_cost=0.5)
+    jobs_ = [claimed(store, rid(i)) for i in range(4)]
+    assert summary_of(store).in_flight_cost is None  # no job has had a price yet
+
+    result = spent(0.3, 1000, 10)
+    result["usage"] |= {"cached_input_tokens": 900, "reasoning_tokens": 4}
+    store.finish([jobs_[0].outcome(JobStatus.COMPLETED, result=result)])
+    store.finish([jobs_[1].outcome(JobStatus.COMPLETED, result=spent(0.1, 10, 1))])
+
+    summary = summary_of(store)
+    batch = summary.batch
+    assert (batch.cost, batch.max_job_cost) == (pytest.approx(0.4), 0.3)
+    assert (batch.input_tokens, batch.cached_input_tokens) == (1010, 900)
+    assert (batch.output_tokens, batch.reasoning_tokens) == (11, 4)
+    # Two jobs still run: each may cost up to the dearest so far, past the cap.
+    assert summary.in_flight_cost == pytest.approx(0.6)
+    assert summary.as_json()["in_flight_cost"] == pytest.approx(0.6)
+    assert in_flight(summary) == (
+        "up to $0.6 more: 2 running jobs x $0.3 (the dearest job so far); "
+        "cap $0.5, spent $0.4, up to $1.00"
+    )
+    assert "1,010 input (900 cached) + 11 output (4 reasoning) tokens" in spending(batch)
 
 
 def test_concurrent_outcomes_add_up_exactly(store: Store) -> None:

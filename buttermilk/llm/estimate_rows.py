@@ -73,7 +73,7 @@ class AgentEstimate:
             "model": self.model,
             "calls": self.calls,
             "input_tokens": self.input_tokens,
-            "price": self.price.model_dump() if self.price else None,
+            "price": self.price.model_dump(exclude_none=True) if self.price else None,
             "input_cost": self.input_cost,
             "max_output_tokens": self.max_output_tokens,
             "max_cost": self.max_cost,
@@ -170,7 +170,7 @@ class Estimate:
                 {
                     "agent": name,
                     "model": ", ".join(dict.fromkeys(a.model for a in found)),
-                    "price": price.model_dump() if price else None,
+                    "price": price.model_dump(exclude_none=True) if price else None,
                     **sum_rows([a.as_json() for a in found]),
                     "problem": next((a.problem for a in found if a.problem), None),
                 }
