@@ -21,13 +21,14 @@ from conftest import write_records
 from fake_openai import FakeOpenAI, Reply, Seen, answer
 from fake_openai import fake_openai as fake_openai  # the fixture
 
+from buttermilk.agents import llm as llm_agent
 from buttermilk.agents.llm import LLM
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchInfo, BatchRequest, JobInfo, JobStatus
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
-from buttermilk.llm.usage import Price
+from buttermilk.llm.usage import Price, count_tokens
 from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
 from buttermilk.store.store import Store
@@ -151,6 +152,7 @@ def slow_after(fast: int, delay: float) -> Any:
     return step
 
 
+@pytest.mark.slow
 def test_calls_of_jobs_that_max_cost_cancels_while_they_are_out_are_counted(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
@@ -172,6 +174,7 @@ def test_calls_of_jobs_that_max_cost_cancels_while_they_are_out_are_counted(
     assert batch.max_job_cost == pytest.approx(PER_CALL)
 
 
+@pytest.mark.slow
 def test_calls_of_timed_out_and_retried_attempts_are_counted(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
@@ -187,3 +190,19 @@ def test_calls_of_timed_out_and_retried_attempts_are_counted(
     assert batch.cost == pytest.approx(4 * PER_CALL)
     assert (batch.input_tokens, batch.output_tokens) == (400, 80)
     assert all(j.cost == pytest.approx(PER_CALL) for j in jobs)  # the last attempt's
+
+
+def test_a_call_still_unanswered_after_the_grace_counts_its_estimated_prompt(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llm_agent, "ANSWER_GRACE", 0.3)
+    fake_openai.always(answer(LABEL, usage=(100, 20), delay=5))
+
+    batch = run_batch(tmp_path, judge(fake_openai, DEAR), 1, job_timeout=0.2, max_attempts=1)
+
+    [seen] = fake_openai.requests
+    prompt = count_tokens(seen.messages)
+    [job] = jobs_of(tmp_path, batch.id)
+    assert (job.status, job.error_type) == (JobStatus.FAILED, "JobTimeoutError")
+    assert (batch.input_tokens, batch.output_tokens) == (prompt, 0)
+    assert batch.cost == pytest.approx(prompt * DEAR["input"] / 1e6)

@@ -115,8 +115,12 @@ class LLM:
 
     Output: ``answer`` (the parsed JSON with a schema, else the text), ``raw`` (the text),
     ``model`` (as the server reports it), ``usage`` (``input_tokens``, ``output_tokens``,
-    ``total_tokens``, summed over every call for the record), ``latency`` (seconds),
-    ``attempts`` (calls made), ``cost`` (USD, null without a price) and ``cached``.
+    ``total_tokens``, and ``cached_input_tokens`` and ``reasoning_tokens`` when the endpoint
+    reports them, summed over every call for the record), ``latency`` (seconds),
+    ``attempts`` (calls made), ``cost`` (USD, null without a price; see
+    :meth:`~buttermilk.llm.usage.Usage.cost`) and ``cached``. In a batch job every answered
+    call is also added to the job's :class:`~buttermilk.flows.meter.Meter`, so a job
+    cancelled or timed out still reports what its calls cost.
 
     Errors: :class:`~buttermilk.llm.retry.LLMRefusedError` (permanent) when the endpoint
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
