@@ -49,7 +49,10 @@ VARIANTS = ["a", "b", "c"]
 ACCURACY = {"a": 0.8, "b": 0.6, "c": 0.4}
 
 
-def scripted_flow(data: Path, name: str = "scored", evaluate: Any = "nominal") -> FlowConfig:
+def scripted_flow(
+    data: Path, name: str = "scored", evaluate: Any = "nominal", file: str = "records.jsonl"
+) -> FlowConfig:
+    """The judge answers what each record scripts; ``evaluate``: its kind (None: none)."""
     spec = {"label": "judge.label", "truth": "ground_truth", "kind": evaluate}
     return FlowConfig.model_validate(
         {
@@ -57,7 +60,7 @@ def scripted_flow(data: Path, name: str = "scored", evaluate: Any = "nominal") -
             "data": {
                 "records": {
                     "type": "file",
-                    "path": str(data / "records.jsonl"),
+                    "path": str(data / file),
                     "columns": {"record_id": "id", "content": "text", "ground_truth": "truth"},
                 }
             },
@@ -131,7 +134,9 @@ async def run_batch(
 
 
 def grid_request(flow: str = "scored", **more: Any) -> BatchRequest:
-    return BatchRequest(flow=flow, variants={"model": VARIANTS}, repeats=2, shuffle=False, **more)
+    """The scripted flow over every record (file order) x 3 combinations x 2 repeats."""
+    given: dict[str, Any] = {"variants": {"model": VARIANTS}, "repeats": 2, "shuffle": False}
+    return BatchRequest(flow=flow, **{**given, **more})
 
 
 # -- one batch, nominal: every figure ---------------------------------------------------
