@@ -162,7 +162,15 @@ def test_labels_and_truths_are_read_exactly_as_stored(env: Env) -> None:
     report = found["report"]
     counts = report.overall.label_counts
     assert len(counts) == len(ODD_VALUES) - 2  # null and absent are no label
-    assert [type(label) for label, _ in counts[:3]] == [str, int, bool]
+    # Each once; ties in the codebook's order: booleans, numbers, text, then the rest.
+    assert [(type(label), label) for label, _ in counts[:6]] == [
+        (bool, True),
+        (int, 1),
+        (float, 1.5),
+        (int, 2**70),
+        (str, "1"),
+        (str, 'é"q'),
+    ]
     assert report.overall.missing.no_label == 2
     assert report.overall.accuracy.estimate == 1.0  # each label equals its own truth only
     assert report.overall.confusion.labels[:2] == [True, 1]  # booleans, numbers, text, ...

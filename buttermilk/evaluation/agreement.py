@@ -15,67 +15,49 @@
 
 from __future__ import annotations
 
-import statistics
 import warnings
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
-from buttermilk.domain.evaluation import MAJORITY, Agreement, EvaluationSpec, ScoredJob
-from buttermilk.domain.statuses import JobStatus
-from buttermilk.evaluation.labels import Codebook, answer, majority
+from buttermilk.domain.evaluation import MAJORITY, Agreement
+from buttermilk.evaluation.coded import COMPLETED, FAILED, NOT_FINISHED, Coded, majorities
 from buttermilk.evaluation.scores import finite, score
 
-Rater = tuple[str, str, int]  # batch, combination, repeat
 HISTOGRAM_BINS = 10
 
 
-def agreement(
-    jobs: Sequence[ScoredJob], spec: EvaluationSpec, book: Codebook | None, batch_id: str | None
-) -> Agreement | None:
-    """Agreement among the raters of ``jobs`` (None with fewer than two raters)."""
+def agreement(coded: Coded, batch_id: str | None) -> Agreement | None:
+    """Agreement among the raters of ``coded``'s jobs (None with fewer than two)."""
     import numpy as np
 
-    raters = sorted({(job.batch_id, job.variant, job.repeat) for job in jobs})
-    if len(raters) < 2:
+    if len(coded.raters) < 2:
         return None
-    rater_index = {rater: i for i, rater in enumerate(raters)}
-    records = list(dict.fromkeys(job.record_id for job in jobs))
-    record_index = {rid: i for i, rid in enumerate(records)}
-    matrix = np.full((len(raters), len(records)), np.nan)
-    per_record: dict[str, list[Any]] = defaultdict(list)
-    for job in jobs:
-        given = answer(job, spec, book)
-        if given is None:
-            continue
-        matrix[rater_index[job.batch_id, job.variant, job.repeat], record_index[job.record_id]] = (
-            given
-        )
-        per_record[job.record_id].append(given)
-    shares = [majority(found)[1] for found in per_record.values() if len(found) > 1]
+    records = len(coded.record_ids)
+    given = np.flatnonzero(coded.answer >= 0)
+    matrix = np.full((len(coded.raters), records), np.nan)
+    values = coded.answer[given] if coded.numbers is None else coded.numbers[coded.answer[given]]
+    matrix[coded.rater[given], coded.record[given]] = values
+    _, top, total = majorities(coded.record[given], coded.answer[given], records, coded.size)
+    several = total > 1
+    shares = top[several] / total[several]
     counts, edges = np.histogram(shares, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
     histogram = [
         (round(float(edges[i]), 9), round(float(edges[i + 1]), 9), int(counts[i]))
         for i in range(HISTOGRAM_BINS)
     ]
     return Agreement(
-        raters=len(raters),
-        records=len(records),
-        krippendorff_alpha=_alpha(matrix, spec, book),
-        fleiss_kappa=_fleiss(matrix) if spec.kind != "interval" else None,
-        stability=sum(shares) / len(shares) if shares else None,
+        raters=len(coded.raters),
+        records=records,
+        krippendorff_alpha=_alpha(matrix, coded),
+        fleiss_kappa=_fleiss(matrix) if coded.spec.kind != "interval" else None,
+        stability=float(np.mean(shares)) if len(shares) else None,
         stability_histogram=histogram,
         majority=score(
-            majority_jobs(jobs, spec, book, per_record),
-            spec,
-            book,
-            batch_id=batch_id,
-            variant=MAJORITY,
+            majority_vote(coded), np.arange(records), batch_id=batch_id, variant=MAJORITY
         ),
     )
 
 
-def _alpha(matrix: Any, spec: EvaluationSpec, book: Codebook | None) -> float | None:
+def _alpha(matrix: Any, coded: Coded) -> float | None:
     import krippendorff
     import numpy as np
 
@@ -83,11 +65,11 @@ def _alpha(matrix: Any, spec: EvaluationSpec, book: Codebook | None) -> float | 
     pairable = matrix[:, answered >= 2]
     if pairable.shape[1] == 0 or len(np.unique(pairable[~np.isnan(pairable)])) < 2:
         return None  # no record of two answers, or a single value: alpha is undefined
-    domain = None if book is None else list(range(len(book)))
+    domain = list(range(coded.size)) if coded.numbers is None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = krippendorff.alpha(
-            reliability_data=matrix, level_of_measurement=spec.kind, value_domain=domain
+            reliability_data=matrix, level_of_measurement=coded.spec.kind, value_domain=domain
         )
     return finite(found)
 
@@ -105,54 +87,53 @@ def _fleiss(matrix: Any) -> float | None:
         return finite(fleiss_kappa(table, method="fleiss"))
 
 
-def majority_jobs(
-    jobs: Sequence[ScoredJob],
-    spec: EvaluationSpec,
-    book: Codebook | None,
-    per_record: dict[str, list[Any]] | None = None,
-) -> list[ScoredJob]:
-    """One pseudo-job per record holding its majority answer (its value, as stored) and
-    its truth, to be scored like a combination. A record with no answer is not finished
+def majority_vote(coded: Coded) -> Coded:
+    """One pseudo-job per record: its majority answer (interval: the median of its
+    answers, numpy ``median``) and its truth. A record with no answer is not finished
     while any of its jobs is, failed when all of them failed, else without a label."""
-    if per_record is None:
-        per_record = defaultdict(list)
-        for job in jobs:
-            given = answer(job, spec, book)
-            if given is not None:
-                per_record[job.record_id].append(given)
-    statuses: dict[str, set[JobStatus]] = defaultdict(set)
-    truths: dict[str, Any] = {}
-    for job in jobs:
-        statuses[job.record_id].add(job.status)
-        if truths.get(job.record_id) is None:
-            truths[job.record_id] = job.truth
-    voted = []
-    for record_id, seen in statuses.items():
-        found = per_record.get(record_id)
-        status = JobStatus.COMPLETED
-        label: Any = None
-        if found:
-            label = _vote(found, spec, book)
-        elif seen - {JobStatus.COMPLETED, JobStatus.FAILED}:
-            status = JobStatus.PENDING
-        elif seen == {JobStatus.FAILED}:
-            status = JobStatus.FAILED
-        voted.append(
-            ScoredJob(
-                batch_id="",
-                record_id=record_id,
-                variant=MAJORITY,
-                repeat=0,
-                status=status,
-                label=label,
-                truth=truths[record_id],
-            )
-        )
-    return voted
+    import numpy as np
 
-
-def _vote(found: list[Any], spec: EvaluationSpec, book: Codebook | None) -> Any:
-    if spec.kind == "interval":
-        return statistics.median(found)
-    assert book is not None
-    return book.values[majority(found)[0]]
+    records = len(coded.record_ids)
+    given = np.flatnonzero(coded.answer >= 0)
+    if coded.numbers is None:
+        answer, _, _ = majorities(coded.record[given], coded.answer[given], records, coded.size)
+        values, numbers = coded.values, None
+    else:
+        medians = np.full(records, np.nan)
+        order = given[np.argsort(coded.record[given], kind="stable")]
+        groups = np.split(order, np.flatnonzero(np.diff(coded.record[order])) + 1)
+        for group in groups:
+            if len(group):
+                medians[coded.record[group[0]]] = np.median(coded.numbers[coded.answer[group]])
+        numbers = np.unique(np.concatenate([coded.numbers, medians[~np.isnan(medians)]]))
+        values = [float(n) for n in numbers]
+        answer = np.full(records, -1, dtype=np.int64)
+        found = ~np.isnan(medians)
+        answer[found] = np.searchsorted(numbers, medians[found])
+    truth = np.full(records, -1, dtype=np.int64)
+    known = np.flatnonzero(coded.truth >= 0)
+    first = known[np.unique(coded.record[known], return_index=True)[1]]
+    truth[coded.record[first]] = coded.truth[first]
+    if numbers is not None and coded.numbers is not None:
+        truth[truth >= 0] = np.searchsorted(numbers, coded.numbers[truth[truth >= 0]])
+    open_jobs = np.bincount(coded.record[coded.status == NOT_FINISHED], minlength=records)
+    done = np.bincount(coded.record[coded.status != FAILED], minlength=records)
+    status = np.full(records, COMPLETED, dtype=np.int8)
+    unanswered = answer < 0
+    status[unanswered & (done == 0)] = FAILED
+    status[unanswered & (open_jobs > 0)] = NOT_FINISHED
+    index = np.arange(records)
+    return Coded(
+        spec=coded.spec,
+        values=values,
+        numbers=numbers,
+        status=status,
+        answer=answer,
+        truth=truth,
+        record=index,
+        unit=index,
+        rater=np.zeros(records, dtype=np.int64),
+        record_ids=coded.record_ids,
+        units=[("", rid) for rid in coded.record_ids],
+        raters=[("", MAJORITY, 0)],
+    )

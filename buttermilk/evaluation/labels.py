@@ -11,14 +11,12 @@ each group sorted.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from buttermilk import values
-from buttermilk.domain.evaluation import EvaluationSpec, ScoredJob
-from buttermilk.domain.statuses import JobStatus
+from buttermilk.domain.evaluation import EvaluationSpec
 from buttermilk.errors import EvaluationError
 
 LabelKey = tuple[int, Any]
@@ -79,36 +77,3 @@ class Codebook:
 
     def code(self, value: Any) -> int:
         return self._codes[label_key(value)]
-
-
-def majority(codes: Sequence[Any]) -> tuple[Any, float]:
-    """The most common answer and the share of ``codes`` giving it. Ties go to the
-    smallest (the first class in the codebook's order; for numbers, the smallest), so
-    the choice is deterministic."""
-    counts = Counter(codes)
-    top = max(counts.values())
-    winner = min(code for code, n in counts.items() if n == top)
-    return winner, top / len(codes)
-
-
-def answer(job: ScoredJob, spec: EvaluationSpec, book: Codebook | None) -> Any:
-    """The job's label as the statistics take it: its code (nominal, ordinal) or its
-    float (interval); None when it has none it can score (failed, unfinished, no label,
-    or for interval a label that is not a finite number)."""
-    if job.status != JobStatus.COMPLETED or job.label is None:
-        return None
-    return _as_value(job.label, spec, book)
-
-
-def truth(job: ScoredJob, spec: EvaluationSpec, book: Codebook | None) -> Any:
-    """The job's truth as the statistics take it (see :func:`answer`)."""
-    if job.truth is None:
-        return None
-    return _as_value(job.truth, spec, book)
-
-
-def _as_value(value: Any, spec: EvaluationSpec, book: Codebook | None) -> Any:
-    if spec.kind == "interval":
-        return float(value) if is_number(value) else None
-    assert book is not None
-    return book.code(value)

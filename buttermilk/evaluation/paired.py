@@ -18,29 +18,29 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from buttermilk.domain.evaluation import Comparison, EvaluationSpec, Interval, Score, ScoredJob
-from buttermilk.evaluation.labels import Codebook, answer, majority, truth
+from buttermilk.domain.evaluation import Comparison, Interval, Score
+from buttermilk.evaluation.coded import Coded, majorities
 from buttermilk.evaluation.scores import finite
 
 ALL_PAIRS_UP_TO = 10
 
-Correctness = dict[str, bool]  # record id -> its majority answer equals its truth
 
+def correctness(coded: Coded, rows: Any) -> Any:
+    """Per record (``coded.record_ids``) of the jobs at ``rows``: 1 when its majority
+    answer equals its truth, 0 when not, -1 when it has no answer or no truth."""
+    import numpy as np
 
-def correctness(jobs: Sequence[ScoredJob], spec: EvaluationSpec, book: Codebook) -> Correctness:
-    """Per record of one combination: whether its majority answer equals the truth."""
-    answers: dict[str, list[int]] = defaultdict(list)
-    truths: dict[str, int] = {}
-    for job in jobs:
-        given = answer(job, spec, book)
-        known = truth(job, spec, book)
-        if given is not None and known is not None:
-            answers[job.record_id].append(given)
-            truths[job.record_id] = known
-    return {rid: majority(found)[0] == truths[rid] for rid, found in answers.items()}
+    records = len(coded.record_ids)
+    both = rows[(coded.answer[rows] >= 0) & (coded.truth[rows] >= 0)]
+    winner, _, _ = majorities(coded.record[both], coded.answer[both], records, coded.size)
+    truth = np.full(records, -1, dtype=np.int64)
+    truth[coded.record[both]] = coded.truth[both]
+    result = np.where(winner == truth, 1, 0)
+    result[winner < 0] = -1
+    return result
 
 
 def pairs(scores: Sequence[Score]) -> list[tuple[int, int]]:
@@ -55,22 +55,27 @@ def pairs(scores: Sequence[Score]) -> list[tuple[int, int]]:
     return [(best, other) for other in range(len(scores)) if other != best]
 
 
-def compare(name_a: str, a: Correctness, name_b: str, b: Correctness) -> Comparison:
-    """Combination ``a`` against ``b`` on the records both answered."""
-    shared = [rid for rid in a if rid in b]
-    table = [[0, 0], [0, 0]]  # rows: a correct / wrong; columns: b correct / wrong
-    for rid in shared:
-        table[0 if a[rid] else 1][0 if b[rid] else 1] += 1
+def compare(name_a: str, a: Any, name_b: str, b: Any) -> Comparison:
+    """Combination ``a`` against ``b`` (their :func:`correctness`) on the records both
+    answered."""
+    import numpy as np
+
+    shared = (a >= 0) & (b >= 0)
+    ca, cb = a[shared] == 1, b[shared] == 1
+    table = [
+        [int(np.sum(ca & cb)), int(np.sum(ca & ~cb))],
+        [int(np.sum(~ca & cb)), int(np.sum(~ca & ~cb))],
+    ]
     return Comparison(
         a=name_a,
         b=name_b,
-        records=len(shared),
+        records=int(shared.sum()),
         both_correct=table[0][0],
         only_a_correct=table[0][1],
         only_b_correct=table[1][0],
         neither_correct=table[1][1],
-        difference=_difference([int(a[rid]) - int(b[rid]) for rid in shared]),
-        p_value=_mcnemar(table) if shared else None,
+        difference=_difference(ca.astype(int) - cb.astype(int)),
+        p_value=_mcnemar(table) if shared.any() else None,
     )
 
 
@@ -80,9 +85,9 @@ def _mcnemar(table: list[list[int]]) -> float | None:
     return finite(mcnemar(table, exact=True).pvalue)
 
 
-def _difference(d: list[int]) -> Interval:
+def _difference(d: Any) -> Interval:
     method = "paired t (DescrStatsW.tconfint_mean)"
-    if not d:
+    if not len(d):
         return Interval(estimate=None, method=method)
     from statsmodels.stats.weightstats import DescrStatsW
 
@@ -98,25 +103,17 @@ def _difference(d: list[int]) -> Interval:
     return Interval(estimate=estimate, low=finite(low), high=finite(high), method=method)
 
 
-def comparisons(
-    named: Sequence[tuple[str, Score, Sequence[ScoredJob]]],
-    spec: EvaluationSpec,
-    book: Codebook | None,
-) -> list[Comparison]:
-    """The comparisons of ``named`` combinations (name, score, jobs); none for interval."""
-    if spec.kind == "interval" or book is None or len(named) < 2:
+def comparisons(coded: Coded, named: Sequence[tuple[str, Score, Any]]) -> list[Comparison]:
+    """The comparisons of ``named`` combinations (name, score, rows); none for interval."""
+    if coded.spec.kind == "interval" or len(named) < 2:
         return []
-    found: dict[int, Correctness] = {}
+    found: dict[int, Any] = {}
 
-    def of(index: int) -> Correctness:
+    def of(index: int) -> Any:
         if index not in found:
-            found[index] = correctness(named[index][2], spec, book)
+            found[index] = correctness(coded, named[index][2])
         return found[index]
 
-    result: list[Comparison] = []
-    for i, j in pairs([s for _, s, _ in named]):
-        result.append(compare(named[i][0], of(i), named[j][0], of(j)))
-    return result
-
-
-__all__ = ["compare", "comparisons", "correctness", "pairs"]
+    return [
+        compare(named[i][0], of(i), named[j][0], of(j)) for i, j in pairs([s for _, s, _ in named])
+    ]

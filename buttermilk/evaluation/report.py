@@ -10,10 +10,10 @@ by record id across batches (agreement, comparisons), and a comparison names eac
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from buttermilk.domain import BatchInfo, JobStatus
+from buttermilk.domain import BatchInfo
 from buttermilk.domain.evaluation import (
     OVERALL,
     EvaluationSpec,
@@ -23,24 +23,9 @@ from buttermilk.domain.evaluation import (
 )
 from buttermilk.domain.statuses import ENDED_BATCH
 from buttermilk.evaluation.agreement import agreement
-from buttermilk.evaluation.labels import Codebook, answer, label_key, majority
+from buttermilk.evaluation.coded import COMPLETED, FAILED, code_jobs, majorities
 from buttermilk.evaluation.paired import comparisons
 from buttermilk.evaluation.scores import score
-
-FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED)
-
-
-def codebook(spec: EvaluationSpec, jobs: Iterable[ScoredJob]) -> Codebook | None:
-    """Codes for every label and truth in ``jobs`` (None for interval: numbers are used)."""
-    if spec.kind == "interval":
-        return None
-    seen = []
-    for job in jobs:
-        if job.status == JobStatus.COMPLETED and job.label is not None:
-            seen.append(job.label)
-        if job.truth is not None:
-            seen.append(job.truth)
-    return Codebook(spec, seen)
 
 
 def build_report(
@@ -48,22 +33,27 @@ def build_report(
 ) -> Report:
     """The report of ``batches`` (one flow) over ``jobs``, their rows as the store holds
     them now. Raises EvaluationError for labels the kind cannot score."""
-    book = codebook(spec, jobs)
+    import numpy as np
+
+    coded = code_jobs(jobs, spec)
     several = len(batches) > 1
-    by_combination: dict[tuple[str, str], list[ScoredJob]] = defaultdict(list)
-    for job in jobs:
-        by_combination[job.batch_id, job.variant].append(job)
+    combination = np.empty(len(jobs), dtype=np.int64)
+    keys: dict[tuple[str, str], int] = {}
+    for i, job in enumerate(jobs):
+        combination[i] = keys.setdefault((job.batch_id, job.variant), len(keys))
+    order = np.argsort(combination, kind="stable")
+    bounds = np.searchsorted(combination[order], np.arange(len(keys) + 1))
+    rows_of = {key: order[bounds[i] : bounds[i + 1]] for key, i in keys.items()}
     named = []
     for batch in batches:
         planned = {c.key: c.values for c in batch.combinations()}
-        found = {variant for bid, variant in by_combination if bid == batch.id}
-        keys = [key for key in planned if key in found] + sorted(found - set(planned))
-        for key in keys:
-            rows = by_combination[batch.id, key]
+        found = {variant for bid, variant in keys if bid == batch.id}
+        listed = [key for key in planned if key in found] + sorted(found - set(planned))
+        for key in listed:
+            rows = rows_of[batch.id, key]
             result = score(
+                coded,
                 rows,
-                spec,
-                book,
                 batch_id=batch.id,
                 variant=key,
                 axes=planned.get(key, {}),
@@ -71,17 +61,18 @@ def build_report(
             )
             named.append((f"{batch.id}:{key}" if several else key, result, rows))
     single = None if several else batches[0].id
+    status = coded.status
     return Report(
         batch_ids=[batch.id for batch in batches],
         flow=batches[0].flow,
         evaluate=spec,
         live=any(batch.status not in ENDED_BATCH for batch in batches),
         jobs=len(jobs),
-        finished=sum(job.status in FINISHED for job in jobs),
+        finished=int(np.sum((status == COMPLETED) | (status == FAILED))),
         combinations=[result for _, result, _ in named],
-        overall=score(jobs, spec, book, batch_id=single, variant=OVERALL),
-        agreement=agreement(jobs, spec, book, single),
-        comparisons=comparisons(named, spec, book),
+        overall=score(coded, np.arange(len(jobs)), batch_id=single, variant=OVERALL),
+        agreement=agreement(coded, single),
+        comparisons=comparisons(coded, named),
         generated_at=time.time(),
     )
 
@@ -91,32 +82,34 @@ def record_agreements(spec: EvaluationSpec, jobs: Sequence[ScoredJob]) -> list[R
     its majority answer (as stored; ties go to the first in the codebook's order), the
     share of answers giving it (None with fewer than two), and whether some answer differs
     from its truth (False when the truth is unknown)."""
-    book = codebook(spec, jobs)
-    answers: dict[tuple[str, str], list[ScoredJob]] = defaultdict(list)
-    for job in jobs:
-        answers[job.batch_id, job.record_id].append(job)
-    result = []
-    for (batch_id, record_id), rows in answers.items():
-        given = [(job, answer(job, spec, book)) for job in rows]
-        given = [(job, value) for job, value in given if value is not None]
-        known = next((job.truth for job in rows if job.truth is not None), None)
-        voted = None
-        share = None
-        if given:
-            winner, share = majority([value for _, value in given])
-            voted = next(job.label for job, value in given if value == winner)
-        differs = known is not None and any(
-            label_key(job.label) != label_key(known) for job, _ in given
+    import numpy as np
+
+    coded = code_jobs(jobs, spec)
+    units = len(coded.units)
+    given = np.flatnonzero(coded.answer >= 0)
+    winner, top, total = majorities(coded.unit[given], coded.answer[given], units, coded.size)
+    truth = np.full(units, -1, dtype=np.int64)
+    known = np.flatnonzero(coded.truth >= 0)
+    truth[coded.unit[known]] = coded.truth[known]
+    wrong = given[(coded.truth[given] >= 0) & (coded.answer[given] != coded.truth[given])]
+    differs = np.bincount(coded.unit[wrong], minlength=units) > 0
+    raw_truth: dict[int, Any] = {}
+    raw_label: dict[tuple[int, int], Any] = {}
+    for i in range(len(jobs)):
+        u = int(coded.unit[i])
+        if coded.truth[i] >= 0 and u not in raw_truth:
+            raw_truth[u] = jobs[i].truth
+        if coded.answer[i] >= 0:
+            raw_label.setdefault((u, int(coded.answer[i])), jobs[i].label)
+    return [
+        RecordAgreement(
+            batch_id=batch_id,
+            record_id=record_id,
+            truth=raw_truth.get(u),
+            majority=raw_label.get((u, int(winner[u]))),
+            stability=float(top[u] / total[u]) if total[u] > 1 else None,
+            answers=int(total[u]),
+            disagrees_with_truth=bool(differs[u]),
         )
-        result.append(
-            RecordAgreement(
-                batch_id=batch_id,
-                record_id=record_id,
-                truth=known,
-                majority=voted,
-                stability=share if len(given) > 1 else None,
-                answers=len(given),
-                disagrees_with_truth=differs,
-            )
-        )
-    return result
+        for u, (batch_id, record_id) in enumerate(coded.units)
+    ]

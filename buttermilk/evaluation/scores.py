@@ -24,21 +24,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter, defaultdict
-from collections.abc import Sequence
 from typing import Any
 
-from buttermilk.domain.evaluation import (
-    ClassScore,
-    Confusion,
-    EvaluationSpec,
-    Interval,
-    Missing,
-    Score,
-    ScoredJob,
-)
-from buttermilk.domain.statuses import JobStatus
-from buttermilk.evaluation.labels import Codebook, answer, label_key, majority, truth
+from buttermilk.domain.evaluation import ClassScore, Confusion, Interval, Missing, Score
+from buttermilk.evaluation.coded import COMPLETED, FAILED, Coded, majorities
 
 INTERVAL_LABEL_COUNTS = 50
 """Most (value, count) pairs an interval score lists (numbers take many values)."""
@@ -50,81 +39,76 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _missing(jobs: Sequence[ScoredJob], spec: EvaluationSpec, book: Codebook | None) -> Missing:
-    missing = Missing()
-    for job in jobs:
-        if job.status == JobStatus.FAILED:
-            missing.failed += 1
-        elif job.status != JobStatus.COMPLETED:
-            missing.not_finished += 1
-        elif answer(job, spec, book) is None:
-            missing.no_label += 1
-        elif truth(job, spec, book) is None:
-            missing.no_truth += 1
-    return missing
+def _missing(coded: Coded, rows: Any) -> Missing:
+    import numpy as np
+
+    status = coded.status[rows]
+    completed = status == COMPLETED
+    answered = completed & (coded.answer[rows] >= 0)
+    return Missing(
+        not_finished=int(np.sum((status != COMPLETED) & (status != FAILED))),
+        failed=int(np.sum(status == FAILED)),
+        no_label=int(np.sum(completed & ~answered)),
+        no_truth=int(np.sum(answered & (coded.truth[rows] < 0))),
+    )
 
 
-def stability(
-    jobs: Sequence[ScoredJob], spec: EvaluationSpec, book: Codebook | None
-) -> float | None:
-    """Mean over records (of two answers or more) of the share of their answers that give
-    the record's majority answer; None when no record has two."""
-    by_record: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for job in jobs:
-        given = answer(job, spec, book)
-        if given is not None:
-            by_record[job.batch_id, job.record_id].append(given)
-    shares = [majority(found)[1] for found in by_record.values() if len(found) > 1]
-    return sum(shares) / len(shares) if shares else None
+def stability(coded: Coded, rows: Any) -> float | None:
+    """Mean over records (of two answers or more, per batch) of the share of their
+    answers that give the record's majority answer; None when no record has two."""
+    import numpy as np
+
+    given = rows[coded.answer[rows] >= 0]
+    _, top, total = majorities(coded.unit[given], coded.answer[given], len(coded.units), coded.size)
+    several = total > 1
+    if not several.any():
+        return None
+    return float(np.mean(top[several] / total[several]))
 
 
 def score(
-    jobs: Sequence[ScoredJob],
-    spec: EvaluationSpec,
-    book: Codebook | None,
+    coded: Coded,
+    rows: Any,
     *,
     batch_id: str | None,
     variant: str,
     axes: dict[str, Any] | None = None,
     with_stability: bool = False,
 ) -> Score:
-    """The Score of ``jobs`` (see the module's docstring for each figure's source)."""
-    pairs = []
-    for job in jobs:
-        given = answer(job, spec, book)
-        known = truth(job, spec, book) if given is not None else None
-        if given is not None and known is not None:
-            pairs.append((known, given, job.label))
-    counted = Counter(label_key(raw) for _, _, raw in pairs)
-    firsts = {label_key(raw): raw for _, _, raw in reversed(pairs)}
-    label_counts = [(firsts[key], n) for key, n in counted.most_common()]
-    if spec.kind == "interval":
+    """The Score of the jobs at ``rows`` (an index array into ``coded``); see the module's
+    docstring for each figure's source."""
+    import numpy as np
+
+    answer, truth = coded.answer[rows], coded.truth[rows]
+    scored = (answer >= 0) & (truth >= 0)
+    y_pred, y_true = answer[scored], truth[scored]
+    found, counts = np.unique(y_pred, return_counts=True)
+    order = np.lexsort((found, -counts))
+    label_counts = [(coded.values[int(found[i])], int(counts[i])) for i in order]
+    if coded.spec.kind == "interval":
         label_counts = label_counts[:INTERVAL_LABEL_COUNTS]
     result = Score(
         batch_id=batch_id,
         variant=variant,
         axes=axes or {},
-        jobs=len(jobs),
-        scored=len(pairs),
-        missing=_missing(jobs, spec, book),
+        jobs=len(rows),
+        scored=int(scored.sum()),
+        missing=_missing(coded, rows),
         label_counts=label_counts,
-        stability=stability(jobs, spec, book) if with_stability else None,
+        stability=stability(coded, rows) if with_stability else None,
     )
-    if not pairs:
+    if not len(y_true):
         return result
-    y_true = [p[0] for p in pairs]
-    y_pred = [p[1] for p in pairs]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant input, one class: None, not a warning
-        if spec.kind == "interval":
-            return result.model_copy(update=_interval(y_true, y_pred))
-        assert book is not None
-        return result.model_copy(update=_categorical(y_true, y_pred, spec, book))
+        if coded.spec.kind == "interval":
+            numbers = coded.numbers
+            return result.model_copy(update=_interval(numbers[y_true], numbers[y_pred]))
+        return result.model_copy(update=_categorical(y_true, y_pred, coded))
 
 
-def _categorical(
-    y_true: list[int], y_pred: list[int], spec: EvaluationSpec, book: Codebook
-) -> dict[str, Any]:
+def _categorical(y_true: Any, y_pred: Any, coded: Coded) -> dict[str, Any]:
+    import numpy as np
     from sklearn.metrics import (
         accuracy_score,
         cohen_kappa_score,
@@ -134,8 +118,9 @@ def _categorical(
     )
     from statsmodels.stats.proportion import proportion_confint
 
+    spec = coded.spec
     n = len(y_true)
-    correct = sum(t == p for t, p in zip(y_true, y_pred, strict=True))
+    correct = int(np.sum(y_true == y_pred))
     low, high = proportion_confint(correct, n, alpha=0.05, method="wilson")
     accuracy = Interval(
         estimate=float(accuracy_score(y_true, y_pred)),
@@ -143,13 +128,13 @@ def _categorical(
         high=float(high),
         method="wilson",
     )
-    present = sorted(set(y_true) | set(y_pred))
+    present = np.union1d(y_true, y_pred)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=present, zero_division=0
     )
     classes = [
         ClassScore(
-            label=book.values[code],
+            label=coded.values[int(code)],
             precision=float(precision[i]),
             recall=float(recall[i]),
             f1=float(f1[i]),
@@ -159,7 +144,7 @@ def _categorical(
     ]
     positive = None
     if spec.positive is not None:
-        code = book.code(spec.positive)
+        code = next(i for i, v in enumerate(coded.values) if _same(v, spec.positive))
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=[code], zero_division=0)
         positive = ClassScore(
             label=spec.positive,
@@ -171,8 +156,7 @@ def _categorical(
     kappa = cohen_kappa_score(
         y_true, y_pred, labels=present, weights="linear" if spec.kind == "ordinal" else None
     )
-    every = list(range(len(book)))
-    matrix = confusion_matrix(y_true, y_pred, labels=every)
+    matrix = confusion_matrix(y_true, y_pred, labels=np.arange(coded.size))
     return {
         "accuracy": accuracy,
         "macro_f1": float(
@@ -181,11 +165,17 @@ def _categorical(
         "cohen_kappa": finite(kappa),
         "classes": classes,
         "positive": positive,
-        "confusion": Confusion(labels=list(book.values), matrix=matrix.tolist()),
+        "confusion": Confusion(labels=list(coded.values), matrix=matrix.tolist()),
     }
 
 
-def _correlation(x: list[float], y: list[float], method: str) -> Interval:
+def _same(a: Any, b: Any) -> bool:
+    from buttermilk.evaluation.labels import label_key
+
+    return label_key(a) == label_key(b)
+
+
+def _correlation(x: Any, y: Any, method: str) -> Interval:
     from scipy.stats import pearsonr
 
     if len(x) < 3:
@@ -198,7 +188,7 @@ def _correlation(x: list[float], y: list[float], method: str) -> Interval:
     return Interval(estimate=estimate, low=finite(ci.low), high=finite(ci.high), method=method)
 
 
-def _interval(y_true: list[float], y_pred: list[float]) -> dict[str, Any]:
+def _interval(y_true: Any, y_pred: Any) -> dict[str, Any]:
     from scipy.stats import rankdata
     from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
@@ -206,7 +196,5 @@ def _interval(y_true: list[float], y_pred: list[float]) -> dict[str, Any]:
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "rmse": float(root_mean_squared_error(y_true, y_pred)),
         "pearson": _correlation(y_pred, y_true, "pearson, fisher z"),
-        "spearman": _correlation(
-            list(rankdata(y_pred)), list(rankdata(y_true)), "pearson of ranks, fisher z"
-        ),
+        "spearman": _correlation(rankdata(y_pred), rankdata(y_true), "pearson of ranks, fisher z"),
     }
