@@ -61,6 +61,8 @@ class _Codes:
 
     @staticmethod
     def key(value: Any) -> Any:
+        if value.__class__ is str:
+            return value  # the common case (no other key is text)
         try:
             hash(value)
         except TypeError:
@@ -68,8 +70,7 @@ class _Codes:
         return (value.__class__, value)
 
     def note(self, value: Any) -> None:
-        if value is not None:
-            self.seen.setdefault(self.key(value), value)
+        self.seen.setdefault(self.key(value), value)
 
 
 def code_jobs(jobs: Sequence[ScoredJob], spec: EvaluationSpec) -> Coded:
@@ -78,22 +79,21 @@ def code_jobs(jobs: Sequence[ScoredJob], spec: EvaluationSpec) -> Coded:
     import numpy as np
 
     codes = _Codes()
-    status = np.empty(len(jobs), dtype=np.int8)
-    record = np.empty(len(jobs), dtype=np.int64)
-    unit = np.empty(len(jobs), dtype=np.int64)
-    rater = np.empty(len(jobs), dtype=np.int64)
+    note, key = codes.note, _Codes.key
     records: dict[str, int] = {}
     units: dict[tuple[str, str], int] = {}
     raters: dict[tuple[str, str, int], int] = {}
-    for i, job in enumerate(jobs):
-        state = _STATUS.get(job.status, NOT_FINISHED)
-        status[i] = state
-        record[i] = records.setdefault(job.record_id, len(records))
-        unit[i] = units.setdefault((job.batch_id, job.record_id), len(units))
-        rater[i] = raters.setdefault((job.batch_id, job.variant, job.repeat), len(raters))
-        if state == COMPLETED:
-            codes.note(job.label)
-        codes.note(job.truth)
+    status_list = [_STATUS.get(job.status, NOT_FINISHED) for job in jobs]
+    record_list = [records.setdefault(job.record_id, len(records)) for job in jobs]
+    unit_list = [units.setdefault((job.batch_id, job.record_id), len(units)) for job in jobs]
+    rater_list = [
+        raters.setdefault((job.batch_id, job.variant, job.repeat), len(raters)) for job in jobs
+    ]
+    for job in jobs:
+        if job.label is not None and job.status is JobStatus.COMPLETED:
+            note(job.label)
+        if job.truth is not None:
+            note(job.truth)
     of_key: dict[Any, int]
     numbers = None
     if spec.kind == "interval":
@@ -106,14 +106,23 @@ def code_jobs(jobs: Sequence[ScoredJob], spec: EvaluationSpec) -> Coded:
         book = Codebook(spec, codes.seen.values())
         of_key = {key: book.code(v) for key, v in codes.seen.items()}
         values = book.values
-    answer = np.full(len(jobs), -1, dtype=np.int64)
-    truth = np.full(len(jobs), -1, dtype=np.int64)
-    key = _Codes.key
-    for i, job in enumerate(jobs):
-        if status[i] == COMPLETED and job.label is not None:
-            answer[i] = of_key.get(key(job.label), -1)
-        if job.truth is not None:
-            truth[i] = of_key.get(key(job.truth), -1)
+    get = of_key.get
+    answer = np.array(
+        [
+            get(key(job.label), -1)
+            if job.label is not None and job.status is JobStatus.COMPLETED
+            else -1
+            for job in jobs
+        ],
+        dtype=np.int64,
+    )
+    truth = np.array(
+        [-1 if job.truth is None else get(key(job.truth), -1) for job in jobs], dtype=np.int64
+    )
+    status = np.array(status_list, dtype=np.int8)
+    record = np.array(record_list, dtype=np.int64)
+    unit = np.array(unit_list, dtype=np.int64)
+    rater = np.array(rater_list, dtype=np.int64)
     return Coded(
         spec=spec,
         values=values,

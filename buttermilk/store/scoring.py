@@ -23,6 +23,7 @@ from buttermilk.errors import EvaluationError
 from buttermilk.store.engine import StoreBase
 from buttermilk.store.schema import jobs
 
+STATUSES = {status.value: status for status in JobStatus}
 SCORING_CHUNK = 20_000
 """Jobs read per query (keyset pages over the batch's planned order)."""
 
@@ -49,10 +50,24 @@ def _sqlite_path(keys: Sequence[str]) -> str:
     return "$" + "".join(f'."{key}"' for key in keys)
 
 
-def _decode(text: str | None) -> Any:
-    if text is None:
-        return None
-    return values.loads(text)
+class _Decoder:
+    """JSON text -> value; the texts of scalars (labels repeat) decoded once per read."""
+
+    CACHED = 10_000
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, Any] = {}
+
+    def __call__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        found = self.scalars.get(text, self)
+        if found is not self:
+            return found
+        found = values.loads(text)
+        if isinstance(found, str | int | float) and len(self.scalars) < self.CACHED:
+            self.scalars[text] = found  # immutable: safe to hand out again
+        return found
 
 
 class ScoringReads(StoreBase):
@@ -77,6 +92,7 @@ class ScoringReads(StoreBase):
         """
         label = self._json_at(*label_path(spec)).label("label")
         truth = self._json_at(*truth_path(spec)).label("truth")
+        decode = _Decoder()
         after = -1
         while True:
             query = (
@@ -101,9 +117,9 @@ class ScoringReads(StoreBase):
                     record_id=record_id,
                     variant=variant,
                     repeat=repeat,
-                    status=JobStatus(status),
-                    label=_decode(label_text),
-                    truth=_decode(truth_text),
+                    status=STATUSES[status],
+                    label=decode(label_text),
+                    truth=decode(truth_text),
                 )
                 after = seq
             if len(rows) < chunk:
