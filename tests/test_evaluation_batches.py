@@ -151,7 +151,7 @@ def test_the_cli_takes_batch_evaluate_and_refuses_a_label_of_no_agent(env: Env) 
     refused = env.cli("flow=t_scored", "batch.evaluate={label: nobody.label}")
     assert refused.returncode == 2, str(refused)
     assert refused.stderr.strip().splitlines()[-1] == (
-        "error: batch.evaluate.label='nobody.label': flow 't_scored' has no agent 'nobody' "
+        "error: evaluate.label='nobody.label': flow 't_scored' has no agent 'nobody' "
         "(its agents: judge); the label is AGENT.KEY[.KEY...]"
     )
     assert env.store().list_batches() == []

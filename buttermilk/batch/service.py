@@ -89,7 +89,7 @@ class BatchService:
     def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Grid, Plan]:
         flow = self.flows.get(request.flow)
         if request.evaluate is not None:
-            check_label_agent(request.evaluate, flow, "batch.evaluate")
+            check_label_agent(request.evaluate, flow, "evaluate")
         check_sources(flow)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
         grid = grid_for(flow, request)  # each combination's agents too
