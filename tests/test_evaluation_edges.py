@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,32 @@ def test_constant_numbers_have_no_correlation() -> None:
     assert report.overall.pearson is not None and report.overall.pearson.estimate is None
     assert report.overall.mae == 1.4  # |3 - r| for r in 0..4: (3 + 2 + 1 + 0 + 1) / 5
     assert report.comparisons == []
+
+
+def test_alpha_over_too_many_distinct_numbers_is_left_out_with_a_note() -> None:
+    jobs = [
+        job(r, v, 0, JobStatus.COMPLETED, r + (0.5 if v == "a" else 0.25), r)
+        for r in range(400)
+        for v in KEYS
+    ]
+    report = build_report([batch(repeats=1)], EvaluationSpec(label="j.l", kind="interval"), jobs)
+    agreement = report.agreement
+    assert agreement is not None and agreement.krippendorff_alpha is None
+    assert agreement.notes and "400 records x 800 distinct values" in agreement.notes[0]
+    assert report.overall.pearson is not None
+    assert report.overall.pearson.estimate == pytest.approx(1.0, abs=1e-5)
+
+
+def test_beyond_ten_combinations_the_most_accurate_is_compared_with_each_other() -> None:
+    keys = [f"k{i:02d}" for i in range(12)]
+    info = batch(repeats=1).model_copy(
+        update={"request": BatchRequest(flow="f", variants={"model": keys}, repeats=1)}
+    )
+    jobs = [
+        job(r, key, 0, JobStatus.COMPLETED, "x" if r < 2 + i % 5 or key == "k07" else "y", "x")
+        for r in range(8)
+        for i, key in enumerate(keys)
+    ]
+    report = build_report([info], EvaluationSpec(label="j.l"), jobs)
+    assert [s.variant for s in report.combinations] == keys
+    assert [(c.a, c.b) for c in report.comparisons] == [("k07", k) for k in keys if k != "k07"]

@@ -193,6 +193,11 @@ class Agreement(BaseModel):
         default_factory=list, description="(low, high, records) bins of per-record stability."
     )
     majority: Score | None = Field(description="The majority-vote label scored against the truth.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Why a figure is None though it could be defined (e.g. alpha over too "
+        "many distinct values for the krippendorff package's memory).",
+    )
 
 
 class Comparison(BaseModel):
