@@ -60,6 +60,12 @@ class DuplicateRecordIdError(DataSourceError):
     """Raised when two records of one flow's data sources share a record id."""
 
 
+class EvaluationError(UsageError):
+    """Raised when a report cannot be made as asked: nothing declared to score, a label
+    path naming no agent of the flow, batches of different flows, labels the kind cannot
+    score (ordinal text without ``categories``)."""
+
+
 class BatchStateError(UsageError):
     """Raised when an operation does not fit the batch's current status."""
 

@@ -135,6 +135,16 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
         ({"shuffle": True}, "flow_name", "flow_name is required"),
         ({"flow_name": "t_work", "parameters": {}}, "parameters", "not a known field"),
         ({"flow_name": "no_such_flow"}, "flow_name", "unknown flow 'no_such_flow'"),
+        (
+            {"flow_name": "t_work", "evaluate": {"label": "nobody.label"}},
+            "evaluate",
+            "flow 't_work' has no agent 'nobody' (its agents: wait, check, tally)",
+        ),
+        (
+            {"flow_name": "t_work", "evaluate": {"label": "check.failed", "kind": "rank"}},
+            "evaluate.kind",
+            "'nominal', 'ordinal' or 'interval'",
+        ),
         ({"flow_name": "t_missing"}, "flow_name", "file not found"),
         ([], None, "not a JSON object"),
     ]
@@ -159,6 +169,7 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
             "max_records": 5,
             "shuffle": False,
             "flow_parameters": {"sleep": 0},
+            "evaluate": {"label": "check.failed", "kind": "nominal"},
         },
     )
 
@@ -177,6 +188,7 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
     assert request["concurrency"] == 3 and request["max_attempts"] == 1  # the server's batch.*
     assert request["shuffle"] is False and request["parameters"] == {"sleep": 0}
     assert request["error_policy"] == "continue" and request["interactive"] is False
+    assert request["evaluate"]["label"] == "check.failed"
     # The CLI sees the batch the API created: one store, one service.
     assert env.status(batch["batch_id"])["total"] == 5
 

@@ -92,3 +92,11 @@ STARTUP_ROWS = (
 @pytest.mark.slow
 def test_the_quick_startup_benchmark_times_each_command_against_python(tmp_path: Path) -> None:
     check_quick_run(BENCHMARKS / "startup.py", STARTUP_ROWS, tmp_path)
+
+
+REPORT_ROWS = ("report, 600 jobs (sqlite)", "report, 600 jobs (postgres)")
+
+
+@pytest.mark.slow
+def test_the_quick_report_benchmark_times_a_report_on_both_stores(tmp_path: Path) -> None:
+    check_quick_run(BENCHMARKS / "report.py", REPORT_ROWS, tmp_path)

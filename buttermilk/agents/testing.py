@@ -129,3 +129,27 @@ class Tag:
             "repeat": job.repeat,
             "agent_id": id(self),
         }
+
+
+NO_LABEL = "$no-label"
+FAIL = "$fail"
+
+
+def scripted(
+    record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Answer what the record scripts for this job: ``metadata["answers"][VARIANT][REPEAT]``
+    as ``{"label": value}``. The value ``"$fail"`` fails the job (permanently) and
+    ``"$no-label"`` answers without a label; a job the record does not script answers
+    ``{}``. Known-answer tests of reports choose every job's answer this way."""
+    job = current_job()
+    script = record.metadata.get("answers")
+    answers = script.get(job.variant) if isinstance(script, Mapping) else None
+    if not isinstance(answers, list) or job.repeat >= len(answers):
+        return {}
+    chosen = answers[job.repeat]
+    if chosen == FAIL:
+        raise PermanentError(f"scripted to fail (record {record.record_id}, {job.variant})")
+    if chosen == NO_LABEL:
+        return {"other": 1}
+    return {"label": chosen}

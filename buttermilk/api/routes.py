@@ -13,7 +13,7 @@ from buttermilk.api.errors import FieldError, as_body_errors, documented
 from buttermilk.api.schemas import BatchPage, BatchView, CreateBatch, FlowView, RetryBatch
 from buttermilk.batch.service import BatchService
 from buttermilk.domain import BatchStatus
-from buttermilk.errors import UnknownFlowError, UsageError, VariantError
+from buttermilk.errors import EvaluationError, UnknownFlowError, UsageError, VariantError
 from buttermilk.flows.catalog import FlowCatalog
 
 MAX_PAGE = 500
@@ -59,6 +59,8 @@ async def create_batch(
         created = await service.create(request)
     except VariantError as exc:  # an axis the flow cannot take, or too many jobs
         raise FieldError("variants", str(exc)) from exc
+    except EvaluationError as exc:  # a label naming no agent of the flow
+        raise FieldError("evaluate", str(exc)) from exc
     except UsageError as exc:  # the flow is unknown, or its config or data cannot be used
         code = "unknown_flow" if isinstance(exc, UnknownFlowError) else "unusable_flow"
         raise FieldError("flow_name", str(exc), code) from exc

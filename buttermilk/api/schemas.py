@@ -95,6 +95,13 @@ class CreateBatch(BaseModel):
         description="Independent runs of every combination on every record (null: the "
         "flow's, 1 unless it sets them).",
     )
+    evaluate: dict[str, Any] | None = Field(
+        default=None,
+        description="What a report scores (null: the flow's evaluate): label (AGENT.KEY..., "
+        "the agent one of the flow's), truth (ground_truth, ground_truth.PATH or "
+        "metadata.PATH), kind (nominal, ordinal, interval), positive, categories.",
+        examples=[{"label": "vader.label", "truth": "ground_truth", "kind": "nominal"}],
+    )
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:
         """The batch request: the server's defaults, then every field the body sets.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import logging
 import secrets
@@ -31,7 +32,9 @@ from buttermilk.domain import (
     JobStatus,
     combination_progress,
 )
-from buttermilk.errors import DataSourceError, QueueError, VariantError
+from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
+from buttermilk.errors import DataSourceError, EvaluationError, QueueError, VariantError
+from buttermilk.evaluation.spec import check_label_agent, spec_for
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
@@ -85,6 +88,8 @@ class BatchService:
 
     def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Grid, Plan]:
         flow = self.flows.get(request.flow)
+        if request.evaluate is not None:
+            check_label_agent(request.evaluate, flow, "evaluate")
         check_sources(flow)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
         grid = grid_for(flow, request)  # each combination's agents too
@@ -208,6 +213,59 @@ class BatchService:
             counts = self.store.job_counts([b.id for b in found])
             now = time.time()
             return [BatchSummary(batch=b, counts=counts[b.id], now=now) for b in found]
+
+        return await anyio.to_thread.run_sync(work)
+
+    # -- evaluate ------------------------------------------------------------------
+
+    async def report(
+        self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None = None
+    ) -> Report:
+        """Scores of one batch, or of several batches of one flow, against their truth.
+
+        ``batch_ids`` may be unique prefixes. The spec is ``evaluate``, else each batch's
+        request's, else its flow's. Figures cover the jobs finished so far (``live`` while
+        a batch has not ended). Raises UnknownBatchError for an id that names no batch (or
+        several), EvaluationError when nothing declares what to score, the label names no
+        agent of the flow, the batches are of different flows, or the labels cannot be
+        scored as the kind says; StoreError when the store cannot be read.
+        """
+        return await anyio.to_thread.run_sync(self._report, list(batch_ids), evaluate)
+
+    def _batches_and_spec(
+        self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None
+    ) -> tuple[Sequence[BatchInfo], EvaluationSpec]:
+        if not batch_ids:
+            raise EvaluationError("a report needs at least one batch id")
+        full_ids = list(dict.fromkeys(self.store.resolve_id(bid) for bid in batch_ids))
+        batches = [self.store.get_batch(full_id) for full_id in full_ids]
+        flows = sorted({batch.flow for batch in batches})
+        if len(flows) > 1:
+            raise EvaluationError(
+                f"batches of different flows ({', '.join(flows)}) cannot be reported together: "
+                "give batches of one flow"
+            )
+        return batches, spec_for(batches, evaluate)
+
+    def _report(self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None) -> Report:
+        from buttermilk.evaluation.report import build_report
+
+        batches, spec = self._batches_and_spec(batch_ids, evaluate)
+        rows = [job for batch in batches for job in self.store.scored_jobs(batch.id, spec)]
+        return build_report(batches, spec, rows)
+
+    async def record_agreements(
+        self, batch_id: str, evaluate: EvaluationSpec | None = None
+    ) -> builtins.list[RecordAgreement]:
+        """Each record of the batch (``batch_id`` may be a prefix) with its majority
+        answer, its stability across combinations and repeats and whether some answer
+        disagrees with its truth, in planned order. Raises as :meth:`report` does."""
+
+        def work() -> builtins.list[RecordAgreement]:
+            from buttermilk.evaluation.report import record_agreements
+
+            batches, spec = self._batches_and_spec([batch_id], evaluate)
+            return record_agreements(spec, list(self.store.scored_jobs(batches[0].id, spec)))
 
         return await anyio.to_thread.run_sync(work)
 

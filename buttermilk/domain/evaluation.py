@@ -52,6 +52,32 @@ class EvaluationSpec(BaseModel):
         default=None,
         description="The positive class, for binary precision / recall / F1 (optional).",
     )
+    categories: list[Any] | None = Field(
+        default=None,
+        description="The labels in their order (optional): orders an ordinal scale of text "
+        "labels (required for one), and the classes and confusion matrix of any kind; "
+        "labels not listed follow, sorted.",
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _distinct_categories(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is None:
+            return None
+        seen: set[tuple[bool, Any]] = set()
+        for item in value:
+            if isinstance(item, dict | list) or item is None:
+                raise ValueError(f"evaluate.categories: {item!r} is not a label (text, number)")
+            key = (isinstance(item, bool), item)
+            if key in seen:
+                raise ValueError(f"evaluate.categories lists {item!r} twice")
+            seen.add(key)
+        return value
+
+    @property
+    def agent(self) -> str:
+        """The agent whose output holds the label (the label path's first segment)."""
+        return self.label.split(".")[0]
 
     @field_validator("label")
     @classmethod
@@ -167,6 +193,11 @@ class Agreement(BaseModel):
         default_factory=list, description="(low, high, records) bins of per-record stability."
     )
     majority: Score | None = Field(description="The majority-vote label scored against the truth.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Why a figure is None though it could be defined (e.g. alpha over too "
+        "many distinct values for the krippendorff package's memory).",
+    )
 
 
 class Comparison(BaseModel):

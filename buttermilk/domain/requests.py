@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from buttermilk.domain.evaluation import EvaluationSpec
 from buttermilk.domain.variants import MAX_REPEATS, check_axes
 from buttermilk.option_types import Count, Int64, NotABool
 from buttermilk.values import refuse_non_finite
@@ -83,6 +84,11 @@ class BatchRequest(BaseModel):
         default=None,
         description="USD: once the batch's LLM spending passes this, it stops as failed "
         "(null: no cap).",
+    )
+    evaluate: EvaluationSpec | None = Field(
+        default=None,
+        description="What a report scores (null: the flow's evaluate): the label "
+        "(AGENT.KEY...), the truth, the kind; the label's agent must be one of the flow's.",
     )
 
     @field_validator("parameters", mode="before")

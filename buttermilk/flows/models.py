@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from buttermilk.domain.evaluation import EvaluationSpec
 from buttermilk.domain.variants import MAX_REPEATS, check_axes
 from buttermilk.values import refuse_non_finite
 
@@ -112,6 +113,11 @@ class FlowConfig(BaseModel):
         description="Axes to compare: AGENT.OPTION or a parameter name -> list of values.",
     )
     repeats: int = Field(default=1, ge=1, le=MAX_REPEATS, strict=True)
+    evaluate: EvaluationSpec | None = Field(
+        default=None,
+        description="What a report scores: the label (AGENT.KEY...) and the truth it is "
+        "compared with (see buttermilk.domain.evaluation).",
+    )
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -130,6 +136,11 @@ class FlowConfig(BaseModel):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"agent names must be unique in a flow; repeated: {duplicated}")
+        if self.evaluate is not None and self.evaluate.agent not in names:
+            raise ValueError(
+                f"evaluate.label {self.evaluate.label!r}: the flow has no agent "
+                f"{self.evaluate.agent!r} (its agents: {', '.join(names)})"
+            )
         return self
 
     def snapshot(self) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from buttermilk.store.exchange import JobExchange
 from buttermilk.store.ops import Claim, Claimed, Outcome, Requeued, Skipped, SkipReason
 from buttermilk.store.reads import JobReads
 from buttermilk.store.requeue import Requeue
+from buttermilk.store.scoring import ScoringReads
 
 __all__ = ["Claim", "Claimed", "Outcome", "Requeued", "SkipReason", "Skipped", "Store"]
 
 
-class Store(JobExchange, Requeue, JobReads):
+class Store(JobExchange, Requeue, JobReads, ScoringReads):
     """Batches and jobs in a SQL database (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
