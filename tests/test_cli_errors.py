@@ -166,7 +166,7 @@ def test_duplicate_record_ids_are_refused_naming_them(env: Env) -> None:
 
 
 @pytest.mark.backends("local")  # decided before the queue or store is used
-@pytest.mark.parametrize("command", ["status", "cancel", "retry", "export"])
+@pytest.mark.parametrize("command", ["status", "cancel", "retry", "export", "report"])
 def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
     output = ["batch.output=x.jsonl"] if command == "export" else []
     assert_one_line_error(
@@ -176,7 +176,7 @@ def test_an_unknown_batch_id_exits_2_naming_it(env: Env, command: str) -> None:
     )
 
 
-@pytest.mark.parametrize("command", [c for c in get_args(Command) if c != "export"])
+@pytest.mark.parametrize("command", [c for c in get_args(Command) if c not in ("export", "report")])
 @pytest.mark.parametrize("wait", [False, True])
 def test_an_output_is_refused_by_every_command_that_would_not_write_it(
     command: Command, wait: bool
@@ -208,9 +208,10 @@ def test_a_variant_is_refused_by_every_command_but_retry(command: Command) -> No
     assert f"batch.command={command} works on every combination" in str(caught.value)
 
 
-def test_export_takes_an_output_whether_waiting_or_not() -> None:
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_export_and_report_take_an_output_whether_waiting_or_not(command: Command) -> None:
     for wait in (False, True):
-        check_output_use("export", BatchSettings(output=Path("x.jsonl"), wait=wait))
+        check_output_use(command, BatchSettings(output=Path("x.jsonl"), wait=wait))
 
 
 @pytest.mark.backends("local")  # decided before the queue or store is used

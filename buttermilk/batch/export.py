@@ -17,11 +17,11 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from buttermilk import values
 from buttermilk.batch.columns import Column, ColumnClashError, Columns, text_cell
@@ -41,13 +41,20 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+T = TypeVar("T")
 
 
-def export_format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def export_format(path: Path, formats: Mapping[str, str] = FORMATS) -> str:
+    """The format ``path``'s extension names (one of ``formats``, by extension);
+    InvalidOptionError naming ``batch.output`` and the extensions allowed otherwise."""
+    fmt = formats.get(path.suffix.lower())
     if fmt is None:
         raise InvalidOptionError(
-            "batch.output", str(path), "the file must end in .jsonl, .csv or .parquet"
+            "batch.output", str(path), f"the file must end in {_listing(list(formats))}"
         )
     return fmt
 
@@ -217,14 +224,15 @@ WRITERS: dict[str, Callable[[Store, str, Path], int]] = {
 }
 
 
-def check_output(path: Path) -> None:
-    """Fail now, before any work, if ``path`` has no known format or cannot become a file.
+def check_output(path: Path, formats: Mapping[str, str] = FORMATS) -> None:
+    """Fail now, before any work, if ``path`` has no known format (an extension of
+    ``formats``) or cannot become a file.
 
     Creates nothing (a refused command leaves no folder behind): the folders that are
     missing are made when the export is written. Raises InvalidOptionError naming
     ``batch.output``.
     """
-    export_format(path)
+    export_format(path, formats)
     target = path.expanduser()
     if target.is_dir():
         raise InvalidOptionError("batch.output", str(path), f"{target} is a directory")
@@ -244,7 +252,23 @@ def check_output(path: Path) -> None:
 def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     """Write every job of ``batch_id`` to ``path`` (format from its extension)."""
     writer = WRITERS[export_format(path)]
-    check_output(path)
+
+    def write(tmp: Path) -> int:
+        try:
+            return writer(store, batch_id, tmp)
+        except ColumnClashError as exc:
+            raise ColumnClashError(f"{path}: {exc}") from None
+
+    return write_atomically(path, write)
+
+
+def write_atomically(
+    path: Path, write: Callable[[Path], T], formats: Mapping[str, str] = FORMATS
+) -> T:
+    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``: the
+    file appears only when complete (no half file if ``write`` raises). Checks ``path``
+    first (:func:`check_output`, against ``formats``); returns what ``write`` returned."""
+    check_output(path, formats)
     path = path.expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,12 +280,9 @@ def export_jobs(store: Store, batch_id: str, path: Path) -> int:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        try:
-            count = writer(store, batch_id, tmp)
-        except ColumnClashError as exc:
-            raise ColumnClashError(f"{path}: {exc}") from None
+        found = write(tmp)
         tmp.chmod(0o666 & ~UMASK)  # mkstemp makes it private; a new file normally is not
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return count
+    return found

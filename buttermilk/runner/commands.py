@@ -74,13 +74,18 @@ def choose_command(settings: AppSettings) -> Command:
     return "run"
 
 
+WRITES_OUTPUT = ("export", "report")
 WRITES_OUTPUT_WHEN_WAITING = ("create", "retry")
 
 
 def check_output_use(command: Command, batch: BatchSettings) -> None:
     """Refuse a ``batch.output`` the command would not write (never ignore it silently)."""
     output, wait = batch.output, batch.wait
-    if output is None or command == "export" or (command in WRITES_OUTPUT_WHEN_WAITING and wait):
+    if (
+        output is None
+        or command in WRITES_OUTPUT
+        or (command in WRITES_OUTPUT_WHEN_WAITING and wait)
+    ):
         return
     if command in WRITES_OUTPUT_WHEN_WAITING:
         reason = (
@@ -89,10 +94,31 @@ def check_output_use(command: Command, batch: BatchSettings) -> None:
         )
     else:
         reason = (
-            f"batch.command={command} writes no file (batch.output is for export, and for "
-            "create or retry with batch.wait=true)"
+            f"batch.command={command} writes no file (batch.output is for export and report, "
+            "and for create or retry with batch.wait=true)"
         )
     raise InvalidOptionError("batch.output", str(output), reason)
+
+
+def check_report_options(command: Command, batch: BatchSettings) -> None:
+    """Refuse ``batch.batch_ids`` and ``batch.evaluate`` where they would be ignored."""
+    if batch.batch_ids is not None and command != "report":
+        raise InvalidOptionError(
+            "batch.batch_ids",
+            batch.batch_ids,
+            f"batch.command={command} works on one batch (batch.batch_id); batch.batch_ids "
+            "is for report (line up several batches of one flow)",
+        )
+    if batch.evaluate is not None and command not in TAKES_EVALUATE:
+        raise InvalidOptionError(
+            "batch.evaluate",
+            batch.evaluate,
+            f"batch.command={command} scores nothing; batch.evaluate is for report (and "
+            "create, which stores it with the batch)",
+        )
+
+
+TAKES_EVALUATE = ("report", "create", "estimate", "retry")
 
 
 def check_variant_use(command: Command, batch: BatchSettings) -> None:
@@ -115,6 +141,7 @@ async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     command = choose_command(settings)
     check_output_use(command, settings.batch)
     check_variant_use(command, settings.batch)
+    check_report_options(command, settings.batch)
     try:
         async with open_app(settings, flows) as app:
             return await COMMANDS[command](app)
@@ -350,16 +377,19 @@ async def list_batches(app: App) -> int:
     return EXIT_OK
 
 
-async def status(app: App) -> int:
+def batch_or_newest(app: App, command: str) -> str:
+    """The full id of ``batch.batch_id`` (a unique prefix), or of the newest batch."""
     if app.settings.batch.batch_id:
-        batch_id = _batch_id(app, "status")
-    else:
-        newest = app.store.list_batches(limit=1)
-        if not newest:
-            raise UsageError("there are no batches yet: create one with ui=batch flow=NAME")
-        batch_id = newest[0].id
-        log.info("no batch.batch_id given: showing the newest batch, %s", batch_id)
-    _show_summary(app, await app.service.summary(batch_id))
+        return _batch_id(app, command)
+    newest = app.store.list_batches(limit=1)
+    if not newest:
+        raise UsageError("there are no batches yet: create one with ui=batch flow=NAME")
+    log.info("no batch.batch_id given: showing the newest batch, %s", newest[0].id)
+    return newest[0].id
+
+
+async def status(app: App) -> int:
+    _show_summary(app, await app.service.summary(batch_or_newest(app, "status")))
     return EXIT_OK
 
 
@@ -430,6 +460,13 @@ async def estimate(app: App) -> int:
     return EXIT_OK
 
 
+async def report(app: App) -> int:
+    """Scores against the ground truth, agreement and comparisons (see report_command)."""
+    from buttermilk.runner.report_command import report as run_report  # the statistics
+
+    return await run_report(app)
+
+
 COMMANDS: dict[str, Callable[[App], Awaitable[int]]] = {
     "create": create,
     "run": run,
@@ -439,4 +476,5 @@ COMMANDS: dict[str, Callable[[App], Awaitable[int]]] = {
     "retry": retry,
     "export": export,
     "estimate": estimate,
+    "report": report,
 }

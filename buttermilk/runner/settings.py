@@ -19,7 +19,9 @@ from buttermilk.option_types import Count, Seconds
 from buttermilk.queue import QueueSettings
 from buttermilk.store import StoreSettings
 
-Command = Literal["create", "run", "list", "status", "cancel", "retry", "export", "estimate"]
+Command = Literal[
+    "create", "run", "list", "status", "cancel", "retry", "export", "estimate", "report"
+]
 COMMANDS: tuple[str, ...] = Command.__args__  # type: ignore[attr-defined]
 REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
 TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
@@ -78,7 +80,9 @@ class BatchSettings(BaseModel):
     flow: str | None = None
     wait: bool = False
     batch_id: str | None = None
+    batch_ids: list[str] | None = None
     variant: str | None = None
+    evaluate: dict[str, Any] | None = None
     output: Path | None = None
     format: Literal["table", "json"] = "table"
     status: BatchStatus | None = None
@@ -229,6 +233,8 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
     request = {key: batch.pop(key) for key in list(batch) if key in REQUEST_FIELDS}
     if "interactive" in request:
         batch["interactive"] = request["interactive"]
+    if "evaluate" in request:  # a create's spec (when a request takes it) is report's too
+        batch["evaluate"] = request["evaluate"]
     batch["request"] = request
     raw["batch"] = batch
     try:
