@@ -220,11 +220,21 @@ async def _export(app: App, batch_id: str) -> None:
         log.info("wrote %d rows to %s", rows, output.resolve())
 
 
-async def _wait(app: App, batch_id: str, interactive: bool) -> int:
-    """Follow a batch until it ends, working it in this process too.
+async def work_batch(
+    app: App,
+    batch_id: str,
+    *,
+    interactive: bool = False,
+    signals: bool = True,
+    bar: bool | None = None,
+) -> BatchSummary | None:
+    """Follow a batch until it ends, working it in this process too; returns its final
+    summary, or None when stopped first (a signal, or this task cancelled).
 
     A queue that cannot keep to one batch's messages (Pub/Sub) may hand this process jobs
     of other batches too: it runs them like any worker, and stops once this batch ends.
+    ``signals``: the first SIGINT/SIGTERM stops gracefully (main thread only). ``bar``: a
+    progress bar on stderr (None: on a terminal).
     """
     options = app.settings.batch.worker_options(batch_id=batch_id, interactive=interactive)
     from buttermilk.batch.worker import Worker  # the worker and its flows: only to run jobs
@@ -239,13 +249,21 @@ async def _wait(app: App, batch_id: str, interactive: bool) -> int:
         worker.stop()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+        if signals:
+            tg.start_soon(_watch_signals, stop, tg.cancel_scope)
         async with anyio.create_task_group() as work:
             work.start_soon(worker.run)  # it stops by itself once the batch has ended
             with follow:
-                summary = await follow_batch(app.service, batch_id, live=not interactive)
+                summary = await follow_batch(app.service, batch_id, live=not interactive, bar=bar)
             worker.stop()
         tg.cancel_scope.cancel()
+    return summary
+
+
+async def _wait(app: App, batch_id: str, interactive: bool) -> int:
+    """Work and follow a batch until it ends (:func:`work_batch`), then show it, export
+    it when asked, and say how it ended."""
+    summary = await work_batch(app, batch_id, interactive=interactive)
     if summary is None:
         log.warning(
             "stopped waiting; batch %s goes on: run workers with ui=batch batch.command=run",

@@ -92,10 +92,13 @@ async def _poll(
         return summary
 
 
-async def follow_batch(service: BatchService, batch_id: str, *, live: bool = True) -> BatchSummary:
+async def follow_batch(
+    service: BatchService, batch_id: str, *, live: bool = True, bar: bool | None = None
+) -> BatchSummary:
     """Show the batch's progress until it ends; returns its final summary.
 
     ``live=False`` logs lines instead of drawing a bar (a person answers questions here).
+    ``bar``: draw a rich progress bar (a notebook renders it too); None: on a terminal.
     """
     outage = Outage(
         f"cannot read the status of batch {batch_id}: {{error}}; retrying with backoff",
@@ -103,7 +106,7 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
     )
     summary = await _poll(service, batch_id, outage)
     before: BatchSummary | None = None
-    if live and sys.stderr.isatty():
+    if live and (sys.stderr.isatty() if bar is None else bar):
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -112,10 +115,10 @@ async def follow_batch(service: BatchService, batch_id: str, *, live: bool = Tru
             TextColumn("{task.fields[failed]} failed"),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(f"batch {batch_id}", total=summary.batch.total, failed=0)
+        with Progress(*columns, console=Console(stderr=True), transient=False) as shown:
+            task = shown.add_task(f"batch {batch_id}", total=summary.batch.total, failed=0)
             while True:
-                bar.update(
+                shown.update(
                     task, completed=summary.done, failed=summary.counts.get(JobStatus.FAILED, 0)
                 )
                 if summary.batch.status.ended:
