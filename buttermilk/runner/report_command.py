@@ -23,7 +23,7 @@ from buttermilk.evaluation.score_rows import write_csv
 from buttermilk.runner import render
 from buttermilk.runner.commands import EXIT_OK, App, batch_or_newest
 from buttermilk.runner.report_view import report_view, summary_line
-from buttermilk.runner.settings import BatchSettings, describe_validation_error
+from buttermilk.runner.settings import BatchSettings, describe_validation_error, did_you_mean
 
 log = logging.getLogger("buttermilk")
 
@@ -39,14 +39,18 @@ def evaluate_override(batch: BatchSettings) -> EvaluationSpec | None:
     raw = batch.evaluate
     if raw is None:
         return None
+    known = [f"batch.evaluate.{name}" for name in EvaluationSpec.model_fields]
+    for key in raw:  # a typo first: it explains the "required" label that follows from it
+        if f"batch.evaluate.{key}" not in known:
+            name = f"batch.evaluate.{key}"
+            raise UsageError(
+                f"{name} is not a known option{did_you_mean(name, known)}; "
+                f"batch.evaluate takes {', '.join(EvaluationSpec.model_fields)}"
+            )
     try:
         return EvaluationSpec.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError(
-            describe_validation_error(
-                exc, "batch.evaluate.", [f"batch.evaluate.{f}" for f in EvaluationSpec.model_fields]
-            )
-        ) from None
+        raise UsageError(describe_validation_error(exc, "batch.evaluate.", known)) from None
 
 
 def report_ids(app: App) -> list[str]:
