@@ -251,7 +251,7 @@ def test_batch_ids_and_evaluate_are_refused_where_nothing_reads_them() -> None:
     check_report_options("report", BatchSettings(batch_ids=["a", "b"], evaluate={"label": "x.y"}))
     check_report_options("create", BatchSettings(evaluate={"label": "x.y"}))
 
-    with pytest.raises(InvalidOptionError, match="batch.batch_ids is for report"):
+    with pytest.raises(InvalidOptionError, match=r"batch\.batch_ids is for report"):
         check_report_options("status", BatchSettings(batch_ids=["a"]))
-    with pytest.raises(InvalidOptionError, match="batch.evaluate is for report"):
+    with pytest.raises(InvalidOptionError, match=r"batch\.evaluate is for report"):
         check_report_options("export", BatchSettings(evaluate={"label": "x.y"}))
