@@ -15,9 +15,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The main job on the embedded default: create a batch of the example flow over the
-# bundled reviews, work it in this process, print its status, export the results.
+# bundled reviews, work it in this process, print its status, export the results, and
+# score them against the reviews' labels.
 demo: install
 	$(PY) -m buttermilk.runner.cli ui=batch flow=sentiment batch.wait=true batch.output=results.jsonl
+	$(PY) -m buttermilk.runner.cli ui=batch batch.command=report
 
 # What the tests need beyond Python packages: headless Chromium and its driver (Debian's
 # packages) for the dashboard's browser test. Installed when missing, as root; otherwise
