@@ -255,3 +255,26 @@ def test_batch_ids_and_evaluate_are_refused_where_nothing_reads_them() -> None:
         check_report_options("status", BatchSettings(batch_ids=["a"]))
     with pytest.raises(InvalidOptionError, match=r"batch\.evaluate is for report"):
         check_report_options("export", BatchSettings(evaluate={"label": "x.y"}))
+
+
+def test_an_html_report_is_refused_in_one_line_where_no_writer_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_command, "HTML_MODULE", "buttermilk.evaluation.no_such_module")
+
+    with pytest.raises(InvalidOptionError, match=r"cannot write HTML reports: use a \.json"):
+        write_report(nominal_report(), tmp_path / "report.html")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_html_report_is_one_self_contained_file(tmp_path: Path) -> None:
+    pytest.importorskip(report_command.HTML_MODULE)
+    out = tmp_path / "report.html"
+
+    write_report(nominal_report(), out)
+
+    text = out.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html")
+    assert "vader.label" in text and "0.750" in text
+    assert "<script src=" not in text  # plotly.js inline: it opens offline

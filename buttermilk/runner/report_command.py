@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ log = logging.getLogger("buttermilk")
 REPORT_FORMATS = {".json": "json", ".csv": "csv", ".html": "html"}
 HTML_MODULE = "buttermilk.evaluation.html"  # eval-dash's self-contained HTML writer
 
-ReportWriter = Callable[[Report, Path], Any]
+ReportWriter = Callable[[Report, Path, Any], None]
 
 
 def evaluate_override(batch: BatchSettings) -> EvaluationSpec | None:
@@ -79,37 +80,55 @@ def report_ids(app: App) -> list[str]:
     return found
 
 
-def _write_json(report: Report, path: Path) -> None:
+def _write_json(report: Report, path: Path, timeline: Any = None) -> None:
     path.write_bytes(orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
 
 
-def _html_writer(path: Path) -> ReportWriter:
+def _write_csv(report: Report, path: Path, timeline: Any = None) -> None:
+    write_csv(report, path)
+
+
+def _html_module(path: Path) -> Any:
     try:
-        module: Any = importlib.import_module(HTML_MODULE)
+        return importlib.import_module(HTML_MODULE)
     except ModuleNotFoundError:
         raise InvalidOptionError(
             "batch.output",
             str(path),
-            "this installation cannot write HTML reports yet: use a .json or .csv file",
+            "this installation cannot write HTML reports: use a .json or .csv file",
         ) from None
-    writer: ReportWriter = module.write_report
-    return writer
 
 
-def report_writer(path: Path) -> ReportWriter:
-    """The one place that chooses how a report file is written, by its extension (.json,
-    .csv, .html); checks ``path`` can be written first. InvalidOptionError otherwise."""
+def _write_html(report: Report, path: Path, timeline: Any = None) -> None:
+    html: str = _html_module(path).render_report_html(report, timeline)
+    path.write_text(html, encoding="utf-8")
+
+
+WRITERS: dict[str, ReportWriter] = {"json": _write_json, "csv": _write_csv, "html": _write_html}
+
+
+def report_format(path: Path) -> str:
+    """The one place that chooses how a report file is written: its format by extension
+    (.json, .csv, .html), after checking ``path`` can be written and its writer is here.
+    InvalidOptionError (naming ``batch.output``) otherwise."""
     check_output(path, REPORT_FORMATS)
     fmt = export_format(path, REPORT_FORMATS)
     if fmt == "html":
-        return _html_writer(path)
-    return _write_json if fmt == "json" else write_csv
+        _html_module(path)
+    return fmt
 
 
-def write_report(report: Report, path: Path) -> None:
-    """Write ``report`` to ``path`` whole or not at all (a temporary file, renamed)."""
-    writer = report_writer(path)
-    write_atomically(path, lambda tmp: writer(report, tmp), REPORT_FORMATS)
+def write_report(report: Report, path: Path, timeline: Any = None) -> None:
+    """Write ``report`` to ``path`` whole or not at all (a temporary file, renamed).
+    ``timeline``: the batch's throughput and cost over time, for the HTML report's chart."""
+    writer = WRITERS[report_format(path)]
+    write_atomically(path, lambda tmp: writer(report, tmp, timeline), REPORT_FORMATS)
+
+
+def _timeline(app: App, ids: list[str]) -> Any:
+    """One batch's throughput and cost over time (None for several, or a store without)."""
+    read = getattr(app.store, "timeline", None)
+    return read(ids[0]) if read is not None and len(ids) == 1 else None
 
 
 async def report(app: App) -> int:
@@ -118,11 +137,12 @@ async def report(app: App) -> int:
     spec = evaluate_override(app.settings.batch)
     output = app.settings.batch.output
     if output is not None:
-        report_writer(output)  # a bad file name fails before any work
+        fmt = report_format(output)  # a bad file name fails before any work
     ids = report_ids(app)
     found = await app.service.report(ids, evaluate=spec)
     if output is not None:
-        write_report(found, output)
+        timeline = await anyio.to_thread.run_sync(_timeline, app, ids) if fmt == "html" else None
+        write_report(found, output, timeline)
         log.info("%s", summary_line(found))
         log.info("wrote the report to %s", output.expanduser().resolve())
     elif app.json:

@@ -68,9 +68,6 @@ def _header(report: Report) -> Table:
     info.add_row("scores", scored)
     info.add_row("jobs", f"{report.finished} of {report.jobs} finished")
     info.add_row("generated", when(report.generated_at))
-    line = live_line(report)
-    if line:
-        info.add_row("live", Text(line.removeprefix("live: "), style="yellow"))
     return info
 
 
@@ -225,7 +222,11 @@ def report_view(report: Report) -> Group:
     """The whole report: header, scores (combinations and overall), per class, agreement,
     comparisons."""
     scores = [*report.combinations, report.overall]
-    parts: list[Any] = [_header(report), scores_view(report, scores)]
+    parts: list[Any] = [_header(report)]
+    live = live_line(report)
+    if live:
+        parts.append(Text(live, style="yellow"))
+    parts.append(scores_view(report, scores))
     for block in (classes_view(scores), agreement_view(report)):
         if block is not None:
             parts.append(block)
