@@ -118,7 +118,7 @@ def check_report_options(command: Command, batch: BatchSettings) -> None:
         )
 
 
-TAKES_EVALUATE = ("report", "create", "estimate", "retry")
+TAKES_EVALUATE = ("report", "create", "estimate")
 
 
 def check_variant_use(command: Command, batch: BatchSettings) -> None:
