@@ -31,27 +31,43 @@ def opened(home: Path) -> Iterator[Store]:
         store.close()
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("BUTTERMILK_HOME", str(tmp_path))
-    monkeypatch.delenv("BUTTERMILK_DATA", raising=False)  # the bundled reviews
-    monkeypatch.delenv("BUTTERMILK_STORE_URL", raising=False)
-    batches.configure()
-    yield tmp_path
+@contextmanager
+def private_home(folder: Path) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BUTTERMILK_HOME", str(folder))
+        patch.delenv("BUTTERMILK_DATA", raising=False)  # the bundled reviews
+        patch.delenv("BUTTERMILK_STORE_URL", raising=False)
+        batches.configure()
+        yield folder
 
 
 @pytest.fixture
-def done(home: Path) -> batches.Batch:
-    """A sentiment batch of 12 reviews x 2 thresholds x 2 repeats, worked here."""
-    b = batches.create("sentiment", max_records=RECORDS, repeats=REPEATS, seed=3)
-    summary = b.wait(progress=False)
-    assert summary.batch.status == BatchStatus.COMPLETED
-    return b
+def home(tmp_path: Path) -> Iterator[Path]:
+    with private_home(tmp_path) as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def worked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, batches.Batch]]:
+    """A sentiment batch of 12 reviews x 2 thresholds x 2 repeats, worked here (once for
+    the module's tests, which only read it)."""
+    with private_home(tmp_path_factory.mktemp("home")) as folder:
+        b = batches.create("sentiment", max_records=RECORDS, repeats=REPEATS, seed=3)
+        summary = b.wait(progress=False)
+        assert summary.batch.status == BatchStatus.COMPLETED
+        yield folder, b
+
+
+@pytest.fixture
+def done(worked: tuple[Path, batches.Batch]) -> Iterator[batches.Batch]:
+    with private_home(worked[0]):
+        yield worked[1]
 
 
 def test_a_batch_created_and_waited_on_here_is_completed_in_the_store(
-    home: Path, done: batches.Batch
+    worked: tuple[Path, batches.Batch], done: batches.Batch
 ) -> None:
+    home = worked[0]
     jobs = RECORDS * REPEATS * THRESHOLDS
     with opened(home) as store:
         counts = store.job_counts([done.id])[done.id]
@@ -60,7 +76,10 @@ def test_a_batch_created_and_waited_on_here_is_completed_in_the_store(
     assert done.info().flow == "sentiment"
 
 
-def test_results_are_the_exports_rows_as_a_dataframe(home: Path, done: batches.Batch) -> None:
+def test_results_are_the_exports_rows_as_a_dataframe(
+    tmp_path: Path, worked: tuple[Path, batches.Batch], done: batches.Batch
+) -> None:
+    home = worked[0]
     frame = done.results()
 
     assert len(frame) == RECORDS * REPEATS * THRESHOLDS
@@ -81,7 +100,7 @@ def test_results_are_the_exports_rows_as_a_dataframe(home: Path, done: batches.B
     assert set(frame["axes.vader.threshold"]) == {0.05, 0.3}
     assert (frame["status"] == "completed").all()
 
-    exported = home / "results.parquet"
+    exported = tmp_path / "results.parquet"
     with opened(home) as store:
         export_jobs(store, done.id, exported)
     from_file = pd.read_parquet(exported)
@@ -119,3 +138,19 @@ def test_bad_options_raise_the_clis_usage_errors(home: Path) -> None:
 def batches_in(home: Path) -> int:
     with opened(home) as store:
         return len(store.list_batches())
+
+
+def test_report_is_the_services_report_object(done: batches.Batch) -> None:
+    found = done.report()
+    jobs = RECORDS * REPEATS * THRESHOLDS
+
+    assert found.batch_ids == [done.id] and found.flow == "sentiment" and not found.live
+    assert found.overall.jobs == found.overall.scored == jobs
+    assert [s.variant for s in found.combinations] == ["0.05", "0.3"]
+    assert found.overall.accuracy is not None
+    assert 0 <= found.overall.accuracy.estimate <= 1  # type: ignore[operator]
+    assert found.agreement is not None and found.agreement.raters == REPEATS * THRESHOLDS
+    again = batches.report([done.id[:6]], evaluate={"label": "vader.label"})
+    assert again.model_dump(exclude={"generated_at"}) == found.model_dump(exclude={"generated_at"})
+    with pytest.raises(UsageError, match=r"evaluate\.kind='ratio' is not allowed"):
+        done.report(evaluate={"label": "vader.label", "kind": "ratio"})
