@@ -5,6 +5,7 @@ calls it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,3 +155,10 @@ def test_report_is_the_services_report_object(done: batches.Batch) -> None:
     assert again.model_dump(exclude={"generated_at"}) == found.model_dump(exclude={"generated_at"})
     with pytest.raises(UsageError, match=r"evaluate\.kind='ratio' is not allowed"):
         done.report(evaluate={"label": "vader.label", "kind": "ratio"})
+
+
+def test_calls_work_inside_a_running_event_loop_as_in_jupyter(done: batches.Batch) -> None:
+    async def cell() -> tuple[str, int]:  # a notebook cell: an event loop runs in this thread
+        return batches.open(done.id).id, len(done.results())
+
+    assert asyncio.run(cell()) == (done.id, RECORDS * REPEATS * THRESHOLDS)
