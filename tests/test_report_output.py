@@ -72,6 +72,7 @@ def nominal_report(live: bool = False) -> Report:
             fleiss_kappa=0.3456,
             stability=0.95,
             majority=majority,
+            notes=["alpha left out: too many distinct values"],
         ),
         comparisons=[
             Comparison(
@@ -146,6 +147,7 @@ def test_the_table_shows_scores_classes_agreement_and_comparisons() -> None:
         "0.125 [-0.200, 0.450]",
         "<0.001",
         "vader.threshold",
+        "note: alpha left out: too many distinct values",
     ):
         assert part in text, f"{part!r} not in\n{text}"
     assert "live" not in text

@@ -230,6 +230,8 @@ def report_view(report: Report) -> Group:
     for block in (classes_view(scores), agreement_view(report)):
         if block is not None:
             parts.append(block)
+    if report.agreement is not None:
+        parts.extend(Text(f"note: {note}", style="yellow") for note in report.agreement.notes)
     compared = comparisons_view(report.comparisons)
     if compared is not None:
         parts.append(compared)

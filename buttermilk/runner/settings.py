@@ -233,7 +233,7 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
     request = {key: batch.pop(key) for key in list(batch) if key in REQUEST_FIELDS}
     if "interactive" in request:
         batch["interactive"] = request["interactive"]
-    if "evaluate" in request:  # a create's spec (when a request takes it) is report's too
+    if "evaluate" in request:  # a create's spec, and report's over the batches' own
         batch["evaluate"] = request["evaluate"]
     batch["request"] = request
     raw["batch"] = batch
