@@ -7,7 +7,17 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, String, any_, bindparam, func, literal_column, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    String,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from buttermilk.domain import ErrorCount, JobInfo, JobKey, JobStatus
@@ -25,8 +35,12 @@ class JobReads(StoreBase):
         """``record_id`` is one of ``record_ids``, bound as ONE parameter whatever their
         number (SQLite: a JSON array read by ``json_each``; PostgreSQL: ``= ANY(array)``)."""
         if self._is_sqlite:
-            ids = bindparam("among_ids", orjson.dumps(sorted(record_ids)).decode())
-            listed = select(literal_column("value")).select_from(func.json_each(ids))
+            ids: BindParameter[str] = bindparam(
+                "among_ids", orjson.dumps(sorted(record_ids)).decode()
+            )
+            listed: Select[tuple[Any]] = select(literal_column("value")).select_from(
+                func.json_each(ids)
+            )
             return jobs.c.record_id.in_(listed.scalar_subquery())
         array = bindparam("among_ids", sorted(record_ids), type_=ARRAY(String))
         return jobs.c.record_id == any_(array)
