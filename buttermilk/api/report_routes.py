@@ -175,6 +175,7 @@ class ReportCharts(BaseModel):
     report: Report
     timeline: Timeline
     charts: list[ChartView]
+    config: dict[str, Any] = Field(description="plotly.js's config for every chart.")
 
 
 @router.get(
@@ -196,13 +197,13 @@ async def get_report_charts(
     """The report (as ``/report`` answers it), the batch's timeline, and plotly figures of
     both: accuracy (or MAE) per combination with CIs, labels, stability, throughput and
     cost, and a confusion matrix per combination."""
-    from buttermilk.evaluation.charts import report_charts
+    from buttermilk.evaluation.charts import CONFIG, report_charts
 
     spec = evaluate_override(label, truth, kind, positive, categories)
     report = await scored(service, [batch_id, *(also or [])], spec)
     timeline = await anyio.to_thread.run_sync(service.store.timeline, report.batch_ids[0])
     charts = report_charts(report, timeline)
-    return {"report": report, "timeline": timeline, "charts": charts}
+    return {"report": report, "timeline": timeline, "charts": charts, "config": CONFIG}
 
 
 @router.get(
