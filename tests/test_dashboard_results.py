@@ -137,6 +137,11 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
     ]
     assert browser.execute_script(SCORE_FIGURES) == expected
     assert browser.execute_script(PLOTTED) == [s["accuracy"]["estimate"] for s in scores[:2]]
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert f"{served.url}/vendor/plotly.min.js" in fetched
+    assert all(name.startswith(served.url) for name in fetched)  # nothing from elsewhere
     ARTIFACTS.mkdir(exist_ok=True)
     browser.execute_script("document.getElementById('results').scrollIntoView()")
     browser.save_screenshot(str(ARTIFACTS / "dashboard-results.png"))
