@@ -219,7 +219,7 @@ async function refreshList() {
 
 const batchView = {
   jobStatus: "", jobOrder: "recent", afterSeq: -1, ended: false,
-  jobVariant: "", disagrees: false, unstable: false,
+  jobVariant: "", disagrees: false, unstable: false, lastJobs: "", jobsAt: 0,
 };
 
 function fact(name, value) {
@@ -356,7 +356,14 @@ async function refreshJobs(batchId) {
   if (batchView.jobOrder === "planned" && batchView.afterSeq >= 0) {
     query.set("after_seq", batchView.afterSeq);
   }
+  // The report's filters make the server score the batch: refetch the same filtered page
+  // every RESULTS_MS at most while the batch runs, and not at all once it has ended.
+  const filtered = batchView.disagrees || batchView.unstable;
+  const same = `${batchId}?${query}` === batchView.lastJobs;
+  if (filtered && same && (batchView.ended || Date.now() - batchView.jobsAt < RESULTS_MS)) return;
   const page = await api(`/api/batches/${encodeURIComponent(batchId)}/jobs?${query}`);
+  batchView.lastJobs = `${batchId}?${query}`;
+  batchView.jobsAt = Date.now();
   $("job-rows").replaceChildren(...page.items.map(jobRow));
   const filter = batchView.jobStatus ? `${batchView.jobStatus} ` : "";
   $("jobs-info").textContent = `${page.items.length} shown of ${page.total} ${filter}jobs`;
