@@ -247,7 +247,10 @@ function renderBatch(batch) {
     ...fact("ETA", eta(batch)),
     ...fact("Cost", usd(batch.cost) +
       (batch.max_cost === null || batch.max_cost === undefined ? "" : ` of ${usd(batch.max_cost)}`)),
-    ...fact("Tokens", `${batch.input_tokens ?? 0} in, ${batch.output_tokens ?? 0} out`),
+    ...fact("Tokens", `${batch.input_tokens ?? 0} in` +
+      (batch.cached_input_tokens ? ` (${batch.cached_input_tokens} cached)` : "") +
+      `, ${batch.output_tokens ?? 0} out` +
+      (batch.reasoning_tokens ? ` (${batch.reasoning_tokens} reasoning)` : "")),
     ...fact("Elapsed", duration(elapsed)),
     ...fact("Created", when(batch.created_at)),
     ...fact("Started", when(batch.started_at)),
