@@ -66,6 +66,7 @@ def sample_report(kind: str = "nominal") -> Report:
             stability=0.8,
             stability_histogram=[(0.5, 0.75, 4), (0.75, 1.0, 6)],
             majority=score("majority", 0.7),
+            notes=["alpha <left out> for the test"],
         ),
         comparisons=[
             Comparison(

@@ -46,6 +46,7 @@ def test_the_report_is_one_file_with_no_link_out_and_its_data_escaped() -> None:
     assert "0.750 [0.550, 0.850]" in html and "0.500 [0.300, 0.600]" in html  # accuracy, CI
     assert "0.410" in html and "0.6250" in html  # Krippendorff's alpha, McNemar's p
     assert html.count("plotly.js v") == 1  # plotly.js inline once
+    assert "alpha &lt;left out&gt; for the test" in html  # the agreement's notes
 
 
 def test_an_interval_report_charts_mae_and_tables_mae_and_rmse() -> None:

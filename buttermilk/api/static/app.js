@@ -503,7 +503,8 @@ function drawAgreement(report) {
       ...fact("Records", String(a.records)),
       ...fact(`Krippendorff's α (${report.evaluate.kind})`, fixed(a.krippendorff_alpha)),
       ...fact("Fleiss' κ", fixed(a.fleiss_kappa)),
-      ...fact("Mean stability", fixed(a.stability)));
+      ...fact("Mean stability", fixed(a.stability)),
+      ...(a.notes || []).flatMap((note) => fact("Note", note)));
   }
   for (const c of report.comparisons) {
     items.push(...fact(`${c.a} − ${c.b} (McNemar)`,
