@@ -144,6 +144,7 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
         "text": [[str(n) for n in row] for row in confusion.matrix],
         "texttemplate": "%{text}",
         "colorscale": "Blues",
+        "reversescale": True,  # plotly.js's Blues runs dark to light: more jobs, darker
         "hovertemplate": "truth %{y}, answer %{x}: %{z}<extra></extra>",
     }
     layout = _layout(
