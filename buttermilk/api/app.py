@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from buttermilk import __version__
-from buttermilk.api import dashboard, docs, job_routes, routes
+from buttermilk.api import dashboard, docs, job_routes, report_routes, routes
 from buttermilk.api.auth import require_token
 from buttermilk.api.errors import documented, install_error_handlers
 from buttermilk.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -46,7 +46,7 @@ def create_app(
     app.state.defaults = dict(defaults or {})
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    for router in (routes.router, job_routes.router):
+    for router in (routes.router, job_routes.router, report_routes.router):
         if token:
             app.include_router(
                 router, dependencies=[Depends(require_token(token))], responses=documented(401)

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
 from buttermilk.api.errors import documented
+from buttermilk.api.report_routes import agreements
 from buttermilk.api.results import MEDIA_TYPES, ResultFormat, result_stream
 from buttermilk.api.routes import MAX_POSITION, Service
 from buttermilk.api.schemas import JobPage, JobView
@@ -78,21 +79,48 @@ async def list_jobs(
         Query(description="planned: in planned order, paged; recent: latest started first"),
     ] = "planned",
     variant: Variant = None,
+    disagrees: Annotated[
+        bool | None,
+        Query(
+            description="true: jobs of records where some answer differs from the truth "
+            "(false: where none does); needs the batch's evaluate."
+        ),
+    ] = None,
+    unstable: Annotated[
+        bool | None,
+        Query(
+            description="true: jobs of records whose answers differ across combinations "
+            "and repeats (stability < 1; false: = 1); needs the batch's evaluate."
+        ),
+    ] = None,
 ) -> JobPage:
     """Jobs without their records and tracebacks (see the job route), of every
-    combination or of one (``variant``)."""
+    combination or of one (``variant``), of every record or of those the report flags
+    (``disagrees``, ``unstable``; nothing declared to score is a 422)."""
+    records = await _flagged_records(service, batch_id, disagrees, unstable)
 
     def read() -> tuple[list[JobInfo], int]:
         full_id = service.resolve(batch_id)
         if variant is not None:
             _check_variant(service, full_id, variant)
         if order == "recent":
-            jobs = service.store.recent_jobs(full_id, status=status, variant=variant, limit=limit)
+            jobs = service.store.recent_jobs(
+                full_id, status=status, variant=variant, record_ids=records, limit=limit
+            )
         else:
             jobs = list(
                 service.store.iter_jobs(
-                    full_id, status=status, variant=variant, after_seq=after_seq, limit=limit + 1
+                    full_id,
+                    status=status,
+                    variant=variant,
+                    record_ids=records,
+                    after_seq=after_seq,
+                    limit=limit + 1,
                 )
+            )
+        if records is not None:
+            return jobs, service.store.count_jobs(
+                full_id, status=status, variant=variant, record_ids=records
             )
         if variant is None:
             counts = service.store.job_counts([full_id])[full_id]
@@ -109,6 +137,22 @@ async def list_jobs(
         limit=limit,
         next_after_seq=page[-1].seq if len(jobs) > limit else None,
     )
+
+
+async def _flagged_records(
+    service: BatchService, batch_id: str, disagrees: bool | None, unstable: bool | None
+) -> set[str] | None:
+    """Ids of the batch's records that pass the ``disagrees`` and ``unstable`` filters
+    (None: no filter given), from the service's per-record agreements."""
+    if disagrees is None and unstable is None:
+        return None
+    found = await agreements(service, batch_id)
+    return {
+        a.record_id
+        for a in found
+        if (disagrees is None or a.disagrees_with_truth == disagrees)
+        and (unstable is None or (a.stability is not None and (a.stability < 1) == unstable))
+    }
 
 
 async def _read_job(

@@ -3,10 +3,22 @@ and a batch's jobs in planned order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    String,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from buttermilk.domain import ErrorCount, JobInfo, JobKey, JobStatus
 from buttermilk.errors import UnknownBatchError
@@ -18,6 +30,39 @@ from buttermilk.store.schema import jobs
 
 class JobReads(StoreBase):
     """The store's read queries over jobs."""
+
+    def _among(self, record_ids: Collection[str]) -> ColumnElement[bool]:
+        """``record_id`` is one of ``record_ids``, bound as ONE parameter whatever their
+        number (SQLite: a JSON array read by ``json_each``; PostgreSQL: ``= ANY(array)``)."""
+        if self._is_sqlite:
+            ids: BindParameter[str] = bindparam(
+                "among_ids", orjson.dumps(sorted(record_ids)).decode()
+            )
+            listed: Select[tuple[Any]] = select(literal_column("value")).select_from(
+                func.json_each(ids)
+            )
+            return jobs.c.record_id.in_(listed.scalar_subquery())
+        array = bindparam("among_ids", sorted(record_ids), type_=ARRAY(String))
+        return jobs.c.record_id == any_(array)
+
+    def count_jobs(
+        self,
+        batch_id: str,
+        *,
+        status: JobStatus | None = None,
+        variant: str | None = None,
+        record_ids: Collection[str] | None = None,
+    ) -> int:
+        """How many jobs of the batch (of this status, combination, and records) there are."""
+        query = select(func.count()).select_from(jobs).where(jobs.c.batch_id == batch_id)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if variant is not None:
+            query = query.where(jobs.c.variant == variant)
+        if record_ids is not None:
+            query = query.where(self._among(record_ids))
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def job_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[JobStatus, int]]:
         """Jobs per status for each batch (SQLite: an index range scan; PostgreSQL: counters)."""
@@ -92,15 +137,18 @@ class JobReads(StoreBase):
         *,
         status: JobStatus | None = None,
         variant: str | None = None,
+        record_ids: Collection[str] | None = None,
         limit: int = 50,
     ) -> list[JobInfo]:
-        """Jobs that have started (of one combination: ``variant``), the most recently
-        started first (for dashboards)."""
+        """Jobs that have started (of one combination: ``variant``; of some records:
+        ``record_ids``), the most recently started first (for dashboards)."""
         query = select(jobs).where(jobs.c.batch_id == batch_id, jobs.c.started_at.is_not(None))
         if status is not None:
             query = query.where(jobs.c.status == status.value)
         if variant is not None:
             query = query.where(jobs.c.variant == variant)
+        if record_ids is not None:
+            query = query.where(self._among(record_ids))
         query = query.order_by(jobs.c.started_at.desc(), jobs.c.seq.desc()).limit(limit)
         with self._read() as conn:
             return [job_info(row) for row in conn.execute(query).mappings()]
@@ -111,11 +159,13 @@ class JobReads(StoreBase):
         *,
         status: JobStatus | None = None,
         variant: str | None = None,
+        record_ids: Collection[str] | None = None,
         after_seq: int = -1,
         limit: int | None = None,
         chunk: int = 1_000,
     ) -> Iterator[JobInfo]:
-        """Jobs of a batch in planned order, read in chunks (never all at once)."""
+        """Jobs of a batch (of some records: ``record_ids``) in planned order, read in
+        chunks (never all at once)."""
         remaining = limit
         while remaining is None or remaining > 0:
             size = chunk if remaining is None else min(chunk, remaining)
@@ -124,6 +174,8 @@ class JobReads(StoreBase):
                 query = query.where(jobs.c.status == status.value)
             if variant is not None:
                 query = query.where(jobs.c.variant == variant)
+            if record_ids is not None:
+                query = query.where(self._among(record_ids))
             with self._read() as conn:
                 rows = conn.execute(query.order_by(jobs.c.seq).limit(size)).mappings().all()
             for row in rows:

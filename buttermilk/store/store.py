@@ -2,8 +2,8 @@
 
 Its parts, each in its own module: the plumbing (:mod:`.engine`), batch rows
 (:mod:`.batches`), the claim/outcome exchange (:mod:`.exchange`), read queries
-(:mod:`.reads`) and retry (:mod:`.requeue`). Methods are synchronous and short; async
-callers run them in a worker thread.
+(:mod:`.reads`), throughput over time (:mod:`.timeline`) and retry (:mod:`.requeue`).
+Methods are synchronous and short; async callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from buttermilk.store.ops import Claim, Claimed, Outcome, Requeued, Skipped, Ski
 from buttermilk.store.reads import JobReads
 from buttermilk.store.requeue import Requeue
 from buttermilk.store.scoring import ScoringReads
+from buttermilk.store.timeline import JobTimelines
 
 __all__ = ["Claim", "Claimed", "Outcome", "Requeued", "SkipReason", "Skipped", "Store"]
 
 
-class Store(JobExchange, Requeue, JobReads, ScoringReads):
+class Store(JobExchange, Requeue, JobReads, ScoringReads, JobTimelines):
     """Batches and jobs in a SQL database (``sqlite:///...`` or ``postgresql+psycopg://...``)."""

@@ -34,7 +34,9 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const message = body && body.error ? body.error.message : "";
-    throw new Error(message || `${response.status} ${response.statusText}`);
+    const error = new Error(message || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
   }
   return body;
 }
@@ -74,6 +76,11 @@ function rate(value) {
 function eta(batch) {
   if (ENDED.has(batch.status)) return "–";
   return batch.eta_seconds === null ? "…" : duration(batch.eta_seconds);
+}
+
+function usd(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 1 ? `$${value.toFixed(2)}` : `$${value.toFixed(4)}`;
 }
 
 function when(timestamp) {
@@ -191,6 +198,7 @@ function batchRow(batch) {
     el("td", { class: "progress" }, progressBar(batch)),
     el("td", { class: "num" }, rate(batch.rate)),
     el("td", { class: "num" }, eta(batch)),
+    el("td", { class: "num cost" }, usd(batch.cost)),
     el("td", {}, when(batch.created_at)),
   );
 }
@@ -209,7 +217,10 @@ async function refreshList() {
   $("older").disabled = page.offset + page.limit >= page.total;
 }
 
-const batchView = { jobStatus: "", jobOrder: "recent", afterSeq: -1, ended: false };
+const batchView = {
+  jobStatus: "", jobOrder: "recent", afterSeq: -1, ended: false,
+  jobVariant: "", disagrees: false, unstable: false, lastJobs: "", jobsAt: 0,
+};
 
 function fact(name, value) {
   return [el("dt", {}, name), el("dd", {}, value)];
@@ -234,6 +245,12 @@ function renderBatch(batch) {
     ...fact("Progress", `${(100 * batch.progress).toFixed(1)}%`),
     ...fact("Rate", rate(batch.rate)),
     ...fact("ETA", eta(batch)),
+    ...fact("Cost", usd(batch.cost) +
+      (batch.max_cost === null || batch.max_cost === undefined ? "" : ` of ${usd(batch.max_cost)}`)),
+    ...fact("Tokens", `${batch.input_tokens ?? 0} in` +
+      (batch.cached_input_tokens ? ` (${batch.cached_input_tokens} cached)` : "") +
+      `, ${batch.output_tokens ?? 0} out` +
+      (batch.reasoning_tokens ? ` (${batch.reasoning_tokens} reasoning)` : "")),
     ...fact("Elapsed", duration(elapsed)),
     ...fact("Created", when(batch.created_at)),
     ...fact("Started", when(batch.started_at)),
@@ -245,6 +262,7 @@ function renderBatch(batch) {
     ...fact("Repeats", String(batch.repeats)),
   );
   renderCombinations(batch);
+  fillVariantFilter(batch);
   $("counts").replaceChildren(
     ...Object.entries(batch.counts).map(([status, count]) =>
       el("div", { class: `count status-${status}`, "data-status": status },
@@ -288,6 +306,17 @@ function renderCombinations(batch) {
   );
 }
 
+// The combination filter lists the batch's combinations (once: they never change).
+function fillVariantFilter(batch) {
+  const select = $("job-variant");
+  const keys = (batch.combinations || []).map((c) => c.variant);
+  if (select.dataset.batch === batch.batch_id) return;
+  select.dataset.batch = batch.batch_id;
+  select.replaceChildren(el("option", { value: "" }, "any"),
+    ...keys.map((key) => el("option", { value: key }, key)));
+  select.closest("label").hidden = keys.length < 2;
+}
+
 // The record id goes in the query, encoded whole: in the path, a browser would rewrite an
 // id such as ".." (a dot segment) before sending it. Variant and repeat name which of the
 // record's jobs it is.
@@ -323,11 +352,21 @@ function jobRow(job) {
 async function refreshJobs(batchId) {
   const query = new URLSearchParams({ limit: JOB_PAGE_SIZE });
   if (batchView.jobStatus) query.set("status", batchView.jobStatus);
+  if (batchView.jobVariant) query.set("variant", batchView.jobVariant);
+  if (batchView.disagrees) query.set("disagrees", "true");
+  if (batchView.unstable) query.set("unstable", "true");
   query.set("order", batchView.jobOrder);
   if (batchView.jobOrder === "planned" && batchView.afterSeq >= 0) {
     query.set("after_seq", batchView.afterSeq);
   }
+  // The report's filters make the server score the batch: refetch the same filtered page
+  // every RESULTS_MS at most while the batch runs, and not at all once it has ended.
+  const filtered = batchView.disagrees || batchView.unstable;
+  const same = `${batchId}?${query}` === batchView.lastJobs;
+  if (filtered && same && (batchView.ended || Date.now() - batchView.jobsAt < RESULTS_MS)) return;
   const page = await api(`/api/batches/${encodeURIComponent(batchId)}/jobs?${query}`);
+  batchView.lastJobs = `${batchId}?${query}`;
+  batchView.jobsAt = Date.now();
   $("job-rows").replaceChildren(...page.items.map(jobRow));
   const filter = batchView.jobStatus ? `${batchView.jobStatus} ` : "";
   $("jobs-info").textContent = `${page.items.length} shown of ${page.total} ${filter}jobs`;
@@ -339,6 +378,7 @@ async function refreshJobs(batchId) {
 async function refreshBatch(batchId) {
   const batch = await api(`/api/batches/${encodeURIComponent(batchId)}`);
   renderBatch(batch);
+  await refreshResults(batch);
   await refreshJobs(batch.batch_id);
 }
 
@@ -430,6 +470,20 @@ $("job-status").addEventListener("change", (event) => {
   tick();
 });
 
+$("job-variant").addEventListener("change", (event) => {
+  batchView.jobVariant = event.target.value;
+  batchView.afterSeq = -1;
+  tick();
+});
+
+for (const name of ["disagrees", "unstable"]) {
+  $(`job-${name}`).addEventListener("change", (event) => {
+    batchView[name] = event.target.checked;
+    batchView.afterSeq = -1;
+    tick();
+  });
+}
+
 $("job-order").addEventListener("change", (event) => {
   batchView.jobOrder = event.target.value;
   batchView.afterSeq = -1;
@@ -472,6 +526,7 @@ $("job-rows").addEventListener("click", async (event) => {
       ? ""
       : ` (${job.variant}, repeat ${job.repeat})`;
     $("job-title").textContent = job.record_id + which;
+    $("job-drawer").replaceChildren(...drawer(job));
     $("job-json").textContent = JSON.stringify(job, null, 2);
     if (!$("job-dialog").open) $("job-dialog").showModal();
   } catch (error) {
