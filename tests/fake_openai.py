@@ -2,7 +2,8 @@
 
 ``POST /v1/chat/completions`` answers with the next step of the script (or the default
 step once the script is used up). ``GET /v1/models`` lists the models asked for so far
-(404 with ``serve_models = False``, as servers that lack it); it is not scripted, and
+(or answers with the error status ``models_status`` when set: 404 as servers that lack
+it, 401 as one refusing the key); it is not scripted, and
 counted in ``model_lists`` rather than ``requests``. ``stop()`` closes the port (a server
 that went away) and ``restart()`` opens it again. A step is a :class:`Reply`, or a function of the
 request returning one. Every request is recorded with its arrival time, so a test can
@@ -93,7 +94,7 @@ class FakeOpenAI:
         self._changed = threading.Condition()
         self._closing = threading.Event()
         self._connections: set[socket.socket] = set()
-        self.serve_models = True
+        self.models_status = 200
         self.model_lists = 0  # GET /v1/models requests answered
         self._server, self._thread = self._serve(0)
         self._port: int = self._server.server_address[1]
@@ -206,8 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def do_GET(self) -> None:
-        if self.path != MODELS or not self.fake.serve_models:
-            self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+        status = self.fake.models_status if self.path == MODELS else 404
+        if status != 200:
+            self._send(status, {"error": {"message": f"error {status} on {self.path}"}}, {})
             return
         with self.fake._changed:
             self.fake.model_lists += 1

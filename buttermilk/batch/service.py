@@ -47,6 +47,7 @@ from buttermilk.flows.runner import FlowRunner
 from buttermilk.flows.sources import check_sources
 from buttermilk.queue.base import JobMessage, Queue
 from buttermilk.records import Record
+from buttermilk.store.endpoints import endpoints_down
 from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -210,12 +211,14 @@ class BatchService:
             batch = self.store.get_batch(full_id)
         errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
         combinations = self._per_combination(batch, counts) if per_combination else None
+        live = batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING)
         return BatchSummary(
             batch=batch,
             counts=counts,
             common_errors=errors,
             now=time.time(),
             combinations=combinations,
+            endpoints_down=endpoints_down(self.store, full_id) if live else [],
         )
 
     def _per_combination(

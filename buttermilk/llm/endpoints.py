@@ -15,10 +15,10 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pkgutil import resolve_name
+from typing import Any
 
 import anyio
 
-from buttermilk.agents.llm import LLM
 from buttermilk.domain.variants import Combination
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.variants import flow_for
@@ -47,7 +47,9 @@ EndpointProbe = Callable[[Endpoint], Awaitable[None]]
 mode it takes); it may raise or remember what it learnt."""
 
 
-def _llm_config(target: str, kwargs: dict[str, object]) -> LLMConfig | None:
+def _llm_config(target: str, kwargs: dict[str, Any]) -> LLMConfig | None:
+    from buttermilk.agents.llm import LLM  # which itself watches endpoints' health
+
     try:
         found = resolve_name(target)
     except Exception:  # building the flow says why
