@@ -128,7 +128,9 @@ class LLM:
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
     the batch) when transient failures outlast ``max_retries``;
     :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent) when no answer fits the
-    schema after ``schema_retries``.
+    schema after ``schema_retries``; in a worker,
+    :class:`~buttermilk.llm.health.EndpointDownError` (the job is given back, no attempt
+    spent) while the endpoint is down (see :mod:`buttermilk.llm.health`).
 
     Calls are paced when ``requests_per_minute`` or ``tokens_per_minute`` is set, and
     answers reused with ``cache: true``: in a batch job, through the batch store, so every
