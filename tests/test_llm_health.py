@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from buttermilk.flows.models import FlowConfig
 from buttermilk.llm.endpoints import Endpoint, check_endpoint
 from buttermilk.queue.local import LocalQueue
 from buttermilk.runner import render
+from buttermilk.store import endpoints as published
 from buttermilk.store.store import Store
 
 CLOSED = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
@@ -267,3 +269,32 @@ def test_a_worker_starting_on_a_batch_whose_endpoint_is_down_says_so_once_and_it
     assert done.counts == {JobStatus.COMPLETED: 24}
     assert {job.attempts for job in setup.store.iter_jobs(batch_id)} == {1}
     assert len(health_lines(caplog)) == 2 and " is back, after " in health_lines(caplog)[1]
+
+
+# -- what workers publish -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_endpoints_down_are_shown_per_batch_merged_across_workers_and_forgotten_when_stale(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if kind == "postgresql" else None
+    store = Store(url or f"sqlite:///{tmp_path}/b.db")
+    a, b = "http://a/v1", "http://b/v1"
+    try:
+        published.mark_down(store, "w1", a, ["k1", "k2"], 100.0, "connection failed (1)")
+        published.mark_down(store, "w2", a, ["k1"], 90.0, "HTTP 502")
+        published.mark_down(store, "w1", b, ["k2"], 95.0, "HTTP 500")
+        now = time.time()
+
+        [shown] = published.endpoints_down(store, "k1", now)
+        assert (shown.endpoint, shown.since, shown.workers) == (a, 90.0, 2)
+        assert [e.endpoint for e in published.endpoints_down(store, "k2", now)] == [a, b]
+        assert published.endpoints_down(store, "k1", now + published.STALE_AFTER + 1) == []
+
+        published.mark_up(store, "w1", a)
+        [left] = published.endpoints_down(store, "k1", now)
+        assert (left.workers, left.error) == (1, "HTTP 502")
+        assert [e.endpoint for e in published.endpoints_down(store, "k2", now)] == [b]
+    finally:
+        store.close()
