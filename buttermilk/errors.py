@@ -78,6 +78,11 @@ class StoreError(ButtermilkError):
     """Raised when the batch store cannot be reached or refuses an operation."""
 
 
+class EndpointUnreachableError(ButtermilkError):
+    """Raised by ``create`` when an LLM endpoint its flow uses cannot be reached (or refuses
+    its key): nothing was created (the CLI exits 1; the API answers 503)."""
+
+
 class StoreValueError(StoreError, UsageError):
     """Raised when the batch store cannot hold or compare a value it was given (PostgreSQL:
     a NUL character in text, a number out of its column's range): retrying cannot help."""

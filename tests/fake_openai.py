@@ -1,7 +1,11 @@
 """A real HTTP server that speaks the OpenAI chat completions protocol, scripted per test.
 
 ``POST /v1/chat/completions`` answers with the next step of the script (or the default
-step once the script is used up). A step is a :class:`Reply`, or a function of the
+step once the script is used up). ``GET /v1/models`` lists the models asked for so far
+(or answers with the error status ``models_status`` when set: 404 as servers that lack
+it, 401 as one refusing the key); it is not scripted, and
+counted in ``model_lists`` rather than ``requests``. ``stop()`` closes the port (a server
+that went away) and ``restart()`` opens it again. A step is a :class:`Reply`, or a function of the
 request returning one. Every request is recorded with its arrival time, so a test can
 measure the waits between calls. Used through the ``fake_openai`` fixture::
 
@@ -27,6 +31,7 @@ from typing import Any
 import pytest
 
 COMPLETIONS = "/v1/chat/completions"
+MODELS = "/v1/models"
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,22 @@ class FakeOpenAI:
         self._changed = threading.Condition()
         self._closing = threading.Event()
         self._connections: set[socket.socket] = set()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        self.models_status = 200
+        self.model_lists = 0  # GET /v1/models requests answered
+        self._server, self._thread = self._serve(0)
+        self._port: int = self._server.server_address[1]
+
+    def _serve(self, port: int) -> tuple[_Server, threading.Thread]:
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.fake = self
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
+        return server, thread
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def script(self, *steps: Step) -> None:
         """Answer the next requests with these steps, in order."""
@@ -130,6 +142,16 @@ class FakeOpenAI:
     def start(self) -> FakeOpenAI:
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        """Close the port and every connection: calls now fail to connect."""
+        self.close()
+
+    def restart(self) -> None:
+        """Listen on the same port again, after :meth:`stop`."""
+        self._closing.clear()
+        self._server, self._thread = self._serve(self._port)
+        self._thread.start()
 
     def close(self) -> None:
         self._closing.set()  # ends delayed answers at once
@@ -183,6 +205,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
+
+    def do_GET(self) -> None:
+        status = self.fake.models_status if self.path == MODELS else 404
+        if status != 200:
+            self._send(status, {"error": {"message": f"error {status} on {self.path}"}}, {})
+            return
+        with self.fake._changed:
+            self.fake.model_lists += 1
+            bodies = [seen.body for seen in self.fake._requests if isinstance(seen.body, dict)]
+            asked = sorted({str(body.get("model")) for body in bodies})
+        models = [{"id": name, "object": "model", "owned_by": "fake"} for name in asked]
+        self._send(200, {"object": "list", "data": models}, {})
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

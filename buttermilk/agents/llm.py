@@ -38,6 +38,8 @@ from buttermilk.flows.runner import mark_spent
 from buttermilk.llm.clients import Posted, shared_clients
 from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
 from buttermilk.llm.config import LLMConfig
+from buttermilk.llm.endpoints import Endpoint
+from buttermilk.llm.health import endpoint_health
 from buttermilk.llm.limits import (
     SHARED_CACHE,
     Limits,
@@ -126,7 +128,9 @@ class LLM:
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
     the batch) when transient failures outlast ``max_retries``;
     :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent) when no answer fits the
-    schema after ``schema_retries``.
+    schema after ``schema_retries``; in a worker,
+    :class:`~buttermilk.llm.health.EndpointDownError` (the job is given back, no attempt
+    spent) while the endpoint is down (see :mod:`buttermilk.llm.health`).
 
     Calls are paced when ``requests_per_minute`` or ``tokens_per_minute`` is set, and
     answers reused with ``cache: true``: in a batch job, through the batch store, so every
@@ -178,6 +182,7 @@ class LLM:
         self._given_cache = response_cache
         self.prices: PriceTable = config.prices
         self.clients = shared_clients(config.base_url, config.api_key_env, config.timeout)
+        self.endpoint = Endpoint(config.base_url, config.api_key_env, config.model)
 
     # -- what is sent ----------------------------------------------------------------
 
@@ -339,15 +344,22 @@ class LLM:
         # Counting tokens costs CPU per call; only a rate limiter has a use for it.
         estimate = 0 if isinstance(limiter, NoRateLimit) else self.estimate_tokens(messages)
         request = self._request(messages)
+        health = endpoint_health()  # in a worker: no call goes to an endpoint that is down
         for retry in range(self.config.max_retries + 1):
+            if health is not None:
+                await health.before_call(self.endpoint)
             await limiter.acquire(model, estimate)
             tally.calls += 1
             outcome = await self._call_once(request, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)
+                if health is not None:
+                    await health.answered(self.endpoint)
                 return text
             await limiter.report(model, estimate, 0)
+            if health is not None:
+                await health.failed(self.endpoint, outcome)  # raises once it is down
             if not outcome.transient:
                 raise LLMRefusedError(self._describe(outcome))
             if retry == self.config.max_retries:

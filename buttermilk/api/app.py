@@ -28,12 +28,15 @@ def create_app(
     defaults: Mapping[str, Any] | None = None,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    check_endpoints: bool = False,
 ) -> FastAPI:
     """The API (``/api``, docs at ``/docs``) and the dashboard (``/``) over ``service``.
 
     ``defaults``: BatchRequest fields for what a create body leaves out (the server's
     ``batch.*`` settings). ``token``: when set, every ``/api`` request must carry it.
     ``max_body_bytes``: larger request bodies are refused with 413.
+    ``check_endpoints``: a create first checks the flow's LLM endpoints, and answers 503
+    naming one that cannot be reached (``batch.check_endpoints``).
     """
     app = FastAPI(
         title="Buttermilk batch",
@@ -44,6 +47,7 @@ def create_app(
     )
     app.state.service = service
     app.state.defaults = dict(defaults or {})
+    app.state.check_endpoints = check_endpoints
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for router in (routes.router, job_routes.router, report_routes.router):

@@ -21,6 +21,7 @@ from buttermilk.errors import (
     AmbiguousBatchIdError,
     BatchStateError,
     ButtermilkError,
+    EndpointUnreachableError,
     QueueError,
     StoreError,
     UnknownBatchError,
@@ -39,6 +40,7 @@ STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
     (BatchStateError, 409, "conflict"),
     (UsageError, 400, "bad_request"),
     (QueueError, 503, "unavailable"),
+    (EndpointUnreachableError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
 )
 

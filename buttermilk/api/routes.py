@@ -41,13 +41,17 @@ Defaults = Annotated[Mapping[str, Any], Depends(_defaults)]
     "/batches",
     status_code=201,
     response_model=BatchView,
-    responses=documented(422),
+    responses=documented(422, 503),
     summary="Create a batch",
 )
 async def create_batch(
-    body: CreateBatch, service: Service, defaults: Defaults, response: Response
+    body: CreateBatch, service: Service, defaults: Defaults, response: Response, raw: Request
 ) -> dict[str, Any]:
     """Plan a batch of the flow's records and queue one job per record.
+
+    When the server checks endpoints (``batch.check_endpoints``, on by default), an LLM
+    endpoint of the flow that cannot be reached or refuses its key is answered with 503
+    and the same one-line message as the CLI's; nothing is created.
 
     Fields left out take the server's ``batch.*`` settings (the CLI's defaults).
     """
@@ -56,7 +60,8 @@ async def create_batch(
     except ValidationError as exc:
         raise as_body_errors(exc) from None
     try:
-        created = await service.create(request)
+        check = bool(getattr(raw.app.state, "check_endpoints", False))
+        created = await service.create(request, check_endpoints=check)
     except VariantError as exc:  # an axis the flow cannot take, or too many jobs
         raise FieldError("variants", str(exc)) from exc
     except EvaluationError as exc:  # a label naming no agent of the flow

@@ -131,6 +131,15 @@ class CombinationView(BaseModel):
     counts: dict[str, int] = Field(description="Its jobs per status.")
 
 
+class EndpointDownView(BaseModel):
+    """An LLM endpoint found down by workers of a batch."""
+
+    endpoint: str = Field(description="Its base URL.")
+    since: float = Field(description="UNIX seconds: when the first worker found it down.")
+    error: str = Field(description="The last failure a worker saw.")
+    workers: int = Field(description="Workers that find it down.")
+
+
 class BatchView(BaseModel):
     """A batch with its live counts (``BatchSummary.as_json()``)."""
 
@@ -184,6 +193,11 @@ class BatchView(BaseModel):
     combinations: list[CombinationView] | None = Field(
         description="Progress per combination, in planned order (null in GET /api/batches: "
         "GET /api/batches/{batch_id} has it)."
+    )
+    endpoints_down: list[EndpointDownView] = Field(
+        default_factory=list,
+        description="LLM endpoints workers found down while running it (its jobs wait for "
+        "them, released without spending an attempt); empty once they are back or it ended.",
     )
 
 

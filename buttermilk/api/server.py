@@ -84,6 +84,7 @@ async def serve_api(settings: AppSettings, flows: FlowCatalog) -> int:
                 defaults=settings.batch.request,
                 token=token,
                 max_body_bytes=api.max_body_bytes,
+                check_endpoints=settings.batch.check_endpoints,
             )
             config = uvicorn.Config(
                 web,

@@ -19,6 +19,7 @@ from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner, merge_parameters
 from buttermilk.flows.variants import flow_for
+from buttermilk.llm.endpoints import Endpoint, flow_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,16 @@ class BatchContext:
         limit = min(info.request.concurrency, concurrency)
         combinations = {c.key: c for c in info.combinations()}
         return cls(info, flow, error, anyio.CapacityLimiter(limit), combinations)
+
+    def endpoints(self) -> list[Endpoint]:
+        """The LLM endpoints the batch's combinations call (none when its flow cannot be
+        set up: its jobs fail with that)."""
+        if self.flow is None:
+            return []
+        try:
+            return flow_endpoints(self.flow, self.combinations.values())
+        except Exception:
+            return []
 
     def built(self, variant: str) -> VariantRunner | None:
         """The runner of one combination if it is built already (no thread needed)."""

@@ -53,8 +53,9 @@ class Messages:
         except ButtermilkError as exc:
             log.warning("could not release a message (it returns when its lease ends): %s", exc)
 
-    async def give_back(self, delivery: Delivery) -> None:
-        """Give an unfinished job's message back at once, without spending an attempt.
+    async def give_back(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Give an unfinished job's message back (visible again in ``delay`` seconds),
+        without spending an attempt.
 
         On its last delivery the transport would set the message aside instead (Pub/Sub's
         dead-letter policy) and leave the job with none: it gets a fresh copy instead.
@@ -68,7 +69,7 @@ class Messages:
                 else:
                     await self.ack(delivery)
                     return
-            await self.nack(delivery, 0.0)
+            await self.nack(delivery, delay)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Set the message aside with ``reason`` (where the transport keeps such)."""

@@ -33,7 +33,13 @@ from buttermilk.domain import (
     combination_progress,
 )
 from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
-from buttermilk.errors import DataSourceError, EvaluationError, QueueError, VariantError
+from buttermilk.errors import (
+    DataSourceError,
+    EndpointUnreachableError,
+    EvaluationError,
+    QueueError,
+    VariantError,
+)
 from buttermilk.evaluation.spec import check_label_agent, spec_for
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
@@ -41,6 +47,7 @@ from buttermilk.flows.runner import FlowRunner
 from buttermilk.flows.sources import check_sources
 from buttermilk.queue.base import JobMessage, Queue
 from buttermilk.records import Record
+from buttermilk.store.endpoints import endpoints_down
 from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -102,14 +109,21 @@ class BatchService:
         check_record_sizes(plan.records, self.queue.max_record_bytes, self.queue.name)
         return flow, grid, plan
 
-    async def create(self, request: BatchRequest) -> Created:
+    async def create(self, request: BatchRequest, *, check_endpoints: bool = False) -> Created:
         """Plan the batch, store it with its jobs, then publish one message per job.
 
+        With ``check_endpoints``, every LLM endpoint the flow uses (under each combination)
+        is checked first, and EndpointUnreachableError (one line per endpoint, joined)
+        raised, with nothing created, when one cannot be reached or refuses its key.
         If publishing fails, the batch is deleted again (messages already sent then point
         to no batch, and workers drop them). If this process dies while publishing, the
         batch stays unpublished and ``retry`` finishes it.
         """
         flow, grid, plan = await anyio.to_thread.run_sync(self._prepare, request)
+        if check_endpoints:
+            problems = await self._unreachable(flow, grid)
+            if problems:
+                raise EndpointUnreachableError("; ".join(problems))
         jobs = len(plan.records) * grid.jobs_per_record
         if jobs >= SAY_SIZE_FROM:
             log.info(
@@ -142,6 +156,23 @@ class BatchService:
             raise
         await anyio.to_thread.run_sync(self._published, batch.id)
         return Created(batch=batch.model_copy(update={"published": True}), rows_read=plan.rows_read)
+
+    async def unreachable_endpoints(self, request: BatchRequest) -> builtins.list[str]:
+        """What is wrong with each LLM endpoint the batch ``request`` would use that cannot be
+        reached or refuses its key (one line each, naming it and how to point elsewhere);
+        empty when all answer. Raises what create raises for an unusable flow or axes."""
+
+        def prepare() -> tuple[FlowConfig, Grid]:
+            flow = self.flows.get(request.flow)
+            return flow, grid_for(flow, request)
+
+        return await self._unreachable(*await anyio.to_thread.run_sync(prepare))
+
+    async def _unreachable(self, flow: FlowConfig, grid: Grid) -> builtins.list[str]:
+        from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints
+
+        endpoints = flow_endpoints(flow, grid.combinations)
+        return [describe(e, problem) for e, problem in await check_endpoints(endpoints)]
 
     def _published(self, batch_id: str) -> None:
         self.store.mark_published(batch_id)
@@ -180,12 +211,14 @@ class BatchService:
             batch = self.store.get_batch(full_id)
         errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
         combinations = self._per_combination(batch, counts) if per_combination else None
+        live = batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING)
         return BatchSummary(
             batch=batch,
             counts=counts,
             common_errors=errors,
             now=time.time(),
             combinations=combinations,
+            endpoints_down=endpoints_down(self.store, full_id) if live else [],
         )
 
     def _per_combination(

@@ -36,6 +36,7 @@ from buttermilk.errors import (
 from buttermilk.flows.agents import Console, JobContext, set_current_job
 from buttermilk.flows.meter import Meter
 from buttermilk.flows.runner import spent_by
+from buttermilk.llm.health import EndpointHealth, endpoint_wait, watch_endpoints
 from buttermilk.queue.base import Delivery, Queue
 from buttermilk.store.lost import ERROR_TYPE as LOST_ERROR
 from buttermilk.store.store import Claim, Claimed, Outcome, Skipped, SkipReason, Store
@@ -55,6 +56,7 @@ class _Running:
     claimed: Claimed
     scope: anyio.CancelScope
     cancel_reason: str | None = None
+    release_delay: float = 0.0  # seconds its message waits when given back
 
 
 def _printable(text: str) -> str:
@@ -107,6 +109,7 @@ class Worker:
         self.failure: StoreError | None = None
         """Why the worker gave up, if it did (``run`` raises it too)."""
         self._messages = Messages(queue)
+        self._endpoints = EndpointHealth(self.name, store)
 
     # -- public --------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class Worker:
         StoreError when the worker gave up on an unreachable store (see ``idle_timeout``).
         """
         self.stats = WorkerStats()
+        watch_endpoints(self._endpoints)  # its jobs' LLM agents see the endpoints' health
         # Make what the transport is missing, and learn its real lease.
         await self.queue.prepare(interactive=self.options.interactive)
         async with anyio.create_task_group() as services:
@@ -338,6 +342,7 @@ class Worker:
             except LookupError:
                 return None
             ctx = await anyio.to_thread.run_sync(BatchContext.load, info, self.options.concurrency)
+            await self._endpoints.check(ctx.endpoints(), batch_id)  # jobs of a down one wait
             self._batches[batch_id] = ctx
             return ctx
 
@@ -455,7 +460,7 @@ class Worker:
         # Shielded: a hard stop must not cut storing an outcome and its ack apart. Waiting
         # for an unreachable store ends with the outage's abandon() on stop instead.
         with anyio.CancelScope(shield=True):
-            await self._settle(delivery, ctx, result.attempts, outcome)
+            await self._settle(delivery, ctx, result.attempts, outcome, running.release_delay)
 
     async def _run_job(self, ctx: BatchContext, running: _Running) -> Outcome:
         claimed = running.claimed
@@ -505,6 +510,9 @@ class Worker:
             )
         if error is None:
             return claimed.outcome(JobStatus.COMPLETED, duration=duration, result=result)
+        running.release_delay = endpoint_wait(error) or 0.0
+        if running.release_delay:  # an LLM endpoint is down: the job waits, not fails
+            return claimed.outcome(JobStatus.PENDING, duration=duration, release=True, result=spent)
         final = (
             isinstance(error, PermanentError)
             or error is variant.error
@@ -540,9 +548,9 @@ class Worker:
             raise JobTimeoutError(f"job ran longer than job_timeout={limit}s") from None
 
     async def _settle(
-        self, delivery: Delivery, ctx: BatchContext, attempt: int, outcome: Outcome
+        self, delivery: Delivery, ctx: BatchContext, attempt: int, outcome: Outcome, delay: float
     ) -> None:
-        """Store the outcome, then ack or give the message back.
+        """Store the outcome, then ack or give the message back (released: in ``delay`` s).
 
         Raises GaveUp (the message is then given back) if the worker gave up on the store.
         """
@@ -570,7 +578,9 @@ class Worker:
             return
         if outcome.status == JobStatus.PENDING:
             if outcome.release:
-                await self._messages.give_back(delivery)
+                if delay:  # the worker must not idle out before it comes back
+                    self._retries.add(outcome.batch_id, delay)
+                await self._messages.give_back(delivery, delay)
             else:
                 self.stats.retried += 1
                 delay = retry_delay(ctx.info.request.retry_delay, attempt)

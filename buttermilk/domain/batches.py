@@ -73,6 +73,15 @@ class ErrorCount(BaseModel):
     count: int
 
 
+class EndpointDown(BaseModel):
+    """An LLM endpoint that workers found down while running the batch: its jobs wait."""
+
+    endpoint: str  # the base URL
+    since: float  # UNIX seconds: when the first worker marked it down
+    error: str  # the last failure a worker saw (one line)
+    workers: int  # workers that have it down
+
+
 class BatchSummary(BaseModel):
     """A batch with its live counts, for ``status`` and ``list``."""
 
@@ -82,6 +91,8 @@ class BatchSummary(BaseModel):
     now: float
     combinations: list[CombinationProgress] | None = None
     """Counts per combination in planned order (None: not read, as in ``list``)."""
+    endpoints_down: list[EndpointDown] = Field(default_factory=list)
+    """LLM endpoints workers have found down (read for a live batch's ``status`` only)."""
 
     @property
     def done(self) -> int:
@@ -177,4 +188,5 @@ class BatchSummary(BaseModel):
             "combinations": None
             if self.combinations is None
             else [c.as_json() for c in self.combinations],
+            "endpoints_down": [e.model_dump() for e in self.endpoints_down],
         }

@@ -155,6 +155,23 @@ class LoopClients:
                 raise
             return failure
 
+    async def fetch(self, path: str) -> Posted | Failure:
+        """GET ``path`` under the base URL: the answer's body when its status is 2xx, else
+        (or when the call failed) why not."""
+        session = await self.get()
+        try:
+            url = self.base_url + path
+            async with session.get(url, headers=self._headers()) as response:
+                answer = await response.read()
+                if response.status < 300:
+                    return Posted(answer)
+                return status_failure(response.status, response.headers, _json_or_text(answer))
+        except Exception as exc:  # classified below; anything else is not ours to handle
+            failure = classify(exc)
+            if failure is None:
+                raise
+            return failure
+
     async def aclose(self) -> None:
         """Close the running loop's session and its connections (made again if needed)."""
         with self._lock:

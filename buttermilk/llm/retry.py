@@ -43,6 +43,13 @@ class Failure:
     reason: str  # one line, from the status and the server's message
     status: int | None = None
     retry_after: float | None = None  # seconds the server asked us to wait
+    connection: bool = False  # the connection failed or broke (no HTTP answer, no timeout)
+
+    @property
+    def outage(self) -> bool:
+        """Whether it says the endpoint is away: a transient failed connection or 5xx (not a
+        timeout, a 429, or a 5xx that names a refused request and so is not transient)."""
+        return self.transient and (self.connection or (self.status or 0) >= 500)
 
 
 def status_failure(
@@ -66,7 +73,9 @@ def classify(exc: BaseException) -> Failure | None:
         return Failure(True, "the request timed out")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return Failure(
-            True, f"connection failed ({_one_line(str(exc) or type(exc).__name__, 200)})"
+            True,
+            f"connection failed ({_one_line(str(exc) or type(exc).__name__, 200)})",
+            connection=True,
         )
     return None
 

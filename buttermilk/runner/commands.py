@@ -310,7 +310,7 @@ async def create(app: App) -> int:
     wait_console = settings.batch.wait and request.interactive
     if wait_console:
         _console_for(True)  # fail before creating anything
-    created = await app.service.create(request)
+    created = await app.service.create(request, check_endpoints=settings.batch.check_endpoints)
     batch = created.batch
     log.info(
         "created batch %s: %d jobs of flow %s (%d records read; queue %s)",
@@ -465,6 +465,9 @@ async def estimate(app: App) -> int:
     from buttermilk.runner.estimate_view import estimate_view
 
     found = await anyio.to_thread.run_sync(estimate_batch, app.service.flows, request)
+    if app.settings.batch.check_endpoints:
+        for problem in await app.service.unreachable_endpoints(request):
+            log.warning("%s", problem)
     if app.json:
         render.print_json(found.as_json())
     else:

@@ -92,6 +92,7 @@ class BatchSettings(BaseModel):
     worker_concurrency: Count = 100
     grace_period: Seconds = 30.0
     interactive: bool = False
+    check_endpoints: bool = True
     request: dict[str, Any] = Field(default_factory=dict)
 
     def to_request(self, flow: str) -> BatchRequest:

@@ -130,6 +130,20 @@ llm_cache = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# LLM endpoints a worker found down, per batch whose jobs wait for them (one row per
+# batch, endpoint and worker; deleted when the endpoint is back). A row not refreshed
+# for a while is of a worker that went away, and no longer counts.
+llm_endpoints = Table(
+    "llm_endpoints",
+    metadata,
+    Column("batch_id", String(32), primary_key=True),
+    Column("endpoint", String(512), primary_key=True),
+    Column("worker", String(128), primary_key=True),
+    Column("since", Float, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
 ADDED_COLUMNS = {
     "batches": (
         "max_cost",
