@@ -32,7 +32,7 @@ import anyio
 from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
-from buttermilk.flows.agents import current_job
+from buttermilk.flows.agents import JobContext, current_job
 from buttermilk.flows.meter import Meter
 from buttermilk.flows.runner import mark_spent
 from buttermilk.llm.clients import Posted, shared_clients
@@ -48,6 +48,14 @@ from buttermilk.llm.limits import (
     cache_key,
 )
 from buttermilk.llm.prompts import PromptTemplate
+from buttermilk.llm.response_format import (
+    MODES,
+    PROBE_MESSAGES,
+    Formats,
+    probe_mode,
+    refuses_format,
+    settle,
+)
 from buttermilk.llm.retry import (
     Failure,
     LLMRefusedError,
@@ -84,30 +92,26 @@ class _Tally:
     calls: int = 0
     model: str = ""
     finish_reason: str | None = None  # of the last answer
+    mode: str = ""  # the response mode of the last call (see buttermilk.llm.response_format)
+    retrying: bool = False  # the calls now asked again for an answer that did not fit
+
+
+def _job() -> JobContext | None:
+    """The batch job this call runs in (None outside one)."""
+    try:
+        return current_job()
+    except LookupError:
+        return None
 
 
 def _job_store() -> Store | None:
-    """The batch store of the job this call runs in (None outside a batch job)."""
-    try:
-        return current_job().store
-    except LookupError:
-        return None
+    job = _job()
+    return job.store if job else None
 
 
 def _job_meter() -> Meter | None:
-    """The meter of the job this call runs in (None outside a batch job)."""
-    try:
-        return current_job().meter
-    except LookupError:
-        return None
-
-
-def _job_repeat() -> int:
-    """The repeat of the job this call runs in (0 outside a batch job)."""
-    try:
-        return current_job().repeat
-    except LookupError:
-        return 0
+    job = _job()
+    return job.meter if job else None
 
 
 class LLM:
@@ -118,9 +122,12 @@ class LLM:
     ``total_tokens``, and ``cached_input_tokens`` and ``reasoning_tokens`` when the endpoint
     reports them, summed over every call for the record), ``latency`` (seconds),
     ``attempts`` (calls made), ``cost`` (USD, null without a price; see
-    :meth:`~buttermilk.llm.usage.Usage.cost`) and ``cached``. In a batch job every answered
-    call is also added to the job's :class:`~buttermilk.flows.meter.Meter`, so a job
-    cancelled or timed out still reports what its calls cost.
+    :meth:`~buttermilk.llm.usage.Usage.cost`), ``cached`` and ``response_mode`` (how the
+    answer was asked for: ``json_schema``, ``json_object``, ``instructions`` or ``text``;
+    see :mod:`buttermilk.llm.response_format`). ``usage.schema_retry_calls`` counts the
+    answered calls that asked again after an answer did not fit the schema. In a batch job
+    every answered call is also added to the job's :class:`~buttermilk.flows.meter.Meter`,
+    so a job cancelled or timed out still reports what its calls cost.
 
     Errors: :class:`~buttermilk.llm.retry.LLMRefusedError` (permanent) when the endpoint
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
@@ -161,6 +168,8 @@ class LLM:
         self.json_mode = config.json_mode if config.json_mode is not None else bool(self.schema)
         self.schema_json = self.schema.json_schema() if self.schema else None
         self.instructions = self._instructions()
+        self.formats = Formats.of(self.schema_json, self.json_mode, config.extra)
+        self.endpoint = (config.base_url, config.model)  # what response modes are known for
 
         self.limits = Limits(
             config.requests_per_minute, config.tokens_per_minute, config.rate_burst
@@ -229,14 +238,16 @@ class LLM:
         store = _job_store()
         return StoreResponseCache(store) if store is not None else SHARED_CACHE
 
-    def cache_key(self, messages: Messages) -> str:
-        """The response cache's key for a request of these messages in the job running now.
+    def cache_key(self, messages: Messages, mode: str) -> str:
+        """The response cache's key for a request of these messages asked in response
+        ``mode`` in the job running now.
 
         The job's repeat is part of it: repeats exist to measure how answers vary, so
         repeat 2 is asked again even at ``temperature: 0`` (providers are not
         deterministic there either), and a later batch of the same grid finds each
         repeat's own answer.
         """
+        job = _job()
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
         return cache_key(
             self.config.model,
@@ -244,8 +255,19 @@ class LLM:
             sampling,
             self.schema_json,
             endpoint=self.config.base_url,
-            repeat=_job_repeat(),
+            repeat=job.repeat if job else 0,
+            mode=mode,
         )
+
+    async def _cached(self, cache: ResponseCache, messages: Messages) -> dict[str, Any] | None:
+        """A kept answer: in the endpoint's known mode, else in any mode it may take."""
+        mode, settled = MODES.start(self.endpoint, self.formats)
+        modes = self.formats.modes
+        for each in [mode] if settled else modes[modes.index(mode) :]:
+            hit = await cache.get(self.cache_key(messages, each))
+            if hit is not None:
+                return hit
+        return None
 
     # -- the call --------------------------------------------------------------------
 
@@ -255,9 +277,8 @@ class LLM:
         started = time.perf_counter()
         messages = self.render_messages(record, outputs, parameters)
         cache = self.response_cache()
-        key = self.cache_key(messages) if cache is not None else None
-        if cache is not None and key is not None:
-            hit = await cache.get(key)
+        if cache is not None:
+            hit = await self._cached(cache, messages)
             if hit is not None:
                 return {
                     **hit,
@@ -281,9 +302,10 @@ class LLM:
             "attempts": tally.calls,
             **self._spent(tally),
             "cached": False,
+            "response_mode": tally.mode,
         }
-        if cache is not None and key is not None:
-            await cache.put(key, result)
+        if cache is not None:
+            await cache.put(self.cache_key(messages, tally.mode), result)
         return result
 
     def _spent(self, tally: _Tally) -> dict[str, Any]:
@@ -298,6 +320,7 @@ class LLM:
         """The parsed answer and its text; asks again while it does not fit the schema."""
         conversation = messages
         for attempt in range(self.config.schema_retries + 1):
+            tally.retrying = attempt > 0
             raw = await self._complete(conversation, tally, limiter)
             if self.schema is None and not self.json_mode:
                 return raw, raw
@@ -338,17 +361,15 @@ class LLM:
         model = self.config.model
         # Counting tokens costs CPU per call; only a rate limiter has a use for it.
         estimate = 0 if isinstance(limiter, NoRateLimit) else self.estimate_tokens(messages)
-        request = self._request(messages)
         for retry in range(self.config.max_retries + 1):
             await limiter.acquire(model, estimate)
-            tally.calls += 1
-            outcome = await self._call_once(request, tally)
+            outcome = await self._call_once(messages, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)
                 return text
             await limiter.report(model, estimate, 0)
-            if not outcome.transient:
+            if not outcome.transient or refuses_format(outcome):
                 raise LLMRefusedError(self._describe(outcome))
             if retry == self.config.max_retries:
                 raise LLMUnavailableError(
@@ -364,15 +385,34 @@ class LLM:
             await anyio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _call_once(self, request: dict[str, Any], tally: _Tally) -> tuple[str, int] | Failure:
-        """The answer's text and the tokens spent on it, or why there is none."""
-        posted = await self._post(request, tally)
+    async def _call_once(self, messages: Messages, tally: _Tally) -> tuple[str, int] | Failure:
+        """The answer's text and the tokens spent on it, or why there is none. Asked in
+        the best response mode the endpoint takes, probed first when none is known yet
+        (and sent again at once in the next mode when it refuses one; see
+        :mod:`buttermilk.llm.response_format`)."""
+        config = self.config
+
+        async def post(request: dict[str, Any]) -> Posted | Failure:
+            return await self._post(request, tally)
+
+        probed = await settle(post, config.model, self.formats, self.endpoint, config.extra)
+        answer = None if probed is None else parse_completion(probed.body)
+        if answer is not None and not isinstance(answer, Failure):  # the probe is paid too
+            self._count(answer, list(PROBE_MESSAGES), tally)
+
+        async def send(request: dict[str, Any]) -> Posted | Failure:
+            tally.calls += 1
+            return await post(request)
+
+        tally.mode, posted = await probe_mode(
+            send, lambda mode: self._request(messages, mode), self.formats, self.endpoint
+        )
         if isinstance(posted, Failure):
             return posted
         answer = parse_completion(posted.body)
         if isinstance(answer, Failure):
             return answer
-        spent = self._count(answer, request, tally)
+        spent = self._count(answer, messages, tally)
         log.debug("LLM %s: answered, %d tokens", self.config.model, spent)
         return answer.text, spent
 
@@ -408,14 +448,14 @@ class LLM:
             return
         answer = None if isinstance(posted, Failure) else parse_completion(posted.body)
         if answer is not None and not isinstance(answer, Failure):
-            self._count(answer, request, tally)
+            self._count(answer, request["messages"], tally)
 
-    def _count(self, answer: Completion, request: dict[str, Any], tally: _Tally) -> int:
+    def _count(self, answer: Completion, messages: Messages, tally: _Tally) -> int:
         """Add what an answered call spent to the record's tally and the job's meter;
         returns its tokens."""
         tally.model = answer.model or self.config.model
         tally.finish_reason = answer.finish_reason
-        call = Usage()
+        call = Usage(schema_retry_calls=int(tally.retrying))
         if answer.usage is not None:
             call.add(
                 *answer.usage,
@@ -423,7 +463,7 @@ class LLM:
                 reasoning_tokens=answer.reasoning_tokens,
             )
         else:
-            call.add(count_tokens(request["messages"]), count_text(answer.text), estimated=True)
+            call.add(count_tokens(messages), count_text(answer.text), estimated=True)
         self._add(call, tally)
         return call.total_tokens
 
@@ -433,14 +473,15 @@ class LLM:
         if meter is not None:
             meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
 
-    def _request(self, messages: Messages) -> dict[str, Any]:
+    def _request(self, messages: Messages, mode: str) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
             **self.config.sampling(),
         }
-        if self.json_mode:
-            request["response_format"] = {"type": "json_object"}
+        response_format = self.formats.body(mode)
+        if response_format is not None:
+            request["response_format"] = response_format
         if self.config.extra:
             request.update(self.config.extra)  # extra fields go in the body as given
         return request

@@ -43,6 +43,7 @@ class Failure:
     reason: str  # one line, from the status and the server's message
     status: int | None = None
     retry_after: float | None = None  # seconds the server asked us to wait
+    names_response_format: bool = False  # the error body names the request's response_format
 
 
 def status_failure(
@@ -53,7 +54,7 @@ def status_failure(
     wait = parse_retry_after(headers, now) if transient else None
     detail = _server_message(body)
     reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-    return Failure(transient, reason, status, wait)
+    return Failure(transient, reason, status, wait, "response_format" in str(body))
 
 
 def classify(exc: BaseException) -> Failure | None:
