@@ -19,8 +19,6 @@ Every option is described in :class:`buttermilk.llm.config.LLMConfig`.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import time
@@ -33,7 +31,6 @@ from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import JobContext, current_job
-from buttermilk.flows.meter import Meter
 from buttermilk.flows.runner import mark_spent
 from buttermilk.llm.clients import Posted, shared_clients
 from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
@@ -52,6 +49,8 @@ from buttermilk.llm.response_format import (
     MODES,
     PROBE_MESSAGES,
     Formats,
+    instructions,
+    kept_modes,
     probe_mode,
     refuses_format,
     settle,
@@ -67,13 +66,13 @@ from buttermilk.llm.schema import (
     AnswerSchema,
     InvalidAnswerError,
     extract_json,
+    feedback,
     load_schema,
 )
 from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
 from buttermilk.llm.usage import Price, PriceTable, Usage, count_text, count_tokens
 from buttermilk.records import Record
 from buttermilk.runner.settings import describe_validation_error
-from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +101,6 @@ def _job() -> JobContext | None:
         return current_job()
     except LookupError:
         return None
-
-
-def _job_store() -> Store | None:
-    job = _job()
-    return job.store if job else None
-
-
-def _job_meter() -> Meter | None:
-    job = _job()
-    return job.meter if job else None
 
 
 class LLM:
@@ -167,7 +156,8 @@ class LLM:
         self.schema: AnswerSchema | None = load_schema(config.answer_schema, config.schema_model)
         self.json_mode = config.json_mode if config.json_mode is not None else bool(self.schema)
         self.schema_json = self.schema.json_schema() if self.schema else None
-        self.instructions = self._instructions()
+        told = config.schema_instructions
+        self.instructions = instructions(self.schema_json, self.json_mode) if told else ""
         self.formats = Formats.of(self.schema_json, self.json_mode, config.extra)
         self.endpoint = (config.base_url, config.model)  # what response modes are known for
 
@@ -189,17 +179,6 @@ class LLM:
         self.clients = shared_clients(config.base_url, config.api_key_env, config.timeout)
 
     # -- what is sent ----------------------------------------------------------------
-
-    def _instructions(self) -> str:
-        if not self.config.schema_instructions:
-            return ""
-        if self.schema_json is not None:
-            schema = json.dumps(self.schema_json, ensure_ascii=False)
-            return (
-                "Answer with only a JSON value that matches this JSON Schema, "
-                f"and no other text:\n{schema}"
-            )
-        return "Answer with only JSON, and no other text." if self.json_mode else ""
 
     def render_messages(
         self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
@@ -224,7 +203,8 @@ class LLM:
         process's."""
         if self._given_limiter is not None:
             return self._given_limiter
-        store = _job_store() if self.limits else None
+        job = _job() if self.limits else None
+        store = job.store if job else None
         if store is None:
             return self._local_limiter
         return StoreRateLimiter(store, self.limits, scope=self.config.base_url)
@@ -235,12 +215,13 @@ class LLM:
             return None
         if self._given_cache is not None:
             return self._given_cache
-        store = _job_store()
-        return StoreResponseCache(store) if store is not None else SHARED_CACHE
+        job = _job()
+        return StoreResponseCache(job.store) if job and job.store is not None else SHARED_CACHE
 
-    def cache_key(self, messages: Messages, mode: str) -> str:
+    def cache_key(self, messages: Messages, mode: str | None = None) -> str:
         """The response cache's key for a request of these messages asked in response
-        ``mode`` in the job running now.
+        ``mode`` (default: the one a call would start in now) in the job running now. A
+        request sending no ``response_format`` keys as before modes existed.
 
         The job's repeat is part of it: repeats exist to measure how answers vary, so
         repeat 2 is asked again even at ``temperature: 0`` (providers are not
@@ -248,6 +229,7 @@ class LLM:
         repeat's own answer.
         """
         job = _job()
+        mode = mode or MODES.start(self.endpoint, self.formats)[0]
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
         return cache_key(
             self.config.model,
@@ -256,18 +238,8 @@ class LLM:
             self.schema_json,
             endpoint=self.config.base_url,
             repeat=job.repeat if job else 0,
-            mode=mode,
+            mode=None if self.formats.body(mode) is None else mode,
         )
-
-    async def _cached(self, cache: ResponseCache, messages: Messages) -> dict[str, Any] | None:
-        """A kept answer: in the endpoint's known mode, else in any mode it may take."""
-        mode, settled = MODES.start(self.endpoint, self.formats)
-        modes = self.formats.modes
-        for each in [mode] if settled else modes[modes.index(mode) :]:
-            hit = await cache.get(self.cache_key(messages, each))
-            if hit is not None:
-                return hit
-        return None
 
     # -- the call --------------------------------------------------------------------
 
@@ -277,8 +249,9 @@ class LLM:
         started = time.perf_counter()
         messages = self.render_messages(record, outputs, parameters)
         cache = self.response_cache()
-        if cache is not None:
-            hit = await self._cached(cache, messages)
+        kept = kept_modes(self.formats, self.endpoint) if cache is not None else []
+        for mode in kept:
+            hit = None if cache is None else await cache.get(self.cache_key(messages, mode))
             if hit is not None:
                 return {
                     **hit,
@@ -342,11 +315,7 @@ class LLM:
                 conversation = [
                     *messages,
                     {"role": "assistant", "content": raw},
-                    {
-                        "role": "user",
-                        "content": f"That answer cannot be used: {problem}. "
-                        "Answer again, with only the JSON.",
-                    },
+                    {"role": "user", "content": feedback(problem)},
                 ]
         quoted = raw if len(raw) <= RAW_IN_ERRORS else raw[:RAW_IN_ERRORS] + "..."
         raise InvalidAnswerError(
@@ -396,9 +365,7 @@ class LLM:
             return await self._post(request, tally)
 
         probed = await settle(post, config.model, self.formats, self.endpoint, config.extra)
-        answer = None if probed is None else parse_completion(probed.body)
-        if answer is not None and not isinstance(answer, Failure):  # the probe is paid too
-            self._count(answer, list(PROBE_MESSAGES), tally)
+        self._count_posted(probed, list(PROBE_MESSAGES), tally)  # the probe is paid too
 
         async def send(request: dict[str, Any]) -> Posted | Failure:
             tally.calls += 1
@@ -421,21 +388,17 @@ class LLM:
         ``max_cost``, timed out or given back at shutdown), it still waits for the answer the
         endpoint bills, up to :data:`ANSWER_GRACE` seconds, and counts it before the
         cancellation goes on (a call unanswered by then counts its estimated prompt)."""
-        task = asyncio.ensure_future(self.clients.post(COMPLETIONS, request))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                await self._count_cancelled(task, request, tally)
-            raise
-
-    async def _count_cancelled(
-        self, task: asyncio.Future[Posted | Failure], request: dict[str, Any], tally: _Tally
-    ) -> None:
         grace = min(ANSWER_GRACE, self.config.timeout)
-        try:
-            posted = await asyncio.wait_for(task, grace)
-        except TimeoutError:
+
+        def late(posted: Posted | Failure | None) -> None:
+            self._count_late(posted, request, tally, grace)
+
+        return await self.clients.post_paid(COMPLETIONS, request, grace, late)
+
+    def _count_late(
+        self, posted: Posted | Failure | None, request: dict[str, Any], tally: _Tally, grace: float
+    ) -> None:
+        if posted is None:
             estimate = Usage()
             estimate.add(count_tokens(request["messages"]), 0, estimated=True)
             self._add(estimate, tally)
@@ -446,9 +409,14 @@ class LLM:
                 grace,
             )
             return
-        answer = None if isinstance(posted, Failure) else parse_completion(posted.body)
+        self._count_posted(posted, request["messages"], tally)
+
+    def _count_posted(
+        self, posted: Posted | Failure | None, messages: Messages, tally: _Tally
+    ) -> None:
+        answer = parse_completion(posted.body) if isinstance(posted, Posted) else None
         if answer is not None and not isinstance(answer, Failure):
-            self._count(answer, request["messages"], tally)
+            self._count(answer, messages, tally)
 
     def _count(self, answer: Completion, messages: Messages, tally: _Tally) -> int:
         """Add what an answered call spent to the record's tally and the job's meter;
@@ -469,9 +437,9 @@ class LLM:
 
     def _add(self, call: Usage, tally: _Tally) -> None:
         tally.usage.merge(call)
-        meter = _job_meter()
-        if meter is not None:
-            meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
+        job = _job()
+        if job is not None and job.meter is not None:
+            job.meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
 
     def _request(self, messages: Messages, mode: str) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -508,11 +476,5 @@ class LLM:
         return text.replace(key, "***") if key and len(key) >= 4 else text
 
     def price_of(self, reported_model: str | None = None) -> Price | None:
-        """The price of calls: ``price``, else the table's for the configured model, else
-        the table's for the model the server reported (None when none is known)."""
-        if self.config.price is not None:
-            return self.config.price
-        found = self.prices.get(self.config.model)
-        if found is None and reported_model:
-            found = self.prices.get(reported_model)
-        return found
+        """The price of calls (see :meth:`~buttermilk.llm.config.LLMConfig.price_of`)."""
+        return self.config.price_of(reported_model, self.prices)

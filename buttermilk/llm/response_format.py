@@ -31,6 +31,7 @@ teaches nothing: calls then go ahead and learn from their own refusals.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -62,6 +63,9 @@ STRICT_KEYWORDS = frozenset(
 )
 STRICT_DEPTH, STRICT_PROPERTIES = 10, 5000
 _NAME = re.compile(r"[^a-zA-Z0-9_-]+")
+SCHEMA_INSTRUCTIONS = (
+    "Answer with only a JSON value that matches this JSON Schema, and no other text:\n"
+)
 
 
 def strict_allowed(schema: Mapping[str, Any]) -> bool:
@@ -147,12 +151,28 @@ class Formats:
         return self.modes[at + 1] if at + 1 < len(self.modes) else None
 
 
+def instructions(schema: Mapping[str, Any] | None, json_mode: bool) -> str:
+    """What the system message says of the answer's form (in every mode: a constrained
+    answer still gains from the schema's descriptions); empty when ``json_mode`` is off
+    and there is no schema."""
+    if schema is not None:
+        return SCHEMA_INSTRUCTIONS + json.dumps(schema, ensure_ascii=False)
+    return "Answer with only JSON, and no other text." if json_mode else ""
+
+
 def refuses_format(failure: Failure) -> bool:
     """Whether ``failure`` is an endpoint refusing the ``response_format`` it was sent."""
     return failure.status in REFUSAL_STATUSES and failure.names_response_format
 
 
 Endpoint = tuple[str, str]  # (base URL, model)
+
+
+def kept_modes(formats: Formats, endpoint: Endpoint) -> list[str]:
+    """The modes an answer kept in a response cache for ``formats`` at ``endpoint`` may
+    have been asked in: the one known to answer there, else any the endpoint may take."""
+    mode, settled = MODES.start(endpoint, formats)
+    return [mode] if settled else list(formats.modes[formats.modes.index(mode) :])
 
 
 @dataclass

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from buttermilk.errors import PermanentError, UsageError
 
+#: Characters of a problem told to the model when it is asked again (about: a path, a
+#: message cut at 300 characters, and a note when the answer was cut off).
+PROBLEM_CHARS = 400
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 
 
@@ -39,6 +42,11 @@ class AnswerSchema(Protocol):
     def json_schema(self) -> dict[str, Any]:
         """The schema as JSON Schema (shown to the model, part of the cache key)."""
         ...
+
+
+def feedback(problem: str) -> str:
+    """What the model is told when its answer did not fit (with ``schema_feedback``)."""
+    return f"That answer cannot be used: {problem}. Answer again, with only the JSON."
 
 
 def extract_json(text: str) -> Any:
