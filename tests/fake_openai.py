@@ -7,7 +7,11 @@ it, 401 as one refusing the key); it is not scripted, and
 counted in ``model_lists`` rather than ``requests``. ``stop()`` closes the port (a server
 that went away) and ``restart()`` opens it again. A step is a :class:`Reply`, or a function of the
 request returning one. Every request is recorded with its arrival time, so a test can
-measure the waits between calls. Used through the ``fake_openai`` fixture::
+measure the waits between calls. Like a real server, it may refuse a ``response_format``
+type (:meth:`FakeOpenAI.refuse`) before any step is taken. The one-token probes an agent
+sends to learn which ``response_format`` an endpoint takes are kept apart
+(:attr:`FakeOpenAI.probes`) and answered at once (``{}``, at ``probe_usage`` tokens), so
+a script and ``requests`` are about real calls. Used through the ``fake_openai`` fixture::
 
     def test_x(fake_openai: FakeOpenAI) -> None:
         fake_openai.script(error(429, headers={"Retry-After": "1"}), answer("hi"))
@@ -29,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from buttermilk.llm.response_format import MODES, PROBE_MESSAGES
 
 COMPLETIONS = "/v1/chat/completions"
 MODELS = "/v1/models"
@@ -84,11 +90,42 @@ def error(status: int, message: str = "", headers: dict[str, str] | None = None)
     return Reply(status=status, body=body, headers=headers or {})
 
 
+def openai_refusal(kind: str) -> Reply:
+    """OpenAI's answer to a response_format the model does not support (HTTP 400)."""
+    message = (
+        f"Invalid parameter: 'response_format' of type '{kind}' is not supported with this model."
+    )
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "response_format",
+            "code": None,
+        }
+    }
+    return Reply(status=400, body=body)
+
+
+def llama_cpp_refusal(kind: str) -> Reply:
+    """llama-cpp-python 0.3's server's answer to a response_format type it lacks (HTTP 500,
+    its request validation error as text)."""
+    detail = (
+        "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        f"'msg': \"Input should be 'text' or 'json_object'\", 'input': '{kind}', "
+        "'ctx': {'expected': \"'text' or 'json_object'\"}}]"
+    )
+    body = {"error": {"message": detail, "type": "internal_server_error"}}
+    return Reply(status=500, body=body)
+
+
 class FakeOpenAI:
     """The server; ``start()`` it, or use the ``fake_openai`` fixture."""
 
     def __init__(self) -> None:
         self.default: Step = Reply()
+        self._refused: dict[str, Callable[[str], Reply]] = {}
+        self._probes: list[Seen] = []
+        self.probe_usage: tuple[int, int] = (0, 0)  # what a probe costs (prompt, answer)
         self._script: deque[Step] = deque()
         self._requests: list[Seen] = []
         self._changed = threading.Condition()
@@ -115,6 +152,22 @@ class FakeOpenAI:
         """Answer the next requests with these steps, in order."""
         with self._changed:
             self._script.extend(steps)
+
+    def refuse(self, kind: str, how: Callable[[str], Reply] = openai_refusal) -> None:
+        """Refuse every request whose ``response_format`` has type ``kind`` with ``how(kind)``
+        (the request is recorded; no step of the script is taken)."""
+        self._refused[kind] = how
+
+    @property
+    def probes(self) -> list[Seen]:
+        """The probes received (not in :attr:`requests`)."""
+        with self._changed:
+            return list(self._probes)
+
+    def refusals(self) -> list[Seen]:
+        """The requests and probes refused for their response_format."""
+        every = [*self.probes, *self.requests]
+        return [seen for seen in every if _format_type(seen) in self._refused]
 
     def always(self, step: Step) -> None:
         """Answer with ``step`` once the script is used up."""
@@ -168,8 +221,14 @@ class FakeOpenAI:
 
     def _received(self, seen: Seen) -> Step:
         with self._changed:
-            self._requests.append(seen)
+            probe = _is_probe(seen)
+            (self._probes if probe else self._requests).append(seen)
             self._changed.notify_all()
+            refused = self._refused.get(_format_type(seen) or "")
+            if refused is not None:
+                return refused(_format_type(seen) or "")
+            if probe:
+                return Reply("{}", usage=self.probe_usage, finish_reason="length")
             return self._script.popleft() if self._script else self.default
 
     def _track(self, conn: socket.socket, alive: bool) -> None:
@@ -253,6 +312,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+def _is_probe(seen: Seen) -> bool:
+    body = seen.body if isinstance(seen.body, dict) else {}
+    return body.get("messages") == list(PROBE_MESSAGES) and body.get("max_tokens") == 1
+
+
+def _format_type(seen: Seen) -> str | None:
+    found = seen.body.get("response_format") if isinstance(seen.body, dict) else None
+    kind = found.get("type") if isinstance(found, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _completion(seen: Seen, reply: Reply) -> dict[str, Any]:
     if reply.usage is not None:
         prompt, completion = reply.usage
@@ -288,7 +358,9 @@ def _completion(seen: Seen, reply: Reply) -> dict[str, Any]:
 
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
-    """A started fake server, closed after the test."""
+    """A started fake server, closed after the test. The response modes this process
+    learnt of earlier servers (at the same port, maybe) are forgotten."""
+    MODES.forget()
     server = FakeOpenAI().start()
     try:
         yield server

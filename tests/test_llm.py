@@ -168,8 +168,12 @@ def test_a_schema_answer_is_parsed_from_a_json_fence_and_validated(
 
     assert out["answer"] == {"label": "positive", "confidence": 0.9}
     assert out["raw"].startswith("Here you go:")
+    assert out["response_mode"] == "json_schema"
     [seen] = fake_openai.requests
-    assert seen.body["response_format"] == {"type": "json_object"}
+    assert seen.body["response_format"] == {  # constrained to the schema, strictly
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": SENTIMENT, "strict": True},
+    }
     system = seen.text("system")
     assert "JSON Schema" in system and '"confidence"' in system
 
@@ -180,6 +184,7 @@ def test_a_schema_model_validates_and_normalises_the_answer(fake_openai: FakeOpe
     out = ask(make_llm(fake_openai, schema_model="test_llm.Verdict", json_mode=False))
 
     assert out["answer"] == {"label": "negative", "reasons": []}
+    assert out["response_mode"] == "instructions"
     assert "response_format" not in fake_openai.requests[0].body
 
 
@@ -196,7 +201,12 @@ def test_an_invalid_answer_is_asked_again_with_what_was_wrong_then_accepted(
 
     assert out["answer"] == {"label": "positive", "confidence": 0.9}
     assert out["attempts"] == 3
-    assert out["usage"] == {"input_tokens": 60, "output_tokens": 18, "total_tokens": 78}
+    assert out["usage"] == {
+        "input_tokens": 60,
+        "output_tokens": 18,
+        "total_tokens": 78,
+        "schema_retry_calls": 2,  # the calls that asked again
+    }
     first, second, third = fake_openai.requests
     assert len(first.messages) == 2
     assert second.messages[:2] == first.messages
@@ -285,7 +295,9 @@ def test_a_key_missing_from_one_record_fails_that_job_for_good_without_a_call(
         ({"temprature": 0.2}, "temprature is not a known option"),
         ({"base_url": "localhost:11434"}, "base_url must start with http"),
         ({"schema": {"type": "object"}, "schema_model": "x.Y"}, "either schema or"),
-        ({"schema": {"type": "object", "$ref": "#/x"}}, "unsupported keyword(s) ['$ref']"),
+        ({"schema": {"type": "objec"}}, "schema at $.type: 'objec' is not valid"),
+        ({"schema": {"$ref": "#/$defs/x"}}, "schema at $: $ref '#/$defs/x' cannot be resolved"),
+        ({"schema": {"$ref": "https://example.com/s.json"}}, "cannot be resolved"),
         ({"schema_model": "test_llm.make_llm"}, "is not a pydantic model"),
         ({"price": {"input": 1}}, "price.output is required"),
     ],
@@ -645,15 +657,15 @@ def test_extract_json_says_why_text_is_not_json() -> None:
     ("value", "problem"),
     [
         ({"label": "neutral", "confidence": 0}, None),
-        ({"label": "neutral", "confidence": 1.5}, "$.confidence: 1.5 is more than the maximum 1"),
-        ({"label": "neutral", "confidence": True}, "$.confidence: expected number, got boolean"),
+        ({"label": "neutral", "confidence": 1.5}, "$.confidence: 1.5 is greater than the max"),
+        ({"label": "neutral", "confidence": True}, "$.confidence: True is not of type 'number'"),
         ({"label": "meh", "confidence": 0.5}, "$.label: 'meh' is not one of"),
-        ({"label": "neutral"}, "$: missing required key(s) ['confidence']"),
-        ({"label": "neutral", "confidence": 0.1, "why": "x"}, "$: unexpected key 'why'"),
-        ([1], "$: expected object, got array"),
+        ({"label": "neutral"}, "$: 'confidence' is a required property"),
+        ({"label": "neutral", "confidence": 0.1, "why": "x"}, "$: Additional properties"),
+        ([1], "$: [1] is not of type 'object'"),
     ],
 )
-def test_the_json_schema_subset_finds_the_first_problem(value: Any, problem: str | None) -> None:
+def test_a_json_schema_names_the_path_of_the_bad_value(value: Any, problem: str | None) -> None:
     schema = JSONSchema(SENTIMENT)
     if problem is None:
         assert schema.validate(value) == value
@@ -663,7 +675,7 @@ def test_the_json_schema_subset_finds_the_first_problem(value: Any, problem: str
         assert str(caught.value).startswith(problem)
 
 
-def test_the_json_schema_subset_checks_arrays_strings_integers_and_any_of() -> None:
+def test_a_json_schema_checks_arrays_strings_integers_and_any_of() -> None:
     schema = JSONSchema(
         {
             "type": "array",
@@ -677,7 +689,12 @@ def test_the_json_schema_subset_checks_arrays_strings_integers_and_any_of() -> N
         }
     )
     assert schema.validate([1, 2.0, "abc"]) == [1, 2.0, "abc"]
-    for bad, where in [([], "$: 0 items"), ([0], "$[0]"), (["ABC"], "$[0]"), ([1.5], "$[0]")]:
+    for bad, where in [
+        ([], "$: [] should be non-empty"),
+        ([0], "$[0]"),
+        (["ABC"], "$[0]"),
+        ([1.5], "$[0]"),
+    ]:
         with pytest.raises(AnswerProblem, match=f"^{re.escape(where)}"):
             schema.validate(bad)
 
@@ -738,7 +755,8 @@ def test_the_shipped_llm_flow_labels_example_reviews_through_the_configured_endp
     ] * 2
     first = fake_openai.requests[0]
     assert first.body["model"] == "fake-gemma"
-    assert first.body["response_format"] == {"type": "json_object"}
+    assert first.body["response_format"]["type"] == "json_schema"
+    assert first.body["response_format"]["json_schema"]["strict"] is True
     assert first.text("user") == f"Review: {plan.records[0].content}"
 
 

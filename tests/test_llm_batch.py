@@ -23,6 +23,7 @@ from buttermilk.agents.llm import LLM
 from buttermilk.batch.planner import plan_records
 from buttermilk.errors import UsageError
 from buttermilk.flows.models import FlowConfig
+from buttermilk.llm.estimate import retry_tokens
 from buttermilk.llm.usage import count_tokens
 from buttermilk.runner.hydra_flows import register_resolvers
 from buttermilk.runner.settings import BatchSettings
@@ -223,17 +224,22 @@ def test_estimate_counts_calls_tokens_and_cost_without_calling_storing_or_publis
     judge = LLM(**flow.agents[1].kwargs)
     planned = plan_records(flow, shuffle=True, max_records=8, seed=5).records
     tokens = sum(count_tokens(judge.render_messages(r, {}, {"lang": "English"})) for r in planned)
+    # Up to 2 schema retries per record, each the prompt again, the bad answer and why.
+    most = 3 * tokens + 2 * 8 * retry_tokens(judge)
     assert (found["records"], found["seed"], found["other_agents"]) == (8, 5, ["first"])
     by_agent = {a["agent"]: a for a in found["agents"]}
     assert by_agent["judge"] == {
         "agent": "judge",
         "model": "t-model",
         "calls": 8,
+        "max_calls": 8 * 3,  # schema_retries=2
         "input_tokens": tokens,
+        "max_input_tokens": most,
         "price": {"input": 1.0, "output": 2.0},
         "input_cost": pytest.approx(tokens / 1_000_000),
-        "max_output_tokens": 8 * 20,
-        "max_cost": pytest.approx((tokens + 2 * 8 * 20) / 1_000_000),
+        "max_input_cost": pytest.approx(most / 1_000_000),
+        "max_output_tokens": 8 * 3 * 20,
+        "max_cost": pytest.approx((most + 2 * 8 * 3 * 20) / 1_000_000),
         "unrenderable": 0,
         "problem": None,
     }
@@ -246,6 +252,7 @@ def test_estimate_counts_calls_tokens_and_cost_without_calling_storing_or_publis
     assert any("No price for agent(s) critic" in note for note in found["notes"])
 
     assert "estimate for flow t_llm_chain: 8 records" in table
+    assert "8-24" in table and f"{tokens:,}-{most:,}" in table  # calls and tokens: a range
     assert f"{tokens:,}" in table and "critic: 8 prompt(s) cannot be rendered" in table
     assert fake_openai.requests == []
     assert env.ok("batch.command=list", "batch.format=json").json() == []

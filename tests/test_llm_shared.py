@@ -373,5 +373,6 @@ def test_a_failed_run_still_says_what_its_calls_spent(fake_openai: FakeOpenAI) -
         "cost": pytest.approx((110 * 1 + 2 * 220 * 2) / 1_000_000),
         "input_tokens": 100 + 2 * 200,
         "output_tokens": 10 + 2 * 20,
+        "schema_retry_calls": 1,  # the critic asked once more
     }
     assert spent_by(ValueError("spent nothing")) is None

@@ -106,8 +106,11 @@ def test_estimate_counts_records_x_combinations_x_repeats_at_each_combinations_p
         price = PRICES[model]
         assert combination.total() == {
             "calls": 12,  # 4 records x 3 repeats: every repeat is a call
+            "max_calls": 12,  # no schema: no retry
             "input_tokens": 3 * once,
+            "max_input_tokens": 3 * once,
             "input_cost": pytest.approx(3 * once * price["input"] / 1e6),
+            "max_input_cost": pytest.approx(3 * once * price["input"] / 1e6),
             "max_output_tokens": 12 * 10,
             "max_cost": pytest.approx((3 * once * price["input"] + 120 * price["output"]) / 1e6),
             "unrenderable": 0,

@@ -19,8 +19,6 @@ Every option is described in :class:`buttermilk.llm.config.LLMConfig`.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import time
@@ -32,8 +30,7 @@ import anyio
 from pydantic import ValidationError
 
 from buttermilk.errors import UsageError
-from buttermilk.flows.agents import current_job
-from buttermilk.flows.meter import Meter
+from buttermilk.flows.agents import JobContext, current_job
 from buttermilk.flows.runner import mark_spent
 from buttermilk.llm.clients import Posted, shared_clients
 from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
@@ -50,6 +47,16 @@ from buttermilk.llm.limits import (
     cache_key,
 )
 from buttermilk.llm.prompts import PromptTemplate
+from buttermilk.llm.response_format import (
+    MODES,
+    PROBE_MESSAGES,
+    Formats,
+    instructions,
+    kept_modes,
+    probe_mode,
+    refuses_format,
+    settle,
+)
 from buttermilk.llm.retry import (
     Failure,
     LLMRefusedError,
@@ -61,13 +68,13 @@ from buttermilk.llm.schema import (
     AnswerSchema,
     InvalidAnswerError,
     extract_json,
+    feedback,
     load_schema,
 )
 from buttermilk.llm.shared import StoreRateLimiter, StoreResponseCache
 from buttermilk.llm.usage import Price, PriceTable, Usage, count_text, count_tokens
 from buttermilk.records import Record
 from buttermilk.runner.settings import describe_validation_error
-from buttermilk.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -86,30 +93,16 @@ class _Tally:
     calls: int = 0
     model: str = ""
     finish_reason: str | None = None  # of the last answer
+    mode: str = ""  # the response mode of the last call (see buttermilk.llm.response_format)
+    retrying: bool = False  # the calls now asked again for an answer that did not fit
 
 
-def _job_store() -> Store | None:
-    """The batch store of the job this call runs in (None outside a batch job)."""
+def _job() -> JobContext | None:
+    """The batch job this call runs in (None outside one)."""
     try:
-        return current_job().store
+        return current_job()
     except LookupError:
         return None
-
-
-def _job_meter() -> Meter | None:
-    """The meter of the job this call runs in (None outside a batch job)."""
-    try:
-        return current_job().meter
-    except LookupError:
-        return None
-
-
-def _job_repeat() -> int:
-    """The repeat of the job this call runs in (0 outside a batch job)."""
-    try:
-        return current_job().repeat
-    except LookupError:
-        return 0
 
 
 class LLM:
@@ -120,9 +113,12 @@ class LLM:
     ``total_tokens``, and ``cached_input_tokens`` and ``reasoning_tokens`` when the endpoint
     reports them, summed over every call for the record), ``latency`` (seconds),
     ``attempts`` (calls made), ``cost`` (USD, null without a price; see
-    :meth:`~buttermilk.llm.usage.Usage.cost`) and ``cached``. In a batch job every answered
-    call is also added to the job's :class:`~buttermilk.flows.meter.Meter`, so a job
-    cancelled or timed out still reports what its calls cost.
+    :meth:`~buttermilk.llm.usage.Usage.cost`), ``cached`` and ``response_mode`` (how the
+    answer was asked for: ``json_schema``, ``json_object``, ``instructions`` or ``text``;
+    see :mod:`buttermilk.llm.response_format`). ``usage.schema_retry_calls`` counts the
+    answered calls that asked again after an answer did not fit the schema. In a batch job
+    every answered call is also added to the job's :class:`~buttermilk.flows.meter.Meter`,
+    so a job cancelled or timed out still reports what its calls cost.
 
     Errors: :class:`~buttermilk.llm.retry.LLMRefusedError` (permanent) when the endpoint
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
@@ -164,7 +160,10 @@ class LLM:
         self.schema: AnswerSchema | None = load_schema(config.answer_schema, config.schema_model)
         self.json_mode = config.json_mode if config.json_mode is not None else bool(self.schema)
         self.schema_json = self.schema.json_schema() if self.schema else None
-        self.instructions = self._instructions()
+        told = config.schema_instructions
+        self.instructions = instructions(self.schema_json, self.json_mode) if told else ""
+        self.formats = Formats.of(self.schema_json, self.json_mode, config.extra)
+        self.mode_key = (config.base_url, config.model)  # what response modes are known for
 
         self.limits = Limits(
             config.requests_per_minute, config.tokens_per_minute, config.rate_burst
@@ -185,17 +184,6 @@ class LLM:
         self.endpoint = Endpoint(config.base_url, config.api_key_env, config.model)
 
     # -- what is sent ----------------------------------------------------------------
-
-    def _instructions(self) -> str:
-        if not self.config.schema_instructions:
-            return ""
-        if self.schema_json is not None:
-            schema = json.dumps(self.schema_json, ensure_ascii=False)
-            return (
-                "Answer with only a JSON value that matches this JSON Schema, "
-                f"and no other text:\n{schema}"
-            )
-        return "Answer with only JSON, and no other text." if self.json_mode else ""
 
     def render_messages(
         self, record: Record, outputs: Mapping[str, Any], parameters: Mapping[str, Any]
@@ -220,7 +208,8 @@ class LLM:
         process's."""
         if self._given_limiter is not None:
             return self._given_limiter
-        store = _job_store() if self.limits else None
+        job = _job() if self.limits else None
+        store = job.store if job else None
         if store is None:
             return self._local_limiter
         return StoreRateLimiter(store, self.limits, scope=self.config.base_url)
@@ -231,17 +220,21 @@ class LLM:
             return None
         if self._given_cache is not None:
             return self._given_cache
-        store = _job_store()
-        return StoreResponseCache(store) if store is not None else SHARED_CACHE
+        job = _job()
+        return StoreResponseCache(job.store) if job and job.store is not None else SHARED_CACHE
 
-    def cache_key(self, messages: Messages) -> str:
-        """The response cache's key for a request of these messages in the job running now.
+    def cache_key(self, messages: Messages, mode: str | None = None) -> str:
+        """The response cache's key for a request of these messages asked in response
+        ``mode`` (default: the one a call would start in now) in the job running now. A
+        request sending no ``response_format`` keys as before modes existed.
 
         The job's repeat is part of it: repeats exist to measure how answers vary, so
         repeat 2 is asked again even at ``temperature: 0`` (providers are not
         deterministic there either), and a later batch of the same grid finds each
         repeat's own answer.
         """
+        job = _job()
+        mode = mode or MODES.start(self.mode_key, self.formats)[0]
         sampling = {**self.config.sampling(), "extra": self.config.extra, "json": self.json_mode}
         return cache_key(
             self.config.model,
@@ -249,7 +242,8 @@ class LLM:
             sampling,
             self.schema_json,
             endpoint=self.config.base_url,
-            repeat=_job_repeat(),
+            repeat=job.repeat if job else 0,
+            mode=None if self.formats.body(mode) is None else mode,
         )
 
     # -- the call --------------------------------------------------------------------
@@ -260,9 +254,9 @@ class LLM:
         started = time.perf_counter()
         messages = self.render_messages(record, outputs, parameters)
         cache = self.response_cache()
-        key = self.cache_key(messages) if cache is not None else None
-        if cache is not None and key is not None:
-            hit = await cache.get(key)
+        kept = kept_modes(self.formats, self.mode_key) if cache is not None else []
+        for mode in kept:
+            hit = None if cache is None else await cache.get(self.cache_key(messages, mode))
             if hit is not None:
                 return {
                     **hit,
@@ -286,9 +280,10 @@ class LLM:
             "attempts": tally.calls,
             **self._spent(tally),
             "cached": False,
+            "response_mode": tally.mode,
         }
-        if cache is not None and key is not None:
-            await cache.put(key, result)
+        if cache is not None:
+            await cache.put(self.cache_key(messages, tally.mode), result)
         return result
 
     def _spent(self, tally: _Tally) -> dict[str, Any]:
@@ -303,6 +298,7 @@ class LLM:
         """The parsed answer and its text; asks again while it does not fit the schema."""
         conversation = messages
         for attempt in range(self.config.schema_retries + 1):
+            tally.retrying = attempt > 0
             raw = await self._complete(conversation, tally, limiter)
             if self.schema is None and not self.json_mode:
                 return raw, raw
@@ -324,11 +320,7 @@ class LLM:
                 conversation = [
                     *messages,
                     {"role": "assistant", "content": raw},
-                    {
-                        "role": "user",
-                        "content": f"That answer cannot be used: {problem}. "
-                        "Answer again, with only the JSON.",
-                    },
+                    {"role": "user", "content": feedback(problem)},
                 ]
         quoted = raw if len(raw) <= RAW_IN_ERRORS else raw[:RAW_IN_ERRORS] + "..."
         raise InvalidAnswerError(
@@ -343,14 +335,12 @@ class LLM:
         model = self.config.model
         # Counting tokens costs CPU per call; only a rate limiter has a use for it.
         estimate = 0 if isinstance(limiter, NoRateLimit) else self.estimate_tokens(messages)
-        request = self._request(messages)
         health = endpoint_health()  # in a worker: no call goes to an endpoint that is down
         for retry in range(self.config.max_retries + 1):
             if health is not None:
                 await health.before_call(self.endpoint)
             await limiter.acquire(model, estimate)
-            tally.calls += 1
-            outcome = await self._call_once(request, tally)
+            outcome = await self._call_once(messages, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)
@@ -360,7 +350,7 @@ class LLM:
             await limiter.report(model, estimate, 0)
             if health is not None:
                 await health.failed(self.endpoint, outcome)  # raises once it is down
-            if not outcome.transient:
+            if not outcome.transient or refuses_format(outcome):
                 raise LLMRefusedError(self._describe(outcome))
             if retry == self.config.max_retries:
                 raise LLMUnavailableError(
@@ -376,15 +366,32 @@ class LLM:
             await anyio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _call_once(self, request: dict[str, Any], tally: _Tally) -> tuple[str, int] | Failure:
-        """The answer's text and the tokens spent on it, or why there is none."""
-        posted = await self._post(request, tally)
+    async def _call_once(self, messages: Messages, tally: _Tally) -> tuple[str, int] | Failure:
+        """The answer's text and the tokens spent on it, or why there is none. Asked in
+        the best response mode the endpoint takes, probed first when none is known yet
+        (and sent again at once in the next mode when it refuses one; see
+        :mod:`buttermilk.llm.response_format`)."""
+        config = self.config
+
+        async def post(request: dict[str, Any]) -> Posted | Failure:
+            return await self._post(request, tally)
+
+        probed = await settle(post, config.model, self.formats, self.mode_key, config.extra)
+        self._count_posted(probed, list(PROBE_MESSAGES), tally)  # the probe is paid too
+
+        async def send(request: dict[str, Any]) -> Posted | Failure:
+            tally.calls += 1
+            return await post(request)
+
+        tally.mode, posted = await probe_mode(
+            send, lambda mode: self._request(messages, mode), self.formats, self.mode_key
+        )
         if isinstance(posted, Failure):
             return posted
         answer = parse_completion(posted.body)
         if isinstance(answer, Failure):
             return answer
-        spent = self._count(answer, request, tally)
+        spent = self._count(answer, messages, tally)
         log.debug("LLM %s: answered, %d tokens", self.config.model, spent)
         return answer.text, spent
 
@@ -393,21 +400,17 @@ class LLM:
         ``max_cost``, timed out or given back at shutdown), it still waits for the answer the
         endpoint bills, up to :data:`ANSWER_GRACE` seconds, and counts it before the
         cancellation goes on (a call unanswered by then counts its estimated prompt)."""
-        task = asyncio.ensure_future(self.clients.post(COMPLETIONS, request))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                await self._count_cancelled(task, request, tally)
-            raise
-
-    async def _count_cancelled(
-        self, task: asyncio.Future[Posted | Failure], request: dict[str, Any], tally: _Tally
-    ) -> None:
         grace = min(ANSWER_GRACE, self.config.timeout)
-        try:
-            posted = await asyncio.wait_for(task, grace)
-        except TimeoutError:
+
+        def late(posted: Posted | Failure | None) -> None:
+            self._count_late(posted, request, tally, grace)
+
+        return await self.clients.post_paid(COMPLETIONS, request, grace, late)
+
+    def _count_late(
+        self, posted: Posted | Failure | None, request: dict[str, Any], tally: _Tally, grace: float
+    ) -> None:
+        if posted is None:
             estimate = Usage()
             estimate.add(count_tokens(request["messages"]), 0, estimated=True)
             self._add(estimate, tally)
@@ -418,16 +421,21 @@ class LLM:
                 grace,
             )
             return
-        answer = None if isinstance(posted, Failure) else parse_completion(posted.body)
-        if answer is not None and not isinstance(answer, Failure):
-            self._count(answer, request, tally)
+        self._count_posted(posted, request["messages"], tally)
 
-    def _count(self, answer: Completion, request: dict[str, Any], tally: _Tally) -> int:
+    def _count_posted(
+        self, posted: Posted | Failure | None, messages: Messages, tally: _Tally
+    ) -> None:
+        answer = parse_completion(posted.body) if isinstance(posted, Posted) else None
+        if answer is not None and not isinstance(answer, Failure):
+            self._count(answer, messages, tally)
+
+    def _count(self, answer: Completion, messages: Messages, tally: _Tally) -> int:
         """Add what an answered call spent to the record's tally and the job's meter;
         returns its tokens."""
         tally.model = answer.model or self.config.model
         tally.finish_reason = answer.finish_reason
-        call = Usage()
+        call = Usage(schema_retry_calls=int(tally.retrying))
         if answer.usage is not None:
             call.add(
                 *answer.usage,
@@ -435,24 +443,25 @@ class LLM:
                 reasoning_tokens=answer.reasoning_tokens,
             )
         else:
-            call.add(count_tokens(request["messages"]), count_text(answer.text), estimated=True)
+            call.add(count_tokens(messages), count_text(answer.text), estimated=True)
         self._add(call, tally)
         return call.total_tokens
 
     def _add(self, call: Usage, tally: _Tally) -> None:
         tally.usage.merge(call)
-        meter = _job_meter()
-        if meter is not None:
-            meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
+        job = _job()
+        if job is not None and job.meter is not None:
+            job.meter.add(call.cost(self.price_of(tally.model or None)), call.as_dict())
 
-    def _request(self, messages: Messages) -> dict[str, Any]:
+    def _request(self, messages: Messages, mode: str) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
             **self.config.sampling(),
         }
-        if self.json_mode:
-            request["response_format"] = {"type": "json_object"}
+        response_format = self.formats.body(mode)
+        if response_format is not None:
+            request["response_format"] = response_format
         if self.config.extra:
             request.update(self.config.extra)  # extra fields go in the body as given
         return request
@@ -479,11 +488,5 @@ class LLM:
         return text.replace(key, "***") if key and len(key) >= 4 else text
 
     def price_of(self, reported_model: str | None = None) -> Price | None:
-        """The price of calls: ``price``, else the table's for the configured model, else
-        the table's for the model the server reported (None when none is known)."""
-        if self.config.price is not None:
-            return self.config.price
-        found = self.prices.get(self.config.model)
-        if found is None and reported_model:
-            found = self.prices.get(reported_model)
-        return found
+        """The price of calls (see :meth:`~buttermilk.llm.config.LLMConfig.price_of`)."""
+        return self.config.price_of(reported_model, self.prices)

@@ -169,6 +169,11 @@ class BatchView(BaseModel):
     reasoning_tokens: int = Field(
         default=0, description="Of the answer tokens, those a reasoning model spent thinking."
     )
+    schema_retry_calls: int = Field(
+        default=0,
+        description="Calls its LLM agents made to ask again for an answer that did not fit "
+        "the schema (what schema retries cost, in calls).",
+    )
     max_job_cost: float | None = Field(
         default=None, description="USD: the most one job attempt has cost so far."
     )

@@ -36,6 +36,8 @@ class BatchInfo(BaseModel):
     """Of ``input_tokens``, those the provider read from its prompt cache."""
     reasoning_tokens: int = 0
     """Of ``output_tokens``, those a reasoning model spent thinking."""
+    schema_retry_calls: int = 0
+    """Calls of its LLM agents that asked again because an answer did not fit the schema."""
     max_job_cost: float | None = None
     """USD: the most one job attempt of it has cost so far (None until one had a price)."""
     request_error: str | None = None
@@ -173,6 +175,7 @@ class BatchSummary(BaseModel):
             "output_tokens": b.output_tokens,
             "cached_input_tokens": b.cached_input_tokens,
             "reasoning_tokens": b.reasoning_tokens,
+            "schema_retry_calls": b.schema_retry_calls,
             "max_job_cost": b.max_job_cost,
             "in_flight_cost": self.in_flight_cost,
             "published": b.published,

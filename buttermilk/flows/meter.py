@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Token counts a usage summary adds up: input and output always, the details (parts of
-#: them: cached prompt tokens, reasoning tokens) when some were reported.
+#: Counts a usage summary adds up: input and output tokens always, the details (parts of
+#: them: cached prompt tokens, reasoning tokens; and the calls that asked again because an
+#: answer did not fit its schema) when some were reported.
 TOKEN_KEYS = ("input_tokens", "output_tokens")
-DETAIL_KEYS = ("cached_input_tokens", "reasoning_tokens")
+DETAIL_KEYS = ("cached_input_tokens", "reasoning_tokens", "schema_retry_calls")
 
 
 def _count(value: Any) -> int:
@@ -31,8 +32,8 @@ def _count(value: Any) -> int:
 
 def summary(cost: float | None, tokens: Mapping[str, int]) -> dict[str, Any]:
     """A usage summary: ``cost`` (USD, rounded to 1e-10; None when no call had a price),
-    ``input_tokens`` and ``output_tokens``, and ``cached_input_tokens`` and
-    ``reasoning_tokens`` when not 0."""
+    ``input_tokens`` and ``output_tokens``, and ``cached_input_tokens``,
+    ``reasoning_tokens`` and ``schema_retry_calls`` when not 0."""
     found: dict[str, Any] = {"cost": None if cost is None else round(cost, 10)}
     found.update({key: int(tokens.get(key, 0)) for key in TOKEN_KEYS})
     found.update({key: int(tokens[key]) for key in DETAIL_KEYS if tokens.get(key)})

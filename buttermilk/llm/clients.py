@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import anyio
 import orjson
 
 from buttermilk.llm.retry import Failure, classify, status_failure
@@ -171,6 +172,28 @@ class LoopClients:
             if failure is None:
                 raise
             return failure
+
+    async def post_paid(
+        self,
+        path: str,
+        body: dict[str, Any],
+        grace: float,
+        late: Callable[[Posted | Failure | None], None],
+    ) -> Posted | Failure:
+        """:meth:`post`, for a call the endpoint bills: cancelled once it went out, it still
+        waits up to ``grace`` seconds for the answer, hands it to ``late`` (None when none
+        came by then), and only then lets the cancellation go on."""
+        task = asyncio.ensure_future(self.post(path, body))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                try:
+                    found: Posted | Failure | None = await asyncio.wait_for(task, grace)
+                except TimeoutError:
+                    found = None
+                late(found)
+            raise
 
     async def aclose(self) -> None:
         """Close the running loop's session and its connections (made again if needed)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -110,6 +111,16 @@ class LLMConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/")
+
+    def price_of(self, reported_model: str | None, prices: Mapping[str, Price]) -> Price | None:
+        """The price of calls: ``price``, else ``prices``' for the configured model, else
+        theirs for the model the server reported (None when none is known)."""
+        if self.price is not None:
+            return self.price
+        found = prices.get(self.model)
+        if found is None and reported_model:
+            found = prices.get(reported_model)
+        return found
 
     def sampling(self) -> dict[str, Any]:
         """The request fields that shape an answer besides the messages (set ones only)."""

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pkgutil import resolve_name
 from typing import Any
 
-from buttermilk.agents.llm import LLM
+from buttermilk.agents.llm import ANSWER_TOKENS_GUESS, LLM
 from buttermilk.batch.grid import check_size, grid_for
 from buttermilk.batch.planner import plan_records
 from buttermilk.domain import BatchRequest
@@ -33,7 +33,8 @@ from buttermilk.flows.sources import check_sources
 from buttermilk.flows.variants import flow_for
 from buttermilk.llm.estimate_rows import AgentEstimate, CombinationEstimate, Estimate
 from buttermilk.llm.prompts import PromptError
-from buttermilk.llm.usage import count_tokens
+from buttermilk.llm.schema import PROBLEM_CHARS, feedback
+from buttermilk.llm.usage import TOKENS_PER_MESSAGE, count_text, count_tokens
 from buttermilk.records import Record
 
 __all__ = ["AgentEstimate", "CombinationEstimate", "Estimate", "estimate_agent", "estimate_batch"]
@@ -44,16 +45,32 @@ def _llm_class(target: str) -> type[LLM] | None:
     return found if isinstance(found, type) and issubclass(found, LLM) else None
 
 
+def retry_tokens(agent: LLM) -> int:
+    """The most prompt tokens a schema retry adds to the record's first prompt, about:
+    with ``schema_feedback``, the unusable answer (``max_tokens``, else
+    :data:`~buttermilk.agents.llm.ANSWER_TOKENS_GUESS`) and what was wrong with it."""
+    if not agent.config.schema_feedback:
+        return 0
+    answer = agent.config.max_tokens or ANSWER_TOKENS_GUESS
+    return 2 * TOKENS_PER_MESSAGE + answer + count_text(feedback("x" * PROBLEM_CHARS))
+
+
 def estimate_agent(
     name: str, agent: LLM, records: Sequence[Record], parameters: Mapping[str, Any]
 ) -> AgentEstimate:
-    """Render ``agent``'s prompts for every record (with no earlier outputs)."""
+    """Render ``agent``'s prompts for every record (with no earlier outputs). An agent
+    whose answers may not fit (a schema, or JSON mode) may ask ``schema_retries`` more
+    times per record: each retry sends the first prompt and :func:`retry_tokens`."""
+    checked = agent.schema is not None or agent.json_mode
+    retries = agent.config.schema_retries if checked else 0
     found = AgentEstimate(
         agent=name,
         model=agent.config.model,
         price=agent.price_of(),
         max_tokens=agent.config.max_tokens,
+        tries=retries + 1,
     )
+    extra = retry_tokens(agent)
     for record in records:
         try:
             messages = agent.render_messages(record, {}, parameters)
@@ -62,7 +79,9 @@ def estimate_agent(
             found.problem = found.problem or str(exc)
             continue
         found.calls += 1
-        found.input_tokens += count_tokens(messages)
+        prompt = count_tokens(messages)
+        found.input_tokens += prompt
+        found.retry_input_tokens += retries * (prompt + extra)
     return found
 
 

@@ -1,9 +1,12 @@
 """The rows of an estimate: one LLM agent's share, a combination's, the whole grid's.
 
-Costs are USD from the agents' prices (per million tokens); a sum counts the priced
-agents only, and a ``max_cost`` (input plus the most the answers may cost) is known only
-where every agent has a price and ``max_tokens``. :mod:`buttermilk.llm.estimate` fills
-them in.
+Each figure is a range: from one call per record and agent (``calls``, ``input_tokens``,
+``input_cost``) up to ``schema_retries + 1`` calls where an answer may not fit the schema
+(``max_calls``, ``max_input_tokens``, ``max_input_cost``), and the most answer tokens
+those calls may take (``max_output_tokens``, ``max_tokens`` per call). Costs are USD from
+the agents' prices (per million tokens); a sum counts the priced agents only, and a
+``max_cost`` (the most input plus the most the answers may cost) is known only where every
+agent has a price and ``max_tokens``. :mod:`buttermilk.llm.estimate` fills them in.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ NOTES = (
     "Prompts are rendered without earlier agents' outputs, which are not known before "
     "the batch runs.",
     f"Tokens are estimated at about {CHARS_PER_TOKEN} characters each; servers count their own.",
-    "One call per job and agent: retries of failed or invalid answers, and answers a "
-    "response cache already holds, are not taken into account.",
+    "From one call per job and agent up to schema_retries + 1 where an answer may not fit "
+    "the schema (a retry also sends the unusable answer and what was wrong with it); "
+    "retries of failed calls, the one-token probe of each endpoint, and answers a response "
+    "cache already holds are not counted.",
 )
 
 
@@ -33,28 +38,44 @@ class AgentEstimate:
     model: str
     price: Price | None
     max_tokens: int | None
+    tries: int = 1  # calls per record at most: 1 + schema_retries where answers are checked
     calls: int = 0
     input_tokens: int = 0
+    retry_input_tokens: int = 0  # prompt tokens of every schema retry, if all happen
     unrenderable: int = 0
     problem: str | None = None  # the first reason a prompt could not be rendered
 
     @property
+    def max_calls(self) -> int:
+        return self.calls * self.tries
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.input_tokens + self.retry_input_tokens
+
+    def _input_cost(self, tokens: int) -> float | None:
+        return None if self.price is None else tokens * self.price.input / PER_MILLION
+
+    @property
     def input_cost(self) -> float | None:
-        if self.price is None:
-            return None
-        return self.input_tokens * self.price.input / PER_MILLION
+        return self._input_cost(self.input_tokens)
+
+    @property
+    def max_input_cost(self) -> float | None:
+        return self._input_cost(self.max_input_tokens)
 
     @property
     def max_output_tokens(self) -> int | None:
-        """The most answer tokens the calls may take (``max_tokens`` per call)."""
-        return None if self.max_tokens is None else self.calls * self.max_tokens
+        """The most answer tokens the calls may take (``max_tokens`` per call, every
+        schema retry made)."""
+        return None if self.max_tokens is None else self.max_calls * self.max_tokens
 
     @property
     def max_cost(self) -> float | None:
-        """Input cost plus the most the answers may cost (needs a price and max_tokens)."""
+        """The most input and answers may cost (needs a price and max_tokens)."""
         if self.price is None or self.max_output_tokens is None:
             return None
-        spent = self.input_tokens * self.price.input
+        spent = self.max_input_tokens * self.price.input
         spent += self.max_output_tokens * self.price.output
         return spent / PER_MILLION
 
@@ -64,6 +85,7 @@ class AgentEstimate:
             self,
             calls=self.calls * repeats,
             input_tokens=self.input_tokens * repeats,
+            retry_input_tokens=self.retry_input_tokens * repeats,
             unrenderable=self.unrenderable * repeats,
         )
 
@@ -72,9 +94,12 @@ class AgentEstimate:
             "agent": self.agent,
             "model": self.model,
             "calls": self.calls,
+            "max_calls": self.max_calls,
             "input_tokens": self.input_tokens,
+            "max_input_tokens": self.max_input_tokens,
             "price": self.price.model_dump(exclude_none=True) if self.price else None,
             "input_cost": self.input_cost,
+            "max_input_cost": self.max_input_cost,
             "max_output_tokens": self.max_output_tokens,
             "max_cost": self.max_cost,
             "unrenderable": self.unrenderable,
@@ -92,8 +117,11 @@ def sum_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ``max_cost`` is known only when every one has it."""
     return {
         "calls": sum(r["calls"] for r in rows),
+        "max_calls": sum(r["max_calls"] for r in rows),
         "input_tokens": sum(r["input_tokens"] for r in rows),
+        "max_input_tokens": sum(r["max_input_tokens"] for r in rows),
         "input_cost": _sum([r["input_cost"] for r in rows]),
+        "max_input_cost": _sum([r["max_input_cost"] for r in rows]),
         "max_output_tokens": sum(r["max_output_tokens"] or 0 for r in rows),
         "max_cost": _sum([r["max_cost"] for r in rows])
         if all(r["max_cost"] is not None for r in rows)

@@ -56,13 +56,16 @@ def cache_key(
     *,
     endpoint: str,
     repeat: int = 0,
+    mode: str | None = None,
 ) -> str:
     """SHA-256 of the canonical JSON of everything that shapes an answer.
 
     ``endpoint`` (the base URL) is part of it: one model name at two servers may be two
     different models, as it is for the rate limits' scope. So is ``repeat``, the job's
     repeat of its combination: a repeat is a fresh call, never the answer of an earlier
-    repeat (repeat 0 keys as before repeats existed, so stores keep their answers).
+    repeat (repeat 0 keys as before repeats existed, so stores keep their answers). And
+    ``mode``, how the answer was asked for (``json_schema``, ``json_object``, ...; see
+    :mod:`buttermilk.llm.response_format`): a constrained answer is not an unconstrained one.
     """
     request: dict[str, Any] = {
         "endpoint": endpoint,
@@ -73,6 +76,8 @@ def cache_key(
     }
     if repeat:
         request["repeat"] = repeat
+    if mode is not None:
+        request["mode"] = mode
     canonical = json.dumps(
         request,
         sort_keys=True,

@@ -43,13 +43,18 @@ class Failure:
     reason: str  # one line, from the status and the server's message
     status: int | None = None
     retry_after: float | None = None  # seconds the server asked us to wait
+    names_response_format: bool = False  # the error body names the request's response_format
     connection: bool = False  # the connection failed or broke (no HTTP answer, no timeout)
 
     @property
     def outage(self) -> bool:
         """Whether it says the endpoint is away: a transient failed connection or 5xx (not a
         timeout, a 429, or a 5xx that names a refused request and so is not transient)."""
-        return self.transient and (self.connection or (self.status or 0) >= 500)
+        return (
+            self.transient
+            and not self.names_response_format
+            and (self.connection or (self.status or 0) >= 500)
+        )
 
 
 def status_failure(
@@ -60,7 +65,7 @@ def status_failure(
     wait = parse_retry_after(headers, now) if transient else None
     detail = _server_message(body)
     reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-    return Failure(transient, reason, status, wait)
+    return Failure(transient, reason, status, wait, "response_format" in str(body))
 
 
 def classify(exc: BaseException) -> Failure | None:

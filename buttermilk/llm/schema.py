@@ -1,9 +1,8 @@
 """A model's answer as JSON, checked against a schema.
 
-Two kinds of schema: a JSON Schema dict (``schema:``), checked by a small validator of
-the common subset listed in :data:`KEYWORDS` (a schema using any other validation keyword
-is refused when the agent is built, so nothing passes unchecked), or a pydantic model
-(``schema_model:``, an import path), whose validated dump is the answer.
+Two kinds of schema: a JSON Schema dict (``schema:``), checked by the ``jsonschema``
+library (draft 2020-12, ``$ref`` allowed), or a pydantic model (``schema_model:``, an
+import path), whose validated dump is the answer.
 """
 
 from __future__ import annotations
@@ -18,33 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from buttermilk.errors import PermanentError, UsageError
 
-#: Validation keywords the JSON Schema subset understands.
-KEYWORDS = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "minItems",
-        "maxItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "anyOf",
-    }
-)
-#: Keywords that only describe (ignored when validating).
-ANNOTATIONS = frozenset(
-    {"title", "description", "default", "examples", "$schema", "$id", "$comment", "format"}
-)
-TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+#: Characters of a problem told to the model when it is asked again (about: a path, a
+#: message cut at 300 characters, and a note when the answer was cut off).
+PROBLEM_CHARS = 400
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 
 
@@ -67,6 +42,11 @@ class AnswerSchema(Protocol):
     def json_schema(self) -> dict[str, Any]:
         """The schema as JSON Schema (shown to the model, part of the cache key)."""
         ...
+
+
+def feedback(problem: str) -> str:
+    """What the model is told when its answer did not fit (with ``schema_feedback``)."""
+    return f"That answer cannot be used: {problem}. Answer again, with only the JSON."
 
 
 def extract_json(text: str) -> Any:
@@ -124,18 +104,77 @@ class ModelSchema:
 
 
 class JSONSchema:
-    """Answers validated by a JSON Schema dict (the subset in :data:`KEYWORDS`)."""
+    """Answers validated by a JSON Schema dict, with the ``jsonschema`` library: draft
+    2020-12 unless the schema's ``$schema`` names another; ``$ref`` to ``$defs`` (or any
+    part of the schema itself) allowed, references outside it refused.
+
+    Raises UsageError (one line, naming where) when the schema itself is not valid or a
+    ``$ref`` cannot be resolved; :meth:`validate` raises :class:`AnswerProblem` naming the
+    path of the bad value (``$.items[2].label: 'maybe' is not one of [...]``).
+    """
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.schema = _plain(schema)
-        _check_schema(self.schema, "$")
+        # jsonschema takes ~60 ms to import: only flows with a schema pay it.
+        from jsonschema import Draft202012Validator, SchemaError, validators
+
+        self.schema: dict[str, Any] = _plain(schema)
+        cls = validators.validator_for(self.schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(self.schema)
+        except SchemaError as exc:
+            raise UsageError(f"schema at {exc.json_path}: {_short(exc.message)}") from None
+        self._validator = cls(self.schema)
+        _check_refs(_resolver(self.schema), self.schema, "$")
 
     def validate(self, value: Any) -> Any:
-        _validate(value, self.schema, "$")
+        from jsonschema.exceptions import best_match
+
+        error = best_match(self._validator.iter_errors(value))
+        if error is not None:
+            raise AnswerProblem(f"{error.json_path}: {_short(error.message)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
         return dict(self.schema)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _resolver(schema: dict[str, Any]) -> Any:
+    """Resolves references against ``schema`` alone (no registry, nothing retrieved)."""
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012, specification_with
+
+    dialect = schema.get("$schema")
+    spec = specification_with(dialect, default=DRAFT202012) if dialect else DRAFT202012
+    return Registry().resolver_with_root(spec.create_resource(schema))
+
+
+def _check_refs(resolver: Any, node: Any, where: str) -> None:
+    """Every ``$ref`` in ``node`` resolves inside the schema (nothing is fetched)."""
+    from referencing.exceptions import Unresolvable
+
+    if isinstance(node, list):
+        for n, item in enumerate(node):
+            _check_refs(resolver, item, f"{where}[{n}]")
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise UsageError(
+                f"schema at {where}: $ref {ref!r} cannot be resolved (refer to $defs or "
+                "another part of the schema itself)"
+            ) from None
+    for key, value in node.items():
+        if key not in ("enum", "const", "default", "examples"):
+            _check_refs(resolver, value, f"{where}.{key}")
 
 
 def _plain(node: Any) -> Any:
@@ -144,125 +183,3 @@ def _plain(node: Any) -> Any:
     if isinstance(node, list | tuple):
         return [_plain(v) for v in node]
     return node
-
-
-def _check_schema(schema: Any, where: str) -> None:
-    if not isinstance(schema, dict):
-        raise UsageError(f"schema at {where} must be a mapping, got {schema!r}")
-    unknown = set(schema) - KEYWORDS - ANNOTATIONS
-    if unknown:
-        raise UsageError(
-            f"schema at {where}: unsupported keyword(s) {sorted(unknown)} "
-            f"(supported: {', '.join(sorted(KEYWORDS))}; or use schema_model)"
-        )
-    types = schema.get("type", [])
-    for name in types if isinstance(types, list) else [types]:
-        if name not in TYPES:
-            raise UsageError(f"schema at {where}: unknown type {name!r}")
-    for key, sub in schema.get("properties", {}).items():
-        _check_schema(sub, f"{where}.{key}")
-    for key in ("items", "additionalProperties"):
-        if isinstance(schema.get(key), dict):
-            _check_schema(schema[key], f"{where}.{key}")
-    for n, sub in enumerate(schema.get("anyOf", [])):
-        _check_schema(sub, f"{where}.anyOf[{n}]")
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "integer" if value.is_integer() else "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _has_type(value: Any, name: str) -> bool:
-    found = _json_type(value)
-    return found == name or (name == "number" and found == "integer")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    return bool(a == b)
-
-
-def _validate(value: Any, schema: dict[str, Any], path: str) -> None:
-    types = schema.get("type")
-    if types is not None:
-        allowed = types if isinstance(types, list) else [types]
-        if not any(_has_type(value, t) for t in allowed):
-            raise AnswerProblem(f"{path}: expected {' or '.join(allowed)}, got {_json_type(value)}")
-    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        raise AnswerProblem(f"{path}: {value!r} is not one of {schema['enum']!r}")
-    if "const" in schema and not _same(value, schema["const"]):
-        raise AnswerProblem(f"{path}: {value!r} is not {schema['const']!r}")
-    if "anyOf" in schema:
-        problems = []
-        for sub in schema["anyOf"]:
-            try:
-                _validate(value, sub, path)
-                break
-            except AnswerProblem as exc:
-                problems.append(str(exc))
-        else:
-            raise AnswerProblem(f"{path}: matches no choice of anyOf ({'; '.join(problems)})")
-    if isinstance(value, dict):
-        _validate_object(value, schema, path)
-    elif isinstance(value, list):
-        _validate_array(value, schema, path)
-    elif isinstance(value, str):
-        _check_size(len(value), schema, "minLength", "maxLength", path, "characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise AnswerProblem(f"{path}: {value!r} does not match {schema['pattern']!r}")
-    elif _has_type(value, "number"):
-        _validate_number(value, schema, path)
-
-
-def _validate_object(value: dict[str, Any], schema: dict[str, Any], path: str) -> None:
-    properties: dict[str, Any] = schema.get("properties", {})
-    missing = [key for key in schema.get("required", []) if key not in value]
-    if missing:
-        raise AnswerProblem(f"{path}: missing required key(s) {missing}")
-    extra = schema.get("additionalProperties", True)
-    for key, item in value.items():
-        if key in properties:
-            _validate(item, properties[key], f"{path}.{key}")
-        elif extra is False:
-            raise AnswerProblem(f"{path}: unexpected key {key!r} (allowed: {sorted(properties)})")
-        elif isinstance(extra, dict):
-            _validate(item, extra, f"{path}.{key}")
-
-
-def _validate_array(value: list[Any], schema: dict[str, Any], path: str) -> None:
-    _check_size(len(value), schema, "minItems", "maxItems", path, "items")
-    items = schema.get("items")
-    if isinstance(items, dict):
-        for n, item in enumerate(value):
-            _validate(item, items, f"{path}[{n}]")
-
-
-def _validate_number(value: float, schema: dict[str, Any], path: str) -> None:
-    if "minimum" in schema and value < schema["minimum"]:
-        raise AnswerProblem(f"{path}: {value} is less than the minimum {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        raise AnswerProblem(f"{path}: {value} is more than the maximum {schema['maximum']}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        raise AnswerProblem(f"{path}: {value} must be more than {schema['exclusiveMinimum']}")
-    if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-        raise AnswerProblem(f"{path}: {value} must be less than {schema['exclusiveMaximum']}")
-
-
-def _check_size(
-    size: int, schema: dict[str, Any], low: str, high: str, path: str, unit: str
-) -> None:
-    if low in schema and size < schema[low]:
-        raise AnswerProblem(f"{path}: {size} {unit}, fewer than {low}={schema[low]}")
-    if high in schema and size > schema[high]:
-        raise AnswerProblem(f"{path}: {size} {unit}, more than {high}={schema[high]}")

@@ -68,7 +68,8 @@ class Usage:
     ``cached_input_tokens`` are the part of ``input_tokens`` the provider read from its
     prompt cache, ``reasoning_tokens`` the part of ``output_tokens`` a reasoning model spent
     thinking (OpenAI's ``completion_tokens_details.reasoning_tokens``; billed as output).
-    Both are 0 when the endpoint does not report them.
+    Both are 0 when the endpoint does not report them. ``schema_retry_calls`` counts the
+    calls among them that asked again because an answer did not fit the schema.
     """
 
     input_tokens: int = 0
@@ -76,6 +77,7 @@ class Usage:
     estimated: bool = False  # some call's counts were estimated (the server gave none)
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    schema_retry_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -106,6 +108,7 @@ class Usage:
             cached_input_tokens=other.cached_input_tokens,
             reasoning_tokens=other.reasoning_tokens,
         )
+        self.schema_retry_calls += other.schema_retry_calls
 
     def cost(self, price: Price | None) -> float | None:
         """USD for these tokens at ``price`` (per 1M tokens: uncached prompt tokens at
@@ -124,7 +127,8 @@ class Usage:
 
     def as_dict(self) -> dict[str, Any]:
         """``input_tokens``, ``output_tokens``, ``total_tokens``; ``cached_input_tokens`` and
-        ``reasoning_tokens`` when the endpoint reported some; ``estimated`` when true."""
+        ``reasoning_tokens`` when the endpoint reported some; ``schema_retry_calls`` when
+        some; ``estimated`` when true."""
         found: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -134,6 +138,8 @@ class Usage:
             found["cached_input_tokens"] = self.cached_input_tokens
         if self.reasoning_tokens:
             found["reasoning_tokens"] = self.reasoning_tokens
+        if self.schema_retry_calls:
+            found["schema_retry_calls"] = self.schema_retry_calls
         if self.estimated:
             found["estimated"] = True
         return found

@@ -1,5 +1,8 @@
 """How an estimate looks in a terminal: a row per LLM agent, or per combination of a grid.
 
+Calls, input tokens and input cost show a range (``8-24``): one call per record up to
+``schema_retries + 1``; the max columns take every retry.
+
 A batch of one combination run once shows each LLM agent's calls, tokens and cost; a grid
 (several combinations, or repeats) shows a row per combination with its axis values, so a
 model axis shows what each model would cost. Both end with the total and what the
@@ -31,14 +34,20 @@ FIGURES = [
 ]
 
 
+def _figure(key: str, value: Any) -> str:
+    if key.endswith("cost"):
+        return money(value)
+    return "-" if value is None else f"{value:,}"
+
+
 def _figures(row: Mapping[str, Any]) -> list[str]:
+    """Each figure of ``row``; calls, input tokens and input cost as a range (``8-24``)
+    when schema retries may add to them."""
     shown = []
     for _, key in FIGURES:
-        value = row[key]
-        if key.endswith("cost"):
-            shown.append(money(value))
-        else:
-            shown.append("-" if value is None else f"{value:,}")
+        low = _figure(key, row[key])
+        high = _figure(key, row.get(f"max_{key}", row[key]))
+        shown.append(low if high == low else f"{low}-{high}")
     return shown
 
 

@@ -94,6 +94,14 @@ def spending(b: BatchInfo) -> str:
     return f"{text} (max_cost {money(cap)})" if cap is not None else text
 
 
+def schema_retries(b: BatchInfo) -> str:
+    """What asking again for answers that did not fit a schema cost, in calls."""
+    calls = b.schema_retry_calls
+    return (
+        f"{calls:,} call{'s' if calls != 1 else ''} asked again for an answer that fits the schema"
+    )
+
+
 def in_flight(s: BatchSummary) -> str | None:
     """How far the running jobs may still carry the cost (None when they cannot):
     ``up to $0.4 more: 4 running jobs x $0.1 (the dearest job so far); cap $0.5, spent
@@ -146,6 +154,8 @@ def status_view(s: BatchSummary) -> Group:
     info.add_row("elapsed", duration(s.elapsed))
     if b.input_tokens or b.output_tokens or b.cost is not None or b.request.max_cost is not None:
         info.add_row("spent", spending(b))
+    if b.schema_retry_calls or b.input_tokens:
+        info.add_row("schema retries", schema_retries(b))
     flight = in_flight(s)
     if flight is not None:
         info.add_row("in flight", flight)

@@ -35,6 +35,7 @@ def batch_info(row: RowMapping) -> BatchInfo:
         output_tokens=row.get("output_tokens") or 0,
         cached_input_tokens=row.get("cached_input_tokens") or 0,
         reasoning_tokens=row.get("reasoning_tokens") or 0,
+        schema_retry_calls=row.get("schema_retry_calls") or 0,
         max_job_cost=row.get("max_job_cost"),
     )
 

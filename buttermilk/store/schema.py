@@ -32,7 +32,8 @@ from sqlalchemy.schema import CreateColumn
 # llm_cache. 3: jobs.last_try and jobs.lost (a job whose worker died on its last try fails).
 # 4: jobs.variant and jobs.repeat, in the primary key (a job is a record x combination x repeat).
 # 5: batches.cached_input_tokens, reasoning_tokens and max_job_cost (the real bill).
-SCHEMA_VERSION = 5
+# 6: batches.schema_retry_calls (calls that asked again for an answer fitting a schema).
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -68,6 +69,8 @@ batches = Table(
     # Parts of those: prompt tokens read from the provider's cache, reasoning tokens.
     Column("cached_input_tokens", BigInteger, nullable=False, server_default="0"),
     Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
+    # Calls that asked again because an answer did not fit its schema (what retries cost).
+    Column("schema_retry_calls", BigInteger, nullable=False, server_default="0"),
     # The most one job attempt has cost (USD): what each running job may still add.
     Column("max_job_cost", Float),
     Index("ix_batches_created_at", "created_at"),
@@ -153,6 +156,7 @@ ADDED_COLUMNS = {
         "cached_input_tokens",
         "reasoning_tokens",
         "max_job_cost",
+        "schema_retry_calls",
     ),
     "jobs": ("cost", "input_tokens", "output_tokens", "last_try", "lost"),
 }

@@ -30,6 +30,7 @@ class Spent:
     output_tokens: int = 0
     cached_input_tokens: int = 0  # part of input_tokens
     reasoning_tokens: int = 0  # part of output_tokens
+    schema_retry_calls: int = 0  # calls that asked again for an answer that did not fit
 
 
 def _number(value: Any) -> float | None:
@@ -49,10 +50,17 @@ def spent_in(result: Mapping[str, Any] | None) -> Spent | None:
         output_tokens=int(_number(usage.get("output_tokens")) or 0),
         cached_input_tokens=int(_number(usage.get("cached_input_tokens")) or 0),
         reasoning_tokens=int(_number(usage.get("reasoning_tokens")) or 0),
+        schema_retry_calls=int(_number(usage.get("schema_retry_calls")) or 0),
     )
 
 
-_TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+_TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "schema_retry_calls",
+)
 _ADD_TOKENS = {name: batches.c[name] + bindparam(f"p_{name}") for name in _TOKENS}
 _MOST = func.coalesce(batches.c.max_job_cost, 0.0)
 _COST = bindparam("p_cost", type_=Float)
