@@ -857,3 +857,14 @@ def test_a_template_with_a_random_filter_is_rendered_for_each_record() -> None:
     assert template.fixed is None
     with pytest.raises(UsageError, match="system: cannot render the template"):
         PromptTemplate("{{ 1 // 0 }}", "system")
+
+
+def test_the_output_keeps_the_messages_sent_unless_told_not_to(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(answer("yes"), answer("yes"))
+
+    kept = ask(make_llm(fake_openai), content="the record's text")
+    left_out = ask(make_llm(fake_openai, keep_messages=False), content="the record's text")
+
+    assert kept["messages"] == fake_openai.requests[0].body["messages"]
+    assert any("the record's text" in m["content"] for m in kept["messages"])
+    assert "messages" not in left_out

@@ -282,6 +282,8 @@ class LLM:
             "cached": False,
             "response_mode": tally.mode,
         }
+        if self.config.keep_messages:
+            result["messages"] = messages
         if cache is not None:
             await cache.put(self.cache_key(messages, tally.mode), result)
         return result

@@ -68,6 +68,12 @@ class LLMConfig(BaseModel):
     backoff: float = Field(default=1.0, gt=0, description="First wait (s); doubles per retry.")
     max_backoff: float = Field(default=60.0, ge=0, description="Longest single wait (s).")
 
+    keep_messages: bool = Field(
+        default=True,
+        description="Keep the messages sent (system and user, as rendered for the record) in "
+        "the output under 'messages', so every job shows exactly what the model was asked.",
+    )
+
     # Sharing and accounting
     cache: bool = Field(
         default=False,
