@@ -37,6 +37,7 @@ from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
 from buttermilk.llm.config import LLMConfig
 from buttermilk.llm.endpoints import Endpoint
 from buttermilk.llm.health import endpoint_health
+from buttermilk.llm.images import stand_ins
 from buttermilk.llm.limits import (
     SHARED_CACHE,
     Limits,
@@ -82,7 +83,7 @@ RAW_IN_ERRORS = 1000  # characters of a bad answer quoted in InvalidAnswerError
 ANSWER_TOKENS_GUESS = 256  # answer size reserved from a rate limit when max_tokens is unset
 ANSWER_GRACE = 10.0  # seconds a call of a cancelled job may still take to answer (it is paid)
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]  # content: text, or text and image parts
 
 
 @dataclass
@@ -164,6 +165,7 @@ class LLM:
         self.instructions = instructions(self.schema_json, self.json_mode) if told else ""
         self.formats = Formats.of(self.schema_json, self.json_mode, config.extra)
         self.mode_key = (config.base_url, config.model)  # what response modes are known for
+        self.images = config.image_fields()
 
         self.limits = Limits(
             config.requests_per_minute, config.tokens_per_minute, config.rate_burst
@@ -192,10 +194,9 @@ class LLM:
         system = self.system.render(record, outputs, parameters) if self.system else ""
         if self.instructions:
             system = f"{system}\n\n{self.instructions}" if system else self.instructions
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append(
-            {"role": "user", "content": self.prompt.render(record, outputs, parameters)}
-        )
+        messages: Messages = [{"role": "system", "content": system}] if system else []
+        prompt = self.prompt.render(record, outputs, parameters)
+        messages.append({"role": "user", "content": self.images.content(record, prompt)})
         return messages
 
     def estimate_tokens(self, messages: Messages) -> int:
@@ -283,7 +284,7 @@ class LLM:
             "response_mode": tally.mode,
         }
         if self.config.keep_messages:
-            result["messages"] = messages
+            result["messages"] = stand_ins(messages)  # image data as short stand-ins
         if cache is not None:
             await cache.put(self.cache_key(messages, tally.mode), result)
         return result

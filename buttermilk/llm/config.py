@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from buttermilk.llm.images import DEFAULT_MAX_IMAGE_BYTES, ImageFields
 from buttermilk.llm.limits import DEFAULT_BURST_SECONDS
 from buttermilk.llm.usage import Price
 
@@ -32,6 +33,25 @@ class LLMConfig(BaseModel):
         default=None, description="...or a file holding it (relative to the working folder)."
     )
     system: str | None = Field(default=None, description="System message template (Jinja2).")
+
+    # Images (see buttermilk.llm.images)
+    images: list[str] = Field(
+        default_factory=list,
+        description="Record fields holding images to send with the prompt (content, uri, "
+        "metadata.KEY; one name or a list): paths, http(s) URLs, data: URIs, bytes or "
+        "{bytes, path} objects, or lists of them.",
+    )
+    image_detail: Literal["auto", "low", "high"] | None = Field(
+        default=None, description="The detail asked for each image (default: the server's)."
+    )
+    max_image_bytes: int = Field(
+        default=DEFAULT_MAX_IMAGE_BYTES, ge=1, description="Largest image sent (bytes)."
+    )
+    image_root: str | None = Field(
+        default=None,
+        description="Folder that relative image paths are read from (default: the current "
+        "folder of the process running the job).",
+    )
 
     # Sampling
     temperature: float | None = Field(default=None, ge=0)
@@ -111,6 +131,11 @@ class LLMConfig(BaseModel):
         "spell (the token buckets' size; at least one request).",
     )
 
+    @field_validator("images", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -127,6 +152,13 @@ class LLMConfig(BaseModel):
         if found is None and reported_model:
             found = prices.get(reported_model)
         return found
+
+    def image_fields(self) -> ImageFields:
+        """Where records hold the images sent, and how (raises UsageError for a field name
+        that is not one of a record's)."""
+        return ImageFields(
+            tuple(self.images), self.image_detail, self.max_image_bytes, self.image_root
+        )
 
     def sampling(self) -> dict[str, Any]:
         """The request fields that shape an answer besides the messages (set ones only)."""

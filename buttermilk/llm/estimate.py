@@ -6,7 +6,9 @@ max_records and seed), and so is the grid: every combination of the batch's axes
 (:func:`~buttermilk.flows.variants.flow_for`), so an axis may change an agent's model (and
 so its price) or a parameter its prompts read; each LLM agent's prompts are rendered for
 every planned record under each combination, their tokens estimated by
-:func:`~buttermilk.llm.usage.count_tokens`, and counted once per repeat. Nothing is
+:func:`~buttermilk.llm.usage.count_tokens` (and their images' by
+:func:`~buttermilk.llm.image_tokens.count_images`, or reported as not counted, and why),
+and counted once per repeat. Nothing is
 called, stored or published.
 
 Earlier agents' outputs are unknown before the batch runs, so prompts are rendered with
@@ -32,6 +34,7 @@ from buttermilk.flows.runner import FlowRunner, merge_parameters
 from buttermilk.flows.sources import check_sources
 from buttermilk.flows.variants import flow_for
 from buttermilk.llm.estimate_rows import AgentEstimate, CombinationEstimate, Estimate
+from buttermilk.llm.image_tokens import count_images
 from buttermilk.llm.prompts import PromptError
 from buttermilk.llm.schema import PROBLEM_CHARS, feedback
 from buttermilk.llm.usage import TOKENS_PER_MESSAGE, count_text, count_tokens
@@ -79,7 +82,9 @@ def estimate_agent(
             found.problem = found.problem or str(exc)
             continue
         found.calls += 1
-        prompt = count_tokens(messages)
+        images = count_images(messages, agent.config.model)
+        found.add_images(images)
+        prompt = count_tokens(messages) + images.tokens
         found.input_tokens += prompt
         found.retry_input_tokens += retries * (prompt + extra)
     return found

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from buttermilk.domain.variants import Axes
+from buttermilk.llm.image_tokens import ImageCount
 from buttermilk.llm.usage import CHARS_PER_TOKEN, Price
 
 PER_MILLION = 1_000_000
@@ -44,6 +45,17 @@ class AgentEstimate:
     retry_input_tokens: int = 0  # prompt tokens of every schema retry, if all happen
     unrenderable: int = 0
     problem: str | None = None  # the first reason a prompt could not be rendered
+    images: int = 0  # image parts sent (see buttermilk.llm.image_tokens)
+    image_tokens: int = 0  # of those counted; part of input_tokens
+    images_uncounted: int = 0  # whose tokens are unknown: not in input_tokens
+    image_problem: str | None = None  # the first reason an image was not counted
+
+    def add_images(self, found: ImageCount) -> None:
+        """Add one record's images (their tokens go into ``input_tokens`` by the caller)."""
+        self.images += found.images
+        self.image_tokens += found.tokens
+        self.images_uncounted += found.uncounted
+        self.image_problem = self.image_problem or found.why
 
     @property
     def max_calls(self) -> int:
@@ -87,6 +99,9 @@ class AgentEstimate:
             input_tokens=self.input_tokens * repeats,
             retry_input_tokens=self.retry_input_tokens * repeats,
             unrenderable=self.unrenderable * repeats,
+            images=self.images * repeats,
+            image_tokens=self.image_tokens * repeats,
+            images_uncounted=self.images_uncounted * repeats,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -104,6 +119,10 @@ class AgentEstimate:
             "max_cost": self.max_cost,
             "unrenderable": self.unrenderable,
             "problem": self.problem,
+            "images": self.images,
+            "image_tokens": self.image_tokens,
+            "images_uncounted": self.images_uncounted,
+            "image_problem": self.image_problem,
         }
 
 
@@ -127,6 +146,9 @@ def sum_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if all(r["max_cost"] is not None for r in rows)
         else None,
         "unrenderable": sum(r["unrenderable"] for r in rows),
+        "images": sum(r["images"] for r in rows),
+        "image_tokens": sum(r["image_tokens"] for r in rows),
+        "images_uncounted": sum(r["images_uncounted"] for r in rows),
     }
 
 
@@ -201,6 +223,9 @@ class Estimate:
                     "price": price.model_dump(exclude_none=True) if price else None,
                     **sum_rows([a.as_json() for a in found]),
                     "problem": next((a.problem for a in found if a.problem), None),
+                    "image_problem": next(
+                        (a.image_problem for a in found if a.image_problem), None
+                    ),
                 }
             )
         return rows
@@ -218,6 +243,17 @@ class Estimate:
             )
         if any(a.max_tokens is None for c in self.combinations for a in c.agents):
             found.append("Answer tokens are bounded only where max_tokens is set.")
+        for row in self.agents():
+            if row["images_uncounted"]:
+                found.append(
+                    f"{row['images_uncounted']} of agent {row['agent']}'s {row['images']} "
+                    f"images are not counted in its input tokens: {row['image_problem']}."
+                )
+        if any(a.image_tokens for c in self.combinations for a in c.agents):
+            found.append(
+                "Image tokens follow the provider's published formula, detail auto counted "
+                "as high (the most it may cost)."
+            )
         return found
 
     def as_json(self) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from buttermilk.llm.images import stand_ins
+
 
 class RateLimiter(Protocol):
     """Paces calls to a model: one ``acquire`` before each call, one ``report`` after."""
@@ -66,11 +68,12 @@ def cache_key(
     repeat (repeat 0 keys as before repeats existed, so stores keep their answers). And
     ``mode``, how the answer was asked for (``json_schema``, ``json_object``, ...; see
     :mod:`buttermilk.llm.response_format`): a constrained answer is not an unconstrained one.
+    An image sent as a data URI counts by its SHA-256, one given by URL by the URL.
     """
     request: dict[str, Any] = {
         "endpoint": endpoint,
         "model": model,
-        "messages": list(messages),
+        "messages": list(stand_ins(messages, hashed_only=True)),  # images by hash
         "sampling": sampling,
         "schema": schema,
     }
