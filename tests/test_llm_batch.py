@@ -242,6 +242,10 @@ def test_estimate_counts_calls_tokens_and_cost_without_calling_storing_or_publis
         "max_cost": pytest.approx((most + 2 * 8 * 3 * 20) / 1_000_000),
         "unrenderable": 0,
         "problem": None,
+        "images": 0,  # the flow sends no image
+        "image_tokens": 0,
+        "images_uncounted": 0,
+        "image_problem": None,
     }
     # The critic's prompt needs the judge's answer, unknown before the batch runs.
     critic = by_agent["critic"]

@@ -114,6 +114,9 @@ def test_estimate_counts_records_x_combinations_x_repeats_at_each_combinations_p
             "max_output_tokens": 12 * 10,
             "max_cost": pytest.approx((3 * once * price["input"] + 120 * price["output"]) / 1e6),
             "unrenderable": 0,
+            "images": 0,  # the flow sends no image
+            "image_tokens": 0,
+            "images_uncounted": 0,
         }
     total = found.as_json()["total"]
     assert total["calls"] == 48
