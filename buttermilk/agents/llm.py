@@ -124,8 +124,9 @@ class LLM:
     Errors: :class:`~buttermilk.llm.retry.LLMRefusedError` (permanent) when the endpoint
     refuses the request; :class:`~buttermilk.llm.retry.LLMUnavailableError` (retried by
     the batch) when transient failures outlast ``max_retries``;
-    :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent) when no answer fits the
-    schema after ``schema_retries``; in a worker,
+    :class:`~buttermilk.llm.images.ImageError` (permanent, before any call) for an image
+    that cannot be sent; :class:`~buttermilk.llm.schema.InvalidAnswerError` (permanent)
+    when no answer fits the schema after ``schema_retries``; in a worker,
     :class:`~buttermilk.llm.health.EndpointDownError` (the job is given back, no attempt
     spent) while the endpoint is down (see :mod:`buttermilk.llm.health`).
 
