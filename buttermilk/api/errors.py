@@ -22,6 +22,7 @@ from buttermilk.errors import (
     BatchStateError,
     ButtermilkError,
     QueueError,
+    SourceUnavailableError,
     StoreError,
     UnknownBatchError,
     UsageError,
@@ -40,6 +41,7 @@ STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
     (UsageError, 400, "bad_request"),
     (QueueError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
+    (SourceUnavailableError, 503, "unavailable"),
 )
 
 # Codes that must not change with Python's HTTP phrases (413 was renamed in 3.13).

@@ -14,11 +14,15 @@ import secrets
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from buttermilk.errors import DuplicateRecordIdError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import SourceRow, iter_flow_rows
 from buttermilk.records import Record
+
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 MAX_NAMED_DUPLICATES = 5
 
@@ -135,14 +139,21 @@ def sample_rows(
 
 
 def plan_records(
-    flow: FlowConfig, *, shuffle: bool, max_records: int | None, seed: int | None = None
+    flow: FlowConfig,
+    *,
+    shuffle: bool,
+    max_records: int | None,
+    seed: int | None = None,
+    store: Store | None = None,
 ) -> Plan:
-    """Plan a batch of ``flow``: read its sources and pick the records, in order."""
+    """Plan a batch of ``flow``: read its sources and pick the records, in order.
+
+    ``store``: where ``type: batch`` sources read earlier batches."""
     used_seed = seed if seed is not None else secrets.randbits(32)
     rng = random.Random(used_seed)
     ids = IdHashes()
     rows, read = sample_rows(
-        iter_flow_rows(flow), shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
+        iter_flow_rows(flow, store), shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
     )
-    raise_for_duplicates(itertools.islice(iter_flow_rows(flow), read), ids.repeated())
+    raise_for_duplicates(itertools.islice(iter_flow_rows(flow, store), read), ids.repeated())
     return Plan(records=[row.to_record() for row in rows], rows_read=read, seed=used_seed)

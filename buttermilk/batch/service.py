@@ -90,11 +90,15 @@ class BatchService:
         flow = self.flows.get(request.flow)
         if request.evaluate is not None:
             check_label_agent(request.evaluate, flow, "evaluate")
-        check_sources(flow)
+        check_sources(flow, self.store)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
         grid = grid_for(flow, request)  # each combination's agents too
         plan = plan_records(
-            flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
+            flow,
+            shuffle=request.shuffle,
+            max_records=request.max_records,
+            seed=request.seed,
+            store=self.store,
         )
         if not plan.records:
             raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
