@@ -8,6 +8,7 @@ a byte-order mark of the encoding is dropped.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 
 from buttermilk.errors import DataSourceError
@@ -42,7 +43,7 @@ def read_text(location: Location, encoding: str) -> str:
         except OSError as exc:
             raise DataSourceError(f"{location.name}: cannot read it ({exc})") from None
     try:
-        text = raw.decode(encoding)
+        text = raw.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
     except UnicodeDecodeError as exc:
         raise DataSourceError(
             f"{location.name}: not valid {encoding} at byte offset {exc.start} "
