@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from buttermilk.errors import DuplicateRecordIdError
 from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.sources import SourceRow, iter_flow_rows
+from buttermilk.flows.sources import SourceRow, closed_after, iter_flow_rows
 from buttermilk.records import Record
 
 if TYPE_CHECKING:
@@ -152,8 +152,14 @@ def plan_records(
     used_seed = seed if seed is not None else secrets.randbits(32)
     rng = random.Random(used_seed)
     ids = IdHashes()
-    rows, read = sample_rows(
-        iter_flow_rows(flow, store), shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
-    )
-    raise_for_duplicates(itertools.islice(iter_flow_rows(flow, store), read), ids.repeated())
+    # Closed when done, so a source that was not read to its end (max_records without
+    # shuffling) lets go of its file, cursor or connection now.
+    with closed_after(iter_flow_rows(flow, store)) as source_rows:
+        rows, read = sample_rows(
+            source_rows, shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
+        )
+    suspects = ids.repeated()
+    if suspects:
+        with closed_after(iter_flow_rows(flow, store)) as again:
+            raise_for_duplicates(itertools.islice(again, read), suspects)
     return Plan(records=[row.to_record() for row in rows], rows_read=read, seed=used_seed)

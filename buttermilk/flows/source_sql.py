@@ -14,6 +14,7 @@ without its password: a bad URL or query, or a missing driver, is a DataSourceEr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,15 +99,17 @@ def _rows(name: str, source: SqlSource) -> Iterator[Row]:
                 result = conn.execution_options(stream_results=True, yield_per=YIELD_PER).execute(
                     text(source.query)
                 )
-                names = list(result.keys())
-                if len(set(names)) != len(names):
-                    twice = sorted({n for n in names if names.count(n) > 1})
-                    raise DataSourceError(
-                        f"{where}: the query names column(s) {twice} twice; give each a "
-                        "name of its own (AS ...)"
-                    )
-                for index, row in enumerate(result, start=1):
-                    yield f"data source {name!r} row {index}", dict(zip(names, row, strict=True))
+                with contextlib.closing(result):  # its server-side cursor, however left
+                    names = list(result.keys())
+                    if len(set(names)) != len(names):
+                        twice = sorted({n for n in names if names.count(n) > 1})
+                        raise DataSourceError(
+                            f"{where}: the query names column(s) {twice} twice; give each a "
+                            "name of its own (AS ...)"
+                        )
+                    for index, row in enumerate(result, start=1):
+                        location = f"data source {name!r} row {index}"
+                        yield location, dict(zip(names, row, strict=True))
             except (DBAPIError, SQLAlchemyError) as exc:
                 if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                     raise SourceUnavailableError(

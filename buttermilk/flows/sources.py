@@ -11,10 +11,11 @@ so planning can look at every id of a large file while keeping few records in me
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from buttermilk import values
 from buttermilk.errors import DataSourceError
@@ -199,6 +200,19 @@ def check_source(name: str, source: DataSource, store: Store | None = None) -> N
 
 
 _MISSING: Any = object()
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def closed_after(rows: Iterator[T]) -> Iterator[Iterator[T]]:
+    """``rows``, closed on leaving the block when it is a generator (its file, cursor or
+    connection let go at once, even when it was not read to its end)."""
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 def field_at(row: dict[str, Any], path: str) -> Any:
@@ -255,49 +269,56 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
     filtered = bool(source.where) and not isinstance(source, BatchSource)
     for fmt, group in _row_groups(name, source, store):
         rows = _kept(source, group, found) if filtered else group
-        for location, row in rows:
-            if not isinstance(row, dict):
-                raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
-            # Written out rather than looped: this runs for every row of every source.
-            id_field = fields.record_id
-            if id_field is None:
-                id_field = "record_id" if "record_id" in row else ("id" if "id" in row else None)
-            elif id_field not in row:
-                raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
-            content_field = fields.content
-            if content_field is None:
-                if "content" in row:
-                    content_field = "content"
-                elif "text" in row:
-                    content_field = "text"
-                elif id_field is None:  # nothing in the row says what it is
-                    raise _no_content(location, fmt, row)
-            elif content_field not in row:
-                raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
-            if id_field is not None:
-                record_id = _record_id(row[id_field], id_field, location)
-            else:
-                record_id = content_hash(row.get(content_field) if content_field else row)
-            if fields.id_prefix:
-                record_id = fields.id_prefix + record_id
-            uri_field = fields.uri or ("uri" if "uri" in row else None)
-            if uri_field is not None:
-                _check_uri(row.get(uri_field), uri_field, location)
-            yield SourceRow(
-                record_id=_check_length(record_id, fields.id_prefix, id_field, location),
-                fields=row,
-                content_field=content_field,
-                uri_field=uri_field,
-                truth_field=fields.ground_truth
-                or ("ground_truth" if "ground_truth" in row else None),
-                id_field=id_field,
-                location=location,
-            )
+        # Closed when left early (a planned sample that needs no more rows): a file,
+        # cursor or connection is let go now, not when the garbage collector comes.
+        with closed_after(group), closed_after(rows):
+            yield from _mapped(rows, fields, fmt)
     missing = sorted(set(source.where) - found) if filtered else []
     if missing:
         raise DataSourceError(
             f"data source {name!r}: where: no row has the field {missing[0]!r} "
             "(a field name, or NAME.KEY into an object)"
+        )
+
+
+def _mapped(rows: Iterator[Row], fields: FieldMap, fmt: str) -> Iterator[SourceRow]:
+    """Each row with its record id and the fields that feed the record."""
+    for location, row in rows:
+        if not isinstance(row, dict):
+            raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
+        # Written out rather than looped: this runs for every row of every source.
+        id_field = fields.record_id
+        if id_field is None:
+            id_field = "record_id" if "record_id" in row else ("id" if "id" in row else None)
+        elif id_field not in row:
+            raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
+        content_field = fields.content
+        if content_field is None:
+            if "content" in row:
+                content_field = "content"
+            elif "text" in row:
+                content_field = "text"
+            elif id_field is None:  # nothing in the row says what it is
+                raise _no_content(location, fmt, row)
+        elif content_field not in row:
+            raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
+        if id_field is not None:
+            record_id = _record_id(row[id_field], id_field, location)
+        else:
+            record_id = content_hash(row.get(content_field) if content_field else row)
+        if fields.id_prefix:
+            record_id = fields.id_prefix + record_id
+        uri_field = fields.uri or ("uri" if "uri" in row else None)
+        if uri_field is not None:
+            _check_uri(row.get(uri_field), uri_field, location)
+        yield SourceRow(
+            record_id=_check_length(record_id, fields.id_prefix, id_field, location),
+            fields=row,
+            content_field=content_field,
+            uri_field=uri_field,
+            truth_field=fields.ground_truth or ("ground_truth" if "ground_truth" in row else None),
+            id_field=id_field,
+            location=location,
         )
 
 
