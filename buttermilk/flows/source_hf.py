@@ -77,6 +77,8 @@ def _load(name: str, source: HuggingFaceSource) -> Any:
             data_files=source.data_files,
             streaming=source.streaming,
         )
+    except DataSourceError:
+        raise
     except ConnectionError as exc:  # the Hub (or a URL) could not be reached
         raise SourceUnavailableError(f"{where}: cannot reach it ({exc})") from None
     except (ValueError, FileNotFoundError, OSError) as exc:  # a bad split, name or file
