@@ -99,6 +99,8 @@ class BatchService:
             max_records=request.max_records,
             seed=request.seed,
             store=self.store,
+            stratify=request.stratify,
+            stratify_mode=request.stratify_mode,
         )
         if not plan.records:
             raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
@@ -127,7 +129,7 @@ class BatchService:
         batch = await anyio.to_thread.run_sync(
             lambda: self.store.create_batch(
                 batch_id=new_batch_id(),
-                request=grid.resolved(request),
+                request=grid.resolved(request).model_copy(update={"strata": plan.strata}),
                 flow_snapshot=flow.snapshot(),
                 seed=plan.seed,
                 records=plan.records,

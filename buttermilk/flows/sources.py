@@ -199,7 +199,7 @@ def check_source(name: str, source: DataSource, store: Store | None = None) -> N
         source_batch.check(name, source, store)
 
 
-_MISSING: Any = object()
+MISSING: Any = object()
 T = TypeVar("T")
 
 
@@ -216,13 +216,13 @@ def closed_after(rows: Iterator[T]) -> Iterator[Iterator[T]]:
 
 
 def field_at(row: dict[str, Any], path: str) -> Any:
-    """The value at ``path`` (a field, or a dotted path into nested objects), or _MISSING."""
+    """The value at ``path`` (a field, or a dotted path into nested objects), or MISSING."""
     if path in row:
         return row[path]
     value: Any = row
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
-            return _MISSING
+            return MISSING
         value = value[key]
     return value
 
@@ -247,8 +247,8 @@ def _kept(source: DataSource, rows: Iterator[Row], found: set[str]) -> Iterator[
     for location, row in rows:
         keep = True
         for key, wanted in where.items():
-            value = field_at(row, key) if isinstance(row, dict) else _MISSING
-            if value is _MISSING:
+            value = field_at(row, key) if isinstance(row, dict) else MISSING
+            if value is MISSING:
                 keep = False
                 continue
             found.add(key)

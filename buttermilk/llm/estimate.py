@@ -104,6 +104,8 @@ def estimate_batch(
         max_records=request.max_records,
         seed=request.seed,
         store=store,
+        stratify=request.stratify,
+        stratify_mode=request.stratify_mode,
     )
     if not plan.records:
         raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
