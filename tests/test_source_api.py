@@ -11,6 +11,7 @@ from conftest import Env
 from test_api import api_server, error_of
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_the_api_refuses_bad_sources_as_the_cli_does_and_creates_strata(
     env: Env, tmp_path: Path

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Env
+
+from buttermilk.batch.planner import plan_records
+from buttermilk.errors import DataSourceError
+from buttermilk.flows.models import FlowConfig
 
 ROWS = [
     {"id": "p1", "text": "you are great", "label": "ok", "lang": "en"},
@@ -30,6 +35,7 @@ def second_round(env: Env, tmp_path: Path, where: str) -> None:
     env.base_args = ["--config-dir", str(tmp_path / "myconf")]
 
 
+@pytest.mark.slow
 def test_a_flow_runs_over_an_earlier_batchs_decisions(env: Env, tmp_path: Path) -> None:
     (env.data / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     first = env.ok(
@@ -63,50 +69,64 @@ def test_a_flow_runs_over_an_earlier_batchs_decisions(env: Env, tmp_path: Path) 
     assert seen["content"] == "go away"
 
 
+def flow_over_batch(batch_id: str, where: dict[str, Any]) -> FlowConfig:
+    return FlowConfig.model_validate(
+        {
+            "name": "round2",
+            "data": {"round1": {"type": "batch", "batch_id": batch_id, "where": where}},
+            "agents": [{"name": "echo", "_target_": "buttermilk.agents.testing.echo"}],
+        }
+    )
+
+
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_bad_batch_sources_are_refused_in_one_line(env: Env, tmp_path: Path) -> None:
     (env.data / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     first = env.ok(
         "flow=t_echo", "batch.wait=true", "batch.format=json", "batch.shuffle=false"
     ).json()["batch_id"]
-    cases = [
-        ("zzzz", "{}", "data source 'round1': unknown batch id 'zzzz': no batch has this id"),
-        (first, "{judge.label: x}", "data source 'round1': where.judge.label: batch "),
-        (first, "{status: done}", "data source 'round1': where.status='done' is not a job"),
-        (first, "{echo.verdict: x}", "data source 'round1': where: no job of batch "),
+    env.extra["ROUND1"] = "zzzz"
+    second_round(env, tmp_path, "{}")
+    refused = env.cli("flow=round2")
+    assert refused.returncode == 2, str(refused)
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: data source 'round1': unknown batch id 'zzzz': no batch has this id")
+    )
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"judge.label": "x"}, f"data source 'round1': where.judge.label: batch {first}'s flow"),
+        ({"status": "done"}, "data source 'round1': where.status='done' is not a job status"),
+        ({"variant": "b"}, "data source 'round1': where.variant='b': batch "),
+        ({"echo.verdict": "x"}, f"data source 'round1': where: no job of batch {first} has"),
     ]
-    for batch_id, where, message in cases:
-        env.extra["ROUND1"] = batch_id
-        second_round(env, tmp_path, where)
-        refused = env.cli("flow=round2")
-        assert refused.returncode == 2, str(refused)
-        last = refused.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: {message}"), last
+    for where, message in cases:
+        with pytest.raises(DataSourceError) as bad:
+            plan_records(
+                flow_over_batch(first, where), shuffle=False, max_records=None, store=env.store()
+            )
+        assert str(bad.value).startswith(message), str(bad.value)
     assert len(env.store().list_batches()) == 1  # nothing created
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
-def test_a_batch_of_several_combinations_gives_a_record_per_kept_job(
-    env: Env, tmp_path: Path
-) -> None:
+def test_a_batch_of_several_combinations_gives_a_record_per_kept_job(env: Env) -> None:
     (env.data / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:2]))
     first = env.ok(
         "flow=t_grid", "batch.wait=true", "batch.format=json", "batch.shuffle=false"
     ).json()["batch_id"]
-    keys = [c.key for c in env.store().get_batch(first).combinations()]
-    env.extra["ROUND1"] = first
-    second_round(env, tmp_path, "{}")
-    env.ok("flow=round2", "batch.command=create", "batch.shuffle=false")
-    newest = env.store().list_batches()[0].id
-    ids = [job.record_id for job in env.store().iter_jobs(newest)]
-    a, b = keys
+    a, b = [c.key for c in env.store().get_batch(first).combinations()]
+
+    every = plan_records(
+        flow_over_batch(first, {}), shuffle=False, max_records=None, store=env.store()
+    )
+    ids = [record.record_id for record in every.records]
     assert len(ids) == 8 and ids[:4] == [f"p1/{a}/0", f"p1/{b}/0", f"p1/{a}/1", f"p1/{b}/1"]
-    second_round(env, tmp_path, f"{{variant: {keys[1]}}}")
-    env.ok("flow=round2", "batch.command=create", "batch.shuffle=false")
-    newest = env.store().list_batches()[0].id
-    assert [job.record_id for job in env.store().iter_jobs(newest)] == [
-        "p1/0",
-        "p1/1",
-        "p2/0",
-        "p2/1",
-    ]
+    one = plan_records(
+        flow_over_batch(first, {"variant": b}), shuffle=False, max_records=None, store=env.store()
+    )
+    assert [record.record_id for record in one.records] == ["p1/0", "p1/1", "p2/0", "p2/1"]
+    previous = one.records[1].metadata["previous"]
+    assert (previous["variant"], previous["repeat"], previous["status"]) == (b, 1, "completed")

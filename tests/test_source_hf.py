@@ -122,6 +122,7 @@ def test_errors_name_the_source_and_the_problem(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_a_huggingface_source_end_to_end_through_the_cli(env: Env, tmp_path: Path) -> None:
     path = jsonl(env.data / "tweets.jsonl")
@@ -140,13 +141,5 @@ def test_a_huggingface_source_end_to_end_through_the_cli(env: Env, tmp_path: Pat
 
     done = env.ok("flow=tweets", "batch.wait=true", "batch.format=json", "batch.max_records=3")
     assert done.json()["counts"]["completed"] == 3
-    refused = env.cli("flow=tweets", "+batch.unused=1")  # a typo is still refused first
-    assert refused.returncode == 2
-    (flows / "tweets.yaml").write_text(
-        (flows / "tweets.yaml").read_text().replace("split: train", "split: tset")
-    )
-    refused = env.cli("flow=tweets")
-    assert refused.returncode == 2, str(refused)
-    last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: data source 'hf' (json): Bad split: tset."), last
-    assert len(env.store().list_batches()) == 1
+    job = next(env.store().iter_jobs(done.json()["batch_id"]))
+    assert job.record is not None and job.record.content == f"tweet {job.record_id}"

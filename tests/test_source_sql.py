@@ -82,9 +82,9 @@ def test_postgresql_streams_with_a_server_side_cursor_and_keeps_values(postgres_
         ("2", "b", {"score": None}),
     ]
     # 10^8 rows: only a server-side cursor lets the first five arrive in seconds.
-    endless = flow_over(
-        postgres_url, "select g as id, 'x' as text from generate_series(1, 100000000) g"
-    )
+    # In the select list, PostgreSQL yields the series row by row (in FROM it would
+    # materialize it first).
+    endless = flow_over(postgres_url, "select generate_series(1, 100000000) as id, 'x' as text")
     started = time.monotonic()
     plan = plan_records(endless, shuffle=False, max_records=5, seed=1)
     assert [r.record_id for r in plan.records] == ["1", "2", "3", "4", "5"]
@@ -118,6 +118,7 @@ def test_bad_queries_and_urls_are_one_line_without_the_password(
         list(iter_source("db", flow_over("bigquery://proj/ds", "select 1").data["db"]))
 
 
+@pytest.mark.slow
 @pytest.mark.backends("local")
 def test_a_sql_source_from_an_environment_url_end_to_end(env: Env, tmp_path: Path) -> None:
     url = posts_sqlite(tmp_path / "posts.db")
@@ -139,12 +140,3 @@ def test_a_sql_source_from_an_environment_url_end_to_end(env: Env, tmp_path: Pat
     assert done.json()["counts"]["completed"] == 2
     job = env.store().get_job(done.json()["batch_id"], "3")
     assert job.record is not None and job.record.ground_truth == "toxic"
-
-    env.extra["POSTS_DB_URL"] = f"sqlite:///{tmp_path}/empty.db"
-    refused = env.cli("flow=db")
-    assert refused.returncode == 2, str(refused)
-    assert refused.stderr.strip().splitlines()[-1] == (
-        f"error: data source 'db' (sqlite:///{tmp_path}/empty.db): the query failed: "
-        "no such table: posts"
-    )
-    assert len(env.store().list_batches()) == 1
