@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import Env
 
 from buttermilk.batch.planner import plan_records
-from buttermilk.errors import DataSourceError, SourceUnavailableError
+from buttermilk.errors import DataSourceError, DuplicateRecordIdError, SourceUnavailableError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import iter_source
 
@@ -59,6 +59,19 @@ def test_a_query_maps_to_records_and_where_filters_its_rows(tmp_path: Path) -> N
     ]
     kept = flow_over(url, "select id, body as text, label from posts", where={"label": "toxic"})
     assert [row.record_id for row in iter_source("db", kept.data["db"])] == ["3"]
+
+
+def test_duplicate_ids_of_a_query_are_named_by_row(tmp_path: Path) -> None:
+    flow = flow_over(
+        posts_sqlite(tmp_path / "posts.db"),
+        "select label as id, body as text from posts order by id",
+    )
+    with pytest.raises(DuplicateRecordIdError) as twice:
+        plan_records(flow, shuffle=True, max_records=None, seed=1)
+    assert str(twice.value).startswith(
+        "duplicate record ids: data source 'db' row 1 and data source 'db' row 2 share the "
+        "record id 'ok'"
+    )
 
 
 def test_an_endless_query_is_streamed_not_fetched_whole(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ from buttermilk.batch.service import BatchService
 from buttermilk.domain import BatchRequest
 from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
 from buttermilk.flows.catalog import StaticFlowCatalog
+from buttermilk.flows.locations import Location
 from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.readers import iter_jsonl
 from buttermilk.flows.source_models import FileSource
 from buttermilk.flows.sources import check_sources, iter_source
 from buttermilk.queue.local import LocalQueue
@@ -195,3 +197,21 @@ def test_source_types_are_told_apart_and_unknown_ones_named() -> None:
         flow_over(a={"type": "ftp", "path": "x"})
     with pytest.raises(ValidationError, match=r"where\.lang: give a value or a list"):
         flow_over(a={"path": "x.jsonl", "where": {"lang": {"in": ["en"]}}})
+
+
+def test_a_stream_that_cannot_seek_is_read_through_a_spooled_copy(
+    served: tuple[str, Path],
+) -> None:
+    import fsspec
+
+    base, folder = served
+    (folder / "bad.jsonl").write_bytes(b'{"id": "x", "text": "ok"}\n{"id": \xff}\n')
+    streaming = fsspec.filesystem("http", block_size=0)  # no seeking: HTTP read as it comes
+    url = f"{base}/bad.jsonl"
+    with streaming.open(url) as raw, pytest.raises(ValueError, match="Cannot seek"):
+        raw.read(1)
+        raw.seek(0)
+    location = Location(name=url, relative="bad.jsonl", fs=streaming, path=url)
+    with location.open() as fh, pytest.raises(DataSourceError) as bad:
+        list(iter_jsonl(fh, url))
+    assert str(bad.value).startswith(f"{url}:2: not valid UTF-8 (byte 0xff)")

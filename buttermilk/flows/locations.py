@@ -13,6 +13,8 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavai
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 """Protocol -> the extra of buttermilk-batch that installs its package."""
+SPOOL_BYTES = 16 * 1024 * 1024
 _CONNECTION_ERRORS = ("ClientConnectorError", "ClientConnectorDNSError", "ConnectionError")
 
 
@@ -54,7 +57,35 @@ class Location:
         except OSError as exc:
             raise _read_error(self.name, exc) from None
         with fh:
-            yield fh
+            head, rewound = _rewind(fh)
+            if rewound:
+                yield fh
+                return
+            # A stream that cannot seek (HTTP read as it comes): the readers look at a
+            # file's start, then read it from the start again, and find a bad byte's line
+            # by reading it once more; a spooled copy (on disk past 16 MB) can seek.
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                try:
+                    spool.write(head)
+                    shutil.copyfileobj(fh, spool)
+                except OSError as exc:
+                    raise _read_error(self.name, exc) from None
+                spool.seek(0)
+                yield spool
+
+
+def _rewind(fh: IO[bytes]) -> tuple[bytes, bool]:
+    """Whether ``fh`` can go back to its start (then it is there), and what was read to
+    find out (a stream's first byte; some claim to seek and refuse when asked)."""
+    try:
+        head = fh.read(1)
+    except OSError:
+        return b"", False
+    try:
+        fh.seek(0)
+    except (OSError, ValueError):
+        return head, False
+    return b"", True
 
 
 def _read_error(name: str, exc: OSError) -> DataSourceError | SourceUnavailableError:
