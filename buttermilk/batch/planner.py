@@ -20,7 +20,8 @@ from buttermilk.batch.strata import stratified_sample
 from buttermilk.domain.requests import StratifyMode
 from buttermilk.errors import DuplicateRecordIdError, InvalidOptionError
 from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.sources import SourceRow, closed_after, iter_flow_rows
+from buttermilk.flows.sources import SourceRow, iter_flow_rows
+from buttermilk.flows.where import closed_after
 from buttermilk.records import Record
 
 if TYPE_CHECKING:

@@ -29,7 +29,8 @@ from typing import Any
 from buttermilk import values
 from buttermilk.domain.requests import StratifyMode
 from buttermilk.errors import DataSourceError
-from buttermilk.flows.sources import MISSING, SourceRow, field_at
+from buttermilk.flows.sources import SourceRow
+from buttermilk.flows.where import MISSING, field_at
 
 MAX_GROUPS = 1_000
 

@@ -100,7 +100,7 @@ def _output(outputs: Any, path: str) -> Any:
 
 
 def _rows(name: str, source: BatchSource, store: Store, batch: BatchInfo) -> Iterator[Row]:
-    from buttermilk.flows.sources import matches
+    from buttermilk.flows.where import matches
 
     where = dict(source.where)
     statuses = _listed(where.pop("status", list(_STATUSES)))

@@ -11,11 +11,10 @@ so planning can look at every id of a large file while keeping few records in me
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from buttermilk import values
 from buttermilk.errors import DataSourceError
@@ -30,6 +29,7 @@ from buttermilk.flows.source_models import (
     SqlSource,
     TextSource,
 )
+from buttermilk.flows.where import closed_after, kept_rows
 from buttermilk.records import Record
 
 if TYPE_CHECKING:
@@ -199,64 +199,6 @@ def check_source(name: str, source: DataSource, store: Store | None = None) -> N
         source_batch.check(name, source, store)
 
 
-MISSING: Any = object()
-T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def closed_after(rows: Iterator[T]) -> Iterator[Iterator[T]]:
-    """``rows``, closed on leaving the block when it is a generator (its file, cursor or
-    connection let go at once, even when it was not read to its end)."""
-    try:
-        yield rows
-    finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
-
-
-def field_at(row: dict[str, Any], path: str) -> Any:
-    """The value at ``path`` (a field, or a dotted path into nested objects), or MISSING."""
-    if path in row:
-        return row[path]
-    value: Any = row
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return MISSING
-        value = value[key]
-    return value
-
-
-def same(value: Any, wanted: Any) -> bool:
-    """Equal as the source holds them: ``True`` is not ``1``, ``"1"`` is not ``1``."""
-    if isinstance(value, bool) or isinstance(wanted, bool):
-        return type(value) is type(wanted) and value == wanted
-    return bool(value == wanted)
-
-
-def matches(value: Any, wanted: Any) -> bool:
-    """``value`` equals ``wanted``, or one of its values when ``wanted`` is a list."""
-    if isinstance(wanted, list):
-        return any(same(value, one) for one in wanted)
-    return same(value, wanted)
-
-
-def _kept(source: DataSource, rows: Iterator[Row], found: set[str]) -> Iterator[Row]:
-    """The rows ``source.where`` keeps; the where fields seen in some row go into ``found``."""
-    where = source.where
-    for location, row in rows:
-        keep = True
-        for key, wanted in where.items():
-            value = field_at(row, key) if isinstance(row, dict) else MISSING
-            if value is MISSING:
-                keep = False
-                continue
-            found.add(key)
-            keep = keep and matches(value, wanted)
-        if keep:
-            yield location, row
-
-
 def iter_source(name: str, source: DataSource, store: Store | None = None) -> Iterator[SourceRow]:
     """Stream the rows of one source (those its ``where`` keeps), with their record ids.
 
@@ -268,7 +210,7 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
     found: set[str] = set()
     filtered = bool(source.where) and not isinstance(source, BatchSource)
     for fmt, group in _row_groups(name, source, store):
-        rows = _kept(source, group, found) if filtered else group
+        rows = kept_rows(source, group, found) if filtered else group
         # Closed when left early (a planned sample that needs no more rows): a file,
         # cursor or connection is let go now, not when the garbage collector comes.
         with closed_after(group), closed_after(rows):
