@@ -66,6 +66,16 @@ class EvaluationError(UsageError):
     score (ordinal text without ``categories``)."""
 
 
+class MissingPackageError(DataSourceError):
+    """Raised when a source needs an optional package that is not installed (the error
+    names the extra that brings it: ``pip install 'buttermilk-batch[gcs]'``)."""
+
+
+class SourceUnavailableError(ButtermilkError):
+    """Raised when a data source's service could not be reached (a host refusing
+    connections, a name that does not resolve, a database down): exit 1, not 2."""
+
+
 class BatchStateError(UsageError):
     """Raised when an operation does not fit the batch's current status."""
 

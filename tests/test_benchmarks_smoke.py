@@ -100,3 +100,15 @@ REPORT_ROWS = ("report, 600 jobs (sqlite)", "report, 600 jobs (postgres)")
 @pytest.mark.slow
 def test_the_quick_report_benchmark_times_a_report_on_both_stores(tmp_path: Path) -> None:
     check_quick_run(BENCHMARKS / "report.py", REPORT_ROWS, tmp_path)
+
+
+SOURCE_ROWS = tuple(
+    f"{figure}, {source}"
+    for source in ("sql (sqlite)", "sql (postgres)", "huggingface (local parquet, streamed)")
+    for figure in ("planning peak RSS", "planning growth over imports")
+)
+
+
+@pytest.mark.slow
+def test_the_quick_sources_benchmark_plans_each_large_source_in_a_child(tmp_path: Path) -> None:
+    check_quick_run(BENCHMARKS / "sources.py", SOURCE_ROWS, tmp_path)

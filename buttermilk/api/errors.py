@@ -23,6 +23,7 @@ from buttermilk.errors import (
     ButtermilkError,
     EndpointUnreachableError,
     QueueError,
+    SourceUnavailableError,
     StoreError,
     UnknownBatchError,
     UsageError,
@@ -42,6 +43,7 @@ STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
     (QueueError, 503, "unavailable"),
     (EndpointUnreachableError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
+    (SourceUnavailableError, 503, "unavailable"),
 )
 
 # Codes that must not change with Python's HTTP phrases (413 was renamed in 3.13).

@@ -8,7 +8,7 @@ place, the same for the CLI and the API.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
@@ -101,6 +101,19 @@ class CreateBatch(BaseModel):
         "the agent one of the flow's), truth (ground_truth, ground_truth.PATH or "
         "metadata.PATH), kind (nominal, ordinal, interval), positive, categories.",
         examples=[{"label": "vader.label", "truth": "ground_truth", "kind": "nominal"}],
+    )
+
+    stratify: str | None = Field(
+        default=None,
+        description="With max_records: sample per group of this field (ground_truth, a "
+        "source field, or NAME.KEY); the batch's request.strata then holds the records "
+        "planned per group.",
+    )
+    stratify_mode: Literal["equal", "proportional"] | None = Field(
+        default=None,
+        description="proportional: each group its share of max_records; equal: the same "
+        "number for every group.",
+        json_schema_extra=_not_null,
     )
 
     def to_request(self, defaults: Mapping[str, Any]) -> BatchRequest:

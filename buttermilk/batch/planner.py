@@ -14,11 +14,18 @@ import secrets
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from buttermilk.errors import DuplicateRecordIdError
+from buttermilk.batch.strata import stratified_sample
+from buttermilk.domain.requests import StratifyMode
+from buttermilk.errors import DuplicateRecordIdError, InvalidOptionError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import SourceRow, iter_flow_rows
+from buttermilk.flows.where import closed_after
 from buttermilk.records import Record
+
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 MAX_NAMED_DUPLICATES = 5
 
@@ -34,6 +41,8 @@ class Plan:
     records: list[Record]
     rows_read: int
     seed: int
+    strata: dict[str, int] | None = None
+    """Records planned per group, when stratified (see :mod:`buttermilk.batch.strata`)."""
 
 
 class IdHashes:
@@ -135,14 +144,51 @@ def sample_rows(
 
 
 def plan_records(
-    flow: FlowConfig, *, shuffle: bool, max_records: int | None, seed: int | None = None
+    flow: FlowConfig,
+    *,
+    shuffle: bool,
+    max_records: int | None,
+    seed: int | None = None,
+    store: Store | None = None,
+    stratify: str | None = None,
+    stratify_mode: StratifyMode = "proportional",
 ) -> Plan:
-    """Plan a batch of ``flow``: read its sources and pick the records, in order."""
+    """Plan a batch of ``flow``: read its sources and pick the records, in order.
+
+    ``store``: where ``type: batch`` sources read earlier batches. ``stratify``: a field
+    to sample ``max_records`` per group of (InvalidOptionError without max_records)."""
+    if stratify is not None and max_records is None:
+        raise InvalidOptionError(
+            "batch.stratify",
+            stratify,
+            "a stratified sample needs batch.max_records (how many records in all)",
+        )
     used_seed = seed if seed is not None else secrets.randbits(32)
     rng = random.Random(used_seed)
     ids = IdHashes()
-    rows, read = sample_rows(
-        iter_flow_rows(flow), shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
+    # Closed when done, so a source that was not read to its end (max_records without
+    # shuffling) lets go of its file, cursor or connection now.
+    with closed_after(iter_flow_rows(flow, store)) as source_rows:
+        strata = None
+        if stratify is not None and max_records is not None:
+            rows, read, strata = stratified_sample(
+                source_rows,
+                field=stratify,
+                max_records=max_records,
+                mode=stratify_mode,
+                rng=rng,
+                seen=ids.add,
+            )
+            if shuffle:
+                rng.shuffle(rows)
+        else:
+            rows, read = sample_rows(
+                source_rows, shuffle=shuffle, max_records=max_records, rng=rng, ids=ids
+            )
+    suspects = ids.repeated()
+    if suspects:
+        with closed_after(iter_flow_rows(flow, store)) as again:
+            raise_for_duplicates(itertools.islice(again, read), suspects)
+    return Plan(
+        records=[row.to_record() for row in rows], rows_read=read, seed=used_seed, strata=strata
     )
-    raise_for_duplicates(itertools.islice(iter_flow_rows(flow), read), ids.repeated())
-    return Plan(records=[row.to_record() for row in rows], rows_read=read, seed=used_seed)

@@ -97,11 +97,17 @@ class BatchService:
         flow = self.flows.get(request.flow)
         if request.evaluate is not None:
             check_label_agent(request.evaluate, flow, "evaluate")
-        check_sources(flow)
+        check_sources(flow, self.store)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
         grid = grid_for(flow, request)  # each combination's agents too
         plan = plan_records(
-            flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
+            flow,
+            shuffle=request.shuffle,
+            max_records=request.max_records,
+            seed=request.seed,
+            store=self.store,
+            stratify=request.stratify,
+            stratify_mode=request.stratify_mode,
         )
         if not plan.records:
             raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
@@ -137,7 +143,7 @@ class BatchService:
         batch = await anyio.to_thread.run_sync(
             lambda: self.store.create_batch(
                 batch_id=new_batch_id(),
-                request=grid.resolved(request),
+                request=grid.resolved(request).model_copy(update={"strata": plan.strata}),
                 flow_snapshot=flow.snapshot(),
                 seed=plan.seed,
                 records=plan.records,

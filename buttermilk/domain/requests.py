@@ -12,6 +12,7 @@ from buttermilk.option_types import Count, Int64, NotABool
 from buttermilk.values import refuse_non_finite
 
 ErrorPolicy = Literal["continue", "stop"]
+StratifyMode = Literal["equal", "proportional"]
 TARGET_KEY = "_target_"
 MAX_RETRY_DELAY = 300.0
 """Seconds: the longest pause before a retry (backoff doubles up to this)."""
@@ -89,6 +90,21 @@ class BatchRequest(BaseModel):
         default=None,
         description="What a report scores (null: the flow's evaluate): the label "
         "(AGENT.KEY...), the truth, the kind; the label's agent must be one of the flow's.",
+    )
+    stratify: str | None = Field(
+        default=None,
+        min_length=1,
+        description="With max_records: sample per group of this field (a record field such "
+        "as ground_truth, a source field, or NAME.KEY), as stratify_mode says.",
+    )
+    stratify_mode: StratifyMode = Field(
+        default="proportional",
+        description="proportional: each group its share of max_records; equal: every "
+        "group the same number (a smaller group gives all it has).",
+    )
+    strata: dict[str, int] | None = Field(
+        default=None,
+        description="Set by create when stratifying: the records planned per group.",
     )
 
     @field_validator("parameters", mode="before")

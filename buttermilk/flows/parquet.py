@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 from buttermilk.errors import DataSourceError
 from buttermilk.values import NonFiniteFloat
@@ -115,7 +114,7 @@ def nanosecond_texts(column: Any) -> list[str | None]:
     ]
 
 
-def _check_schema(path: Path, schema: Any) -> bool:
+def _check_schema(path: str, schema: Any) -> bool:
     """Refuse columns without an exact Python form; whether any column holds floats."""
     import pyarrow.types as pat
 
@@ -140,7 +139,7 @@ def _check_schema(path: Path, schema: Any) -> bool:
     return floats
 
 
-def _column_values(path: Path, name: str, column: Any, first: int) -> list[Any]:
+def _column_values(path: str, name: str, column: Any, first: int) -> list[Any]:
     """The Python values of one column of a batch whose first row is row ``first``."""
     import pyarrow as pa
 
@@ -172,21 +171,29 @@ def _first_unreadable(column: Any, error: Exception) -> tuple[int, Exception]:
     return 0, error
 
 
-def iter_parquet(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
-    """Rows of a Parquet file; ``encoding`` does not apply (Parquet text is UTF-8)."""
-    import pyarrow as pa
+def iter_parquet(fh: IO[bytes], path: str, encoding: str = "utf-8") -> Iterator[Row]:
+    """Rows of a Parquet file opened as ``fh`` (named ``path`` in messages); ``encoding``
+    does not apply (Parquet text is UTF-8)."""
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(fh)
     except OSError as exc:
         raise DataSourceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from None
-    floats = _check_schema(path, parquet.schema_arrow)
-    names = parquet.schema_arrow.names
+    yield from iter_arrow(path, parquet.schema_arrow, parquet.iter_batches(batch_size=ROW_BATCH))
+
+
+def iter_arrow(path: str, schema: Any, batches: Iterator[Any] | Iterable[Any]) -> Iterator[Row]:
+    """Rows of Arrow record batches of ``schema`` (named ``path[index]``), every value
+    exact or refused: Parquet files, and a Hugging Face dataset's Arrow tables."""
+    import pyarrow as pa
+
+    floats = _check_schema(path, schema)
+    names = schema.names
     index = 0
-    batches = parquet.iter_batches(batch_size=ROW_BATCH)
+    batches = iter(batches)
     while True:
         try:
             chunk = next(batches, None)
@@ -196,10 +203,7 @@ def iter_parquet(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
             ) from None
         if chunk is None:
             return
-        columns = [
-            _column_values(path, name, column, index)
-            for name, column in zip(names, chunk.columns, strict=True)
-        ]
+        columns = [_column_values(path, name, chunk.column(name), index) for name in names]
         for values in zip(*columns, strict=True):
             row = dict(zip(names, values, strict=True))
             yield f"{path}[{index}]", _finite(row) if floats else row

@@ -1,9 +1,11 @@
 """Read the rows of one data file, exactly as the file holds them, or refuse it.
 
-Each reader yields ``(location, row)``: ``location`` is ``file:line`` (the physical line a
-row starts on) for JSONL and CSV, ``file[index]`` for a JSON array and Parquet. Nothing
-is dropped, merged, padded or converted: a CSV row with another number of fields than its
-header, an unclosed quote, bytes that are not valid in the file's encoding, or a value
+Each reader takes an opened binary stream (a local file, or an fsspec file at any URL)
+and the name its messages give it, and yields ``(location, row)``: ``location`` is
+``file:line`` (the physical line a row starts on) for JSONL and CSV, ``file[index]``
+for a JSON array and Parquet. Nothing is dropped, merged, padded or converted: a CSV
+row with another number of fields than its header, an unclosed quote, bytes that are
+not valid in the file's encoding, or a value
 nested too deeply to store is a :class:`DataSourceError` naming the file and the line.
 
 Values keep their types: integers of any size, Parquet's bytes, decimals and non-finite
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import math
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -47,8 +49,19 @@ def _text_encoding(encoding: str) -> str:
     return "utf-8-sig" if _is_utf8(encoding) else encoding
 
 
-def _open_error(path: Path, exc: OSError) -> DataSourceError:
+def _open_error(path: str, exc: OSError) -> DataSourceError:
     return DataSourceError(f"{path}: cannot read it ({exc.strerror or exc})")
+
+
+def _text(fh: IO[bytes], encoding: str, newline: str) -> io.TextIOWrapper:
+    """``fh`` decoded as ``encoding``; the wrapper leaves ``fh`` open when it goes."""
+
+    class _Kept(io.TextIOWrapper):
+        def __del__(self) -> None:  # closing the wrapper would close fh
+            if not self.closed:
+                self.detach()
+
+    return _Kept(fh, encoding=encoding, newline=newline)
 
 
 # -- byte-order marks and UTF-16 ---------------------------------------------------------
@@ -81,13 +94,13 @@ def drops_bom_itself(encoding: str) -> bool:
     return _codec(encoding) in ("utf-8", "utf-16", "utf-32")
 
 
-def check_start(path: Path, encoding: str) -> None:
+def check_start(fh: IO[bytes], path: str, encoding: str) -> None:
     """Refuse a text file whose first bytes show it is not in ``encoding``: a byte-order
     mark of another encoding, or UTF-16 read byte by byte (a NUL beside every character).
     Such a file may decode without an error, into other text than it holds."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
+        head = fh.read(_SNIFF_BYTES)
+        fh.seek(0)
     except OSError as exc:
         raise _open_error(path, exc) from None
     codec = _codec(encoding)
@@ -120,7 +133,7 @@ def drop_bom(text: str, encoding: str) -> str:
 # -- encodings ---------------------------------------------------------------------------
 
 
-def _bad_byte_line(path: Path, encoding: str, universal: bool) -> tuple[int, int] | None:
+def _bad_byte_line(fh: IO[bytes], encoding: str, universal: bool) -> tuple[int, int] | None:
     """The line (1-based) of the first byte sequence not valid in ``encoding``, and that
     byte; None when lines cannot be told apart in the raw bytes (UTF-16, UTF-32).
 
@@ -130,14 +143,14 @@ def _bad_byte_line(path: Path, encoding: str, universal: bool) -> tuple[int, int
         return None
     decoder = codecs.getincrementaldecoder(_text_encoding(encoding))()
     lineno = 1
-    with path.open("rb") as fh:
-        for piece in fh:  # up to and with each b"\n"
-            try:
-                decoder.decode(piece)
-            except UnicodeDecodeError as exc:
-                before = piece[: exc.start]
-                return lineno + (_lone_returns(before) if universal else 0), piece[exc.start]
-            lineno += 1 + (_lone_returns(piece) if universal else 0)
+    fh.seek(0)
+    for piece in fh:  # up to and with each b"\n"
+        try:
+            decoder.decode(piece)
+        except UnicodeDecodeError as exc:
+            before = piece[: exc.start]
+            return lineno + (_lone_returns(before) if universal else 0), piece[exc.start]
+        lineno += 1 + (_lone_returns(piece) if universal else 0)
     return None
 
 
@@ -147,11 +160,11 @@ def _lone_returns(piece: bytes) -> int:
 
 
 def encoding_error(
-    path: Path, encoding: str, exc: UnicodeDecodeError, *, universal: bool
+    fh: IO[bytes], path: str, encoding: str, exc: UnicodeDecodeError, *, universal: bool
 ) -> DataSourceError:
     """One line naming the file, the line and the byte that ``encoding`` cannot read."""
     name = "UTF-8" if _is_utf8(encoding) else encoding
-    found = _bad_byte_line(path, encoding, universal)
+    found = _bad_byte_line(fh, encoding, universal)
     if found is None:
         where, byte = f"{path} (near byte {exc.start})", exc.object[exc.start]
     else:
@@ -236,44 +249,39 @@ def parse_json(text: bytes | str, where: str) -> Any:
     return value
 
 
-def iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
+def iter_jsonl(fh: IO[bytes], path: str, encoding: str = "utf-8") -> Iterator[Row]:
     """One JSON object per line; blank lines are skipped; a byte-order mark is dropped."""
-    check_start(path, encoding)
+    check_start(fh, path, encoding)
     lines: Iterator[tuple[int, bytes | str]]
-    try:
-        if _is_utf8(encoding):
-            fh: Any = path.open("rb")
-        else:
-            fh = path.open(encoding=encoding, newline="\n")  # JSON Lines end with \n only
+    if _is_utf8(encoding):
         lines = enumerate(fh, start=1)
-    except OSError as exc:
-        raise _open_error(path, exc) from None
-    with fh:
-        try:
-            for lineno, line in lines:
-                if lineno == 1:
-                    if isinstance(line, bytes):
-                        line = line.removeprefix(codecs.BOM_UTF8)
-                    else:
-                        line = drop_bom(line, encoding)
-                if line.strip():
-                    where = f"{path}:{lineno}"
-                    yield where, parse_json(line, where)
-        except UnicodeDecodeError as exc:
-            raise encoding_error(path, encoding, exc, universal=False) from None
-
-
-def iter_json(path: Path, encoding: str = "utf-8") -> Iterator[Row]:
-    """A JSON array of objects; a byte-order mark is dropped."""
-    check_start(path, encoding)
+    else:  # JSON Lines end with \n only
+        lines = enumerate(_text(fh, encoding, "\n"), start=1)
     try:
-        raw = path.read_bytes()
+        for lineno, line in lines:
+            if lineno == 1:
+                if isinstance(line, bytes):
+                    line = line.removeprefix(codecs.BOM_UTF8)
+                else:
+                    line = drop_bom(line, encoding)
+            if line.strip():
+                where = f"{path}:{lineno}"
+                yield where, parse_json(line, where)
+    except UnicodeDecodeError as exc:
+        raise encoding_error(fh, path, encoding, exc, universal=False) from None
+
+
+def iter_json(fh: IO[bytes], path: str, encoding: str = "utf-8") -> Iterator[Row]:
+    """A JSON array of objects; a byte-order mark is dropped."""
+    check_start(fh, path, encoding)
+    try:
+        raw = fh.read()
     except OSError as exc:
         raise _open_error(path, exc) from None
     try:  # decoded first, so that a bad byte is reported with its line
         text = drop_bom(raw.decode(_text_encoding(encoding)), encoding)
     except UnicodeDecodeError as exc:
-        raise encoding_error(path, encoding, exc, universal=False) from None
+        raise encoding_error(fh, path, encoding, exc, universal=False) from None
     data = parse_json(text, str(path))
     if not isinstance(data, list):
         raise DataSourceError(f"{path}: a JSON source must hold an array of objects")
@@ -290,41 +298,39 @@ def _csv_problem(message: str) -> str:
     return message
 
 
-def iter_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
+def iter_csv(
+    fh: IO[bytes], path: str, encoding: str = "utf-8", delimiter: str = ","
+) -> Iterator[Row]:
     """A header line, then one row per record (quoted fields may span lines).
 
     Parsed strictly: every row has exactly the header's number of fields, quotes are
     closed, and fields may be of any length. Every value is text, as written.
     """
-    check_start(path, encoding)
-    try:
-        fh = path.open(encoding=_text_encoding(encoding), newline="")
-    except OSError as exc:
-        raise _open_error(path, exc) from None
+    check_start(fh, path, encoding)
+    text = _text(fh, _text_encoding(encoding), "")
     start = 1  # the physical line the row being read starts on
-    with fh:
-        reader = csv.reader(_without_bom(fh, encoding), delimiter=delimiter, strict=True)
-        try:
-            header = next(reader, None)
-            if header is None:
-                return
-            _check_header(path, header)
+    reader = csv.reader(_without_bom(text, encoding), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        _check_header(path, header)
+        start = reader.line_num + 1
+        for row in reader:
+            where = f"{path}:{start}"
             start = reader.line_num + 1
-            for row in reader:
-                where = f"{path}:{start}"
-                start = reader.line_num + 1
-                if not row:
-                    continue  # a blank line
-                if len(row) != len(header):
-                    hint = "an unquoted comma?" if len(row) > len(header) else "a missing field?"
-                    raise DataSourceError(
-                        f"{where}: {len(row)} fields, the header has {len(header)} ({hint})"
-                    )
-                yield where, dict(zip(header, row, strict=True))
-        except csv.Error as exc:
-            raise DataSourceError(f"{path}:{start}: {_csv_problem(str(exc))}") from None
-        except UnicodeDecodeError as exc:
-            raise encoding_error(path, encoding, exc, universal=True) from None
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                hint = "an unquoted comma?" if len(row) > len(header) else "a missing field?"
+                raise DataSourceError(
+                    f"{where}: {len(row)} fields, the header has {len(header)} ({hint})"
+                )
+            yield where, dict(zip(header, row, strict=True))
+    except csv.Error as exc:
+        raise DataSourceError(f"{path}:{start}: {_csv_problem(str(exc))}") from None
+    except UnicodeDecodeError as exc:
+        raise encoding_error(fh, path, encoding, exc, universal=True) from None
 
 
 def _without_bom(lines: Iterable[str], encoding: str) -> Iterator[str]:
@@ -334,7 +340,7 @@ def _without_bom(lines: Iterable[str], encoding: str) -> Iterator[str]:
         first = False
 
 
-def _check_header(path: Path, header: list[str]) -> None:
+def _check_header(path: str, header: list[str]) -> None:
     seen: set[str] = set()
     for name in header:
         if name in seen:

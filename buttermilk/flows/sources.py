@@ -1,7 +1,9 @@
-"""Read records from a flow's file sources (JSONL, JSON, CSV, Parquet; globs allowed).
+"""Read records from a flow's data sources: map each row to record fields and an id.
 
-The files themselves are read by :mod:`buttermilk.flows.readers`; this module maps their
-rows to record fields and ids.
+Each kind of source is its own module giving ``(location, row)`` pairs: ``type: file``
+(:mod:`.source_file`), ``text`` (:mod:`.source_text`), ``sql`` (:mod:`.source_sql`),
+``huggingface`` (:mod:`.source_hf`) and ``batch`` (:mod:`.source_batch`). This module
+keeps the rows a source's ``where`` asks for, and maps them to records.
 
 Rows are streamed, and a row becomes a :class:`Record` only when asked (``to_record``),
 so planning can look at every id of a large file while keeping few records in memory.
@@ -9,27 +11,29 @@ so planning can look at every id of a large file while keeping few records in me
 
 from __future__ import annotations
 
-import glob
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buttermilk import values
 from buttermilk.errors import DataSourceError
-from buttermilk.flows.models import FileFormat, FileSource, FlowConfig
-from buttermilk.flows.readers import READERS, iter_csv
+from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.readers import Row
+from buttermilk.flows.source_models import (
+    BatchSource,
+    DataSource,
+    FileSource,
+    HuggingFaceSource,
+    SourceBase,
+    SqlSource,
+    TextSource,
+)
+from buttermilk.flows.where import closed_after, kept_rows
 from buttermilk.records import Record
 
-EXTENSIONS: dict[str, FileFormat] = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 # Without a column mapping, a record's id comes from "record_id" or "id", its content from
 # "content" or "text" (see iter_source); a row with neither an id nor a content field is
 # refused (a CSV with another delimiter reads as one such column).
@@ -47,7 +51,7 @@ class FieldMap:
     id_prefix: str
 
     @classmethod
-    def for_source(cls, source: FileSource) -> FieldMap:
+    def for_source(cls, source: SourceBase) -> FieldMap:
         cols = source.columns
         return cls(
             record_id=cols.get("record_id"),
@@ -119,7 +123,7 @@ def _check_length(record_id: str, prefix: str, field: str | None, location: str)
     return record_id
 
 
-def _no_content(location: str, fmt: FileFormat, row: dict[str, Any]) -> DataSourceError:
+def _no_content(location: str, fmt: str, row: dict[str, Any]) -> DataSourceError:
     """One line for a row without a content field, guessing a CSV's delimiter."""
     names = ", ".join(repr(name) for name in list(row)[:10])
     more = ", ..." if len(row) > 10 else ""
@@ -149,94 +153,129 @@ def _check_uri(raw: Any, field: str, location: str) -> None:
         )
 
 
-def resolve_paths(name: str, source: FileSource) -> list[Path]:
-    """The files a source reads, in a stable order; an error when there are none."""
-    pattern = str(Path(source.path).expanduser())
-    if glob.has_magic(pattern):
-        paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not paths:
-            raise DataSourceError(f"data source {name!r}: no file matches {source.path!r}")
-        return paths
-    path = Path(pattern)
-    if not path.is_file():
-        raise DataSourceError(f"data source {name!r}: file not found: {source.path}")
-    return [path]
+def _row_groups(
+    name: str, source: DataSource, store: Store | None
+) -> Iterator[tuple[str, Iterator[Row]]]:
+    """The source's rows, in groups (a file each) with the format they were read as."""
+    if isinstance(source, FileSource):
+        from buttermilk.flows import source_file
+
+        return source_file.row_groups(name, source)
+    if isinstance(source, TextSource):
+        from buttermilk.flows import source_text
+
+        return source_text.row_groups(name, source)
+    if isinstance(source, SqlSource):
+        from buttermilk.flows import source_sql
+
+        return source_sql.row_groups(name, source)
+    if isinstance(source, HuggingFaceSource):
+        from buttermilk.flows import source_hf
+
+        return source_hf.row_groups(name, source)
+    from buttermilk.flows import source_batch
+
+    return source_batch.row_groups(name, source, store)
 
 
-def file_format(name: str, source: FileSource, path: Path) -> FileFormat:
-    if source.format is not None:
-        return source.format
-    fmt = EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        allowed = ", ".join(sorted(EXTENSIONS))
-        raise DataSourceError(
-            f"data source {name!r}: cannot tell the format of {str(path)!r} from its "
-            f"extension (known: {allowed}); set format: jsonl|json|csv|parquet"
-        )
-    return fmt
+def check_source(name: str, source: DataSource, store: Store | None = None) -> None:
+    """Fail early, before reading rows, where a source's kind can tell: no file, an
+    unknown format, a missing package, an unknown batch."""
+    if isinstance(source, FileSource):
+        from buttermilk.flows import source_file
+
+        source_file.check(name, source)
+    elif isinstance(source, TextSource):
+        from buttermilk.flows.locations import resolve
+
+        resolve(name, source.path)
+    elif isinstance(source, HuggingFaceSource):
+        from buttermilk.flows import source_hf
+
+        source_hf.check(name, source)
+    elif isinstance(source, BatchSource):
+        from buttermilk.flows import source_batch
+
+        source_batch.check(name, source, store)
 
 
-def iter_source(name: str, source: FileSource) -> Iterator[SourceRow]:
-    """Stream the rows of one source, with their record ids."""
+def iter_source(name: str, source: DataSource, store: Store | None = None) -> Iterator[SourceRow]:
+    """Stream the rows of one source (those its ``where`` keeps), with their record ids.
+
+    ``store``: where a ``type: batch`` source reads the earlier batch. Raises
+    DataSourceError for a row that cannot be a record, and for a ``where`` field that no
+    row holds (once every row was read).
+    """
     fields = FieldMap.for_source(source)
-    for path in resolve_paths(name, source):
-        fmt = file_format(name, source, path)
-        if fmt == "csv":
-            rows = iter_csv(path, source.encoding, source.delimiter)
+    found: set[str] = set()
+    filtered = bool(source.where) and not isinstance(source, BatchSource)
+    for fmt, group in _row_groups(name, source, store):
+        rows = kept_rows(source, group, found) if filtered else group
+        # Closed when left early (a planned sample that needs no more rows): a file,
+        # cursor or connection is let go now, not when the garbage collector comes.
+        with closed_after(group), closed_after(rows):
+            yield from _mapped(rows, fields, fmt)
+    missing = sorted(set(source.where) - found) if filtered else []
+    if missing:
+        raise DataSourceError(
+            f"data source {name!r}: where: no row has the field {missing[0]!r} "
+            "(a field name, or NAME.KEY into an object)"
+        )
+
+
+def _mapped(rows: Iterator[Row], fields: FieldMap, fmt: str) -> Iterator[SourceRow]:
+    """Each row with its record id and the fields that feed the record."""
+    for location, row in rows:
+        if not isinstance(row, dict):
+            raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
+        # Written out rather than looped: this runs for every row of every source.
+        id_field = fields.record_id
+        if id_field is None:
+            id_field = "record_id" if "record_id" in row else ("id" if "id" in row else None)
+        elif id_field not in row:
+            raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
+        content_field = fields.content
+        if content_field is None:
+            if "content" in row:
+                content_field = "content"
+            elif "text" in row:
+                content_field = "text"
+            elif id_field is None:  # nothing in the row says what it is
+                raise _no_content(location, fmt, row)
+        elif content_field not in row:
+            raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
+        if id_field is not None:
+            record_id = _record_id(row[id_field], id_field, location)
         else:
-            rows = READERS[fmt](path, source.encoding)
-        for location, row in rows:
-            if not isinstance(row, dict):
-                raise DataSourceError(f"{location}: expected an object, got {type(row).__name__}")
-            # Written out rather than looped: this runs for every row of every source.
-            id_field = fields.record_id
-            if id_field is None:
-                id_field = "record_id" if "record_id" in row else ("id" if "id" in row else None)
-            elif id_field not in row:
-                raise DataSourceError(f"{location}: no field {id_field!r} (mapped in columns)")
-            content_field = fields.content
-            if content_field is None:
-                if "content" in row:
-                    content_field = "content"
-                elif "text" in row:
-                    content_field = "text"
-                elif id_field is None:  # nothing in the row says what it is
-                    raise _no_content(location, fmt, row)
-            elif content_field not in row:
-                raise DataSourceError(f"{location}: no field {content_field!r} (mapped in columns)")
-            if id_field is not None:
-                record_id = _record_id(row[id_field], id_field, location)
-            else:
-                record_id = content_hash(row.get(content_field) if content_field else row)
-            if fields.id_prefix:
-                record_id = fields.id_prefix + record_id
-            uri_field = fields.uri or ("uri" if "uri" in row else None)
-            if uri_field is not None:
-                _check_uri(row.get(uri_field), uri_field, location)
-            yield SourceRow(
-                record_id=_check_length(record_id, fields.id_prefix, id_field, location),
-                fields=row,
-                content_field=content_field,
-                uri_field=uri_field,
-                truth_field=fields.ground_truth
-                or ("ground_truth" if "ground_truth" in row else None),
-                id_field=id_field,
-                location=location,
-            )
+            record_id = content_hash(row.get(content_field) if content_field else row)
+        if fields.id_prefix:
+            record_id = fields.id_prefix + record_id
+        uri_field = fields.uri or ("uri" if "uri" in row else None)
+        if uri_field is not None:
+            _check_uri(row.get(uri_field), uri_field, location)
+        yield SourceRow(
+            record_id=_check_length(record_id, fields.id_prefix, id_field, location),
+            fields=row,
+            content_field=content_field,
+            uri_field=uri_field,
+            truth_field=fields.ground_truth or ("ground_truth" if "ground_truth" in row else None),
+            id_field=id_field,
+            location=location,
+        )
 
 
-def iter_flow_rows(flow: FlowConfig) -> Iterator[SourceRow]:
+def iter_flow_rows(flow: FlowConfig, store: Store | None = None) -> Iterator[SourceRow]:
     """Stream the rows of every source of a flow, in config order."""
     if not flow.data:
         raise DataSourceError(f"flow {flow.name!r} has no data sources (its data: is empty)")
     for name, source in flow.data.items():
-        yield from iter_source(name, source)
+        yield from iter_source(name, source, store)
 
 
-def check_sources(flow: FlowConfig) -> None:
-    """Fail early, before any reading, when a source has no file or an unknown format."""
+def check_sources(flow: FlowConfig, store: Store | None = None) -> None:
+    """Fail early, before reading rows, when a source has no file, an unknown format, a
+    missing package or an unknown batch."""
     if not flow.data:
         raise DataSourceError(f"flow {flow.name!r} has no data sources (its data: is empty)")
     for name, source in flow.data.items():
-        for path in resolve_paths(name, source):
-            file_format(name, source, path)
+        check_source(name, source, store)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pkgutil import resolve_name
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buttermilk.agents.llm import ANSWER_TOKENS_GUESS, LLM
 from buttermilk.batch.grid import check_size, grid_for
@@ -39,6 +39,9 @@ from buttermilk.llm.prompts import PromptError
 from buttermilk.llm.schema import PROBLEM_CHARS, feedback
 from buttermilk.llm.usage import TOKENS_PER_MESSAGE, count_text, count_tokens
 from buttermilk.records import Record
+
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 __all__ = ["AgentEstimate", "CombinationEstimate", "Estimate", "estimate_agent", "estimate_batch"]
 
@@ -109,16 +112,24 @@ class _Rendered:
         return found
 
 
-def estimate_batch(flows: FlowCatalog, request: BatchRequest) -> Estimate:
+def estimate_batch(
+    flows: FlowCatalog, request: BatchRequest, store: Store | None = None
+) -> Estimate:
     """Plan ``request`` as create would (records and grid) and estimate its LLM calls per
     combination (blocking: run it in a thread). Raises what create raises for an unusable
-    flow, axes or data."""
+    flow, axes or data. ``store``: where ``type: batch`` sources read earlier batches."""
     flow: FlowConfig = flows.get(request.flow)
-    check_sources(flow)
+    check_sources(flow, store)
     FlowRunner(flow)  # every agent can be set up, as create checks
     grid = grid_for(flow, request)  # and each combination's agents
     plan = plan_records(
-        flow, shuffle=request.shuffle, max_records=request.max_records, seed=request.seed
+        flow,
+        shuffle=request.shuffle,
+        max_records=request.max_records,
+        seed=request.seed,
+        store=store,
+        stratify=request.stratify,
+        stratify_mode=request.stratify_mode,
     )
     if not plan.records:
         raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")

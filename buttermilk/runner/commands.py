@@ -464,7 +464,9 @@ async def estimate(app: App) -> int:
     from buttermilk.llm.estimate import estimate_batch  # the OpenAI client: only when used
     from buttermilk.runner.estimate_view import estimate_view
 
-    found = await anyio.to_thread.run_sync(estimate_batch, app.service.flows, request)
+    found = await anyio.to_thread.run_sync(
+        estimate_batch, app.service.flows, request, app.service.store
+    )
     if app.settings.batch.check_endpoints:
         for problem in await app.service.unreachable_endpoints(request):
             log.warning("%s", problem)

@@ -165,6 +165,9 @@ def status_view(s: BatchSummary) -> Group:
         f"concurrency={r.concurrency} error_policy={r.error_policy} max_attempts={r.max_attempts} "
         f"interactive={str(r.interactive).lower()} shuffle={str(r.shuffle).lower()} seed={b.seed}",
     )
+    if r.strata is not None:
+        groups = ", ".join(f"{key} {count:,}" for key, count in r.strata.items())
+        info.add_row("strata", f"{r.stratify} ({r.stratify_mode}): {groups}")
     if b.compares:
         info.add_row("variants", axes_text(b.request.variants))
         info.add_row("repeats", str(b.repeats))

@@ -23,7 +23,7 @@ Command = Literal[
     "create", "run", "list", "status", "cancel", "retry", "export", "estimate", "report"
 ]
 COMMANDS: tuple[str, ...] = Command.__args__  # type: ignore[attr-defined]
-REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow"}
+REQUEST_FIELDS = frozenset(BatchRequest.model_fields) - {"flow", "strata"}  # strata: planned
 TAGGED_UNION_FIELDS = frozenset({"queue"})  # settings chosen by their ``type`` key
 
 
