@@ -23,7 +23,8 @@ Bound: a worker's share is from its last sync, at most :data:`SYNC_INTERVAL` sec
 transaction) old while it has calls waiting, so the calls in flight over all workers never
 exceed the highest level the store held in that interval, plus the calls already sent when
 a cut came (they are not recalled), plus, while workers join or leave, one share computed
-with the old count per worker that has not synced since.
+with the old count per worker that has not synced since. Syncs run in a task of their own:
+a worker's first call to a scope goes out at once, as its only call until the first sync.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class _Scope:
     concurrency: int
     cap: int | None
     level: float = 0.0
-    share: int = 0
+    share: int = 1  # until the first sync: one call, so the first goes out at once
     synced: bool = False
     in_flight: int = 0
     refused_start: float | None = None  # the latest start of a call answered 429, since the sync
@@ -99,7 +100,7 @@ class Concurrency:
         self.scopes: dict[str, _Scope] = {}
         self.paused: dict[str, float] = {}  # UNIX seconds each endpoint asked to wait until
         self._last_sync = 0.0  # monotonic
-        self._syncing = False
+        self._sync_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
     async def run(
@@ -140,8 +141,9 @@ class Concurrency:
     async def _acquire(self, state: _Scope) -> None:
         while True:
             due = time.monotonic() - self._last_sync >= SYNC_INTERVAL
-            if not state.synced or due or any(s.refused_start for s in self.scopes.values()):
-                await self._sync()
+            news = not state.synced or any(s.refused_start for s in self.scopes.values())
+            if (due or news) and self._sync_task is None:  # in the background: no call waits
+                self._sync_task = asyncio.get_running_loop().create_task(self._sync())
             wait = self.paused.get(state.endpoint, 0.0) - time.time()
             if wait > 0:
                 await anyio.sleep(wait)
@@ -171,27 +173,21 @@ class Concurrency:
         self._changed = asyncio.Event()
 
     async def _sync(self) -> None:
-        """Report every scope's news and learn its level and share (one transaction)."""
-        if self._syncing:  # another caller does it: wait for it
-            changed = self._changed
-            with anyio.move_on_after(SYNC_INTERVAL):
-                await changed.wait()
-            return
-        self._syncing = True
+        """Report every scope's news and learn its level and share (one transaction; a
+        task of its own, so a caller with a slot never waits for it)."""
         try:
-            with anyio.CancelScope(shield=True):  # the others wait on this sync too
-                reports = [state.report(key) for key, state in self.scopes.items()]
-                for state in self.scopes.values():
-                    state.refused_start, state.successes = None, 0
-                seen = await self._exchange(reports)
-                for key, found in seen.items():
-                    state = self.scopes[key]
-                    state.synced = True
-                    state.level, state.share = found.level, found.share
-                    self._pause(state.endpoint, found.paused_until)
+            reports = [state.report(key) for key, state in self.scopes.items()]
+            for state in self.scopes.values():
+                state.refused_start, state.successes = None, 0
+            seen = await self._exchange(reports)
+            for key, found in seen.items():
+                state = self.scopes[key]
+                state.synced = True
+                state.level, state.share = found.level, found.share
+                self._pause(state.endpoint, found.paused_until)
         finally:
             self._last_sync = time.monotonic()
-            self._syncing = False
+            self._sync_task = None
             self._wake()
 
     async def _exchange(self, reports: list[Report]) -> dict[str, Seen]:
