@@ -25,8 +25,11 @@ def next_level(
 ) -> tuple[float, float]:
     """The level after calls answered 429 (the latest of them started at ``refused_start``,
     UNIX seconds; None: no 429) and ``successes`` calls answered; and the time of the last
-    cut.
+    cut (0: never).
 
+    Slow start until the first 429 (TCP's, Jacobson 1988): each success adds one call, so
+    the level doubles with each level's worth of answers, from a modest start to the most
+    the endpoint takes within a few round trips.
     Additive increase, multiplicative decrease (Chiu and Jain, "Analysis of the Increase and
     Decrease Algorithms for Congestion Avoidance in Computer Networks", 1989; TCP's
     congestion avoidance, Jacobson 1988): a 429 multiplies the level by :data:`CUT_FACTOR`
@@ -38,7 +41,8 @@ def next_level(
     if refused_start is not None and refused_start >= cut_at:
         level, cut_at = level * CUT_FACTOR, now
     elif refused_start is None and successes:
-        level = math.sqrt(level * level + 2 * successes)
+        slow_start = cut_at == 0
+        level = level + successes if slow_start else math.sqrt(level * level + 2 * successes)
     return max(1.0, min(level, ceiling)), cut_at
 
 

@@ -6,7 +6,10 @@ START_LEVEL`, 8, or the ceiling when lower), is multiplied by 0.5 when calls are
 429 (once per overload: not again for calls that started before the last cut) and grows back
 additively on success, one call per level's worth of answered calls: AIMD, the congestion
 avoidance of TCP (Chiu and Jain 1989; Jacobson 1988), as Inspect adapts its connections to a
-provider. Its ceiling is the sum of the sharing workers' concurrency for their batches, and
+provider. Until the first 429 it grows as TCP's slow start does, one call per success (so it
+doubles every round trip): an endpoint that takes the batch's whole concurrency gets it
+within a few round trips, and a worker grows its own share at each success, not only at
+its syncs. Its ceiling is the sum of the sharing workers' concurrency for their batches, and
 ``requests_per_minute`` when set (the token buckets of :mod:`buttermilk.llm.shared` still
 pace every call: a slot is taken after the rate budget). A 429 with ``Retry-After`` holds
 back every new call to the whole endpoint (all its models) until then.
@@ -21,10 +24,12 @@ lease on slots that a crashed worker would leak (a worker that stops syncing dro
 
 Bound: a worker's share is from its last sync, at most :data:`SYNC_INTERVAL` seconds (plus a
 transaction) old while it has calls waiting, so the calls in flight over all workers never
-exceed the highest level the store held in that interval, plus the calls already sent when
-a cut came (they are not recalled), plus, while workers join or leave, one share computed
-with the old count per worker that has not synced since. Syncs run in a task of their own:
-a worker's first call to a scope goes out at once, as its only call until the first sync.
+exceed the highest level the store held in that interval (in slow start: the level the next
+sync makes, which adds every worker's successes as each share already did), plus the calls
+already sent when a cut came (they are not recalled), plus, while workers join or leave, one
+share computed with the old count per worker that has not synced since. Syncs run in a
+task of their own: a worker's first call to a scope goes out at once, as its only call
+until the first sync.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class _Scope:
     refused_start: float | None = None  # the latest start of a call answered 429, since the sync
     successes: int = 0
     cut_at: float = 0.0  # UNIX seconds of this worker's own last cut
+    slow_start: bool = True  # no 429 yet: each success adds a call to the share at once
     level_cut_at: float = 0.0  # of the level's last cut, when it is kept in memory
     pause_until: float = 0.0  # UNIX seconds
     batches: dict[str, float] = field(default_factory=dict)  # when each last called (monotonic)
@@ -136,6 +142,9 @@ class Concurrency:
                 self._cut(state, started, result.retry_after)
         else:
             state.successes += 1
+            if state.slow_start and state.share < min(state.concurrency, state.cap or 1 << 30):
+                state.share += 1  # as the level grows at the next sync (see the module)
+                self._wake()
         return result
 
     async def _acquire(self, state: _Scope) -> None:
@@ -159,7 +168,7 @@ class Concurrency:
         now = time.time()
         state.refused_start = max(state.refused_start or 0.0, started)
         if started >= state.cut_at:  # not a call of the overload already cut for
-            state.cut_at = now
+            state.cut_at, state.slow_start = now, False
             state.share = max(1, state.share // 2) if state.share else 0
         if retry_after:
             state.pause_until = max(state.pause_until, now + retry_after)
@@ -184,6 +193,7 @@ class Concurrency:
                 state = self.scopes[key]
                 state.synced = True
                 state.level, state.share = found.level, found.share
+                state.slow_start = state.slow_start and not found.cut_at
                 self._pause(state.endpoint, found.paused_until)
         finally:
             self._last_sync = time.monotonic()
@@ -210,7 +220,7 @@ class Concurrency:
                 refused_start=report.refused_start, successes=report.successes, now=time.time(),
             )  # fmt: skip
         share = int(level) if store or not state.synced else state.share
-        return Seen(level, share, 1, ceiling, report.pause_until)
+        return Seen(level, share, 1, ceiling, report.pause_until, state.level_cut_at)
 
 
 _LEVELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Concurrency]] = (

@@ -65,6 +65,7 @@ class Seen:
     workers: int
     ceiling: int
     paused_until: float  # UNIX seconds, the latest of any scope at the endpoint
+    cut_at: float = 0.0  # UNIX seconds of the level's last cut (0: never, a slow start)
 
 
 def _now(conn: Connection) -> float:
@@ -123,7 +124,7 @@ def sync(store: Store, worker: str, reports: Sequence[Report]) -> dict[str, Seen
             )
             rows.update({row.scope: row for row in conn.execute(_LOCK, {"p_scopes": missing})})
         ceilings: dict[str, int] = {}
-        levels: dict[str, float] = {}
+        levels: dict[str, tuple[float, float]] = {}
         for scope in scopes:
             report, row = by_scope[scope], rows[scope]
             ceilings[scope] = ceiling = _ceiling(report, live[scope])
@@ -135,7 +136,7 @@ def sync(store: Store, worker: str, reports: Sequence[Report]) -> dict[str, Seen
                 successes=report.successes,
                 now=now,
             )
-            levels[scope] = level
+            levels[scope] = level, cut_at
             values = {
                 "level": level,
                 "cut_at": cut_at,
@@ -154,13 +155,14 @@ def sync(store: Store, worker: str, reports: Sequence[Report]) -> dict[str, Seen
     seen = {}
     for scope in scopes:
         names = sorted(live[scope])
-        level = float(levels[scope])
+        level, cut_at = levels[scope]
         seen[scope] = Seen(
             level=level,
             share=share_of(level, names.index(worker), len(names)),
             workers=len(names),
             ceiling=ceilings[scope],
             paused_until=paused.get(by_scope[scope].endpoint, 0.0),
+            cut_at=cut_at,
         )
     return seen
 
