@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from buttermilk.errors import UsageError
 from buttermilk.flows.agents import JobContext, current_job
 from buttermilk.flows.runner import mark_spent
+from buttermilk.llm.adaptive import in_slot
 from buttermilk.llm.clients import Posted, shared_clients
 from buttermilk.llm.completion import COMPLETIONS, Completion, parse_completion
 from buttermilk.llm.config import LLMConfig
@@ -58,12 +59,7 @@ from buttermilk.llm.response_format import (
     refuses_format,
     settle,
 )
-from buttermilk.llm.retry import (
-    Failure,
-    LLMRefusedError,
-    LLMUnavailableError,
-    backoff,
-)
+from buttermilk.llm.retry import Failure, LLMRefusedError, LLMUnavailableError, backoff
 from buttermilk.llm.schema import (
     AnswerProblem,
     AnswerSchema,
@@ -344,7 +340,7 @@ class LLM:
             if health is not None:
                 await health.before_call(self.endpoint)
             await limiter.acquire(model, estimate)
-            outcome = await self._call_once(messages, tally)
+            outcome = await in_slot(self.endpoint, self.limits, self._call_once, messages, tally)
             if not isinstance(outcome, Failure):
                 text, spent = outcome
                 await limiter.report(model, estimate, spent)

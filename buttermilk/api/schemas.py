@@ -153,6 +153,23 @@ class EndpointDownView(BaseModel):
     workers: int = Field(description="Workers that find it down.")
 
 
+class ConcurrencyView(BaseModel):
+    """The adaptive level of calls in flight to one model at one endpoint."""
+
+    endpoint: str = Field(description="Its base URL.")
+    model: str = Field(description="The model asked for.")
+    level: float = Field(description="Calls in flight allowed to every worker together.")
+    ceiling: int = Field(
+        description="The most it may grow to: the sharing workers' concurrency, and "
+        "requests_per_minute when set."
+    )
+    workers: int = Field(description="Workers sharing it now.")
+    paused_until: float | None = Field(
+        default=None, description="UNIX seconds: the endpoint asked to wait (Retry-After)."
+    )
+    cut_at: float | None = Field(default=None, description="UNIX seconds of the last cut (429).")
+
+
 class BatchView(BaseModel):
     """A batch with its live counts (``BatchSummary.as_json()``)."""
 
@@ -216,6 +233,11 @@ class BatchView(BaseModel):
         default_factory=list,
         description="LLM endpoints workers found down while running it (its jobs wait for "
         "them, released without spending an attempt); empty once they are back or it ended.",
+    )
+    concurrency: list[ConcurrencyView] = Field(
+        default_factory=list,
+        description="Adaptive concurrency per model and endpoint its jobs call: it shrinks on "
+        "429 and grows back on success (empty when it is not live or no LLM call is running).",
     )
 
 

@@ -47,6 +47,7 @@ from buttermilk.flows.runner import FlowRunner
 from buttermilk.flows.sources import check_sources
 from buttermilk.queue.base import JobMessage, Queue
 from buttermilk.records import Record
+from buttermilk.store.concurrency import levels as concurrency_levels
 from buttermilk.store.endpoints import endpoints_down
 from buttermilk.store.store import Store
 
@@ -225,6 +226,7 @@ class BatchService:
             now=time.time(),
             combinations=combinations,
             endpoints_down=endpoints_down(self.store, full_id) if live else [],
+            concurrency=concurrency_levels(self.store, full_id) if live else [],
         )
 
     def _per_combination(

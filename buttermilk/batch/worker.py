@@ -486,6 +486,7 @@ class Worker:
                         console=self.console if request.interactive else None,
                         store=self.store,
                         meter=meter,
+                        concurrency=int(ctx.limiter.total_tokens),
                     )
                 )
                 try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from buttermilk.domain.concurrency import ConcurrencyLevel
 from buttermilk.domain.progress import CombinationProgress
 from buttermilk.domain.requests import BatchRequest
 from buttermilk.domain.statuses import BatchStatus, JobStatus
@@ -95,6 +96,9 @@ class BatchSummary(BaseModel):
     """Counts per combination in planned order (None: not read, as in ``list``)."""
     endpoints_down: list[EndpointDown] = Field(default_factory=list)
     """LLM endpoints workers have found down (read for a live batch's ``status`` only)."""
+    concurrency: list[ConcurrencyLevel] = Field(default_factory=list)
+    """The adaptive levels of calls in flight to the LLM models its jobs call, per model and
+    endpoint (read for a live batch's ``status`` only)."""
 
     @property
     def done(self) -> int:
@@ -192,4 +196,5 @@ class BatchSummary(BaseModel):
             if self.combinations is None
             else [c.as_json() for c in self.combinations],
             "endpoints_down": [e.model_dump() for e in self.endpoints_down],
+            "concurrency": [c.model_dump() for c in self.concurrency],
         }

@@ -60,6 +60,9 @@ class JobContext:
     """The batch store, for state agents share across workers (rate budgets, caches)."""
     meter: Meter | None = None
     """Where an agent that pays per call adds each answered call (see :mod:`.meter`)."""
+    concurrency: int | None = None
+    """How many of the batch's jobs this worker runs at once: an LLM agent's calls in flight
+    to one model never exceed it (see :mod:`buttermilk.llm.adaptive`)."""
 
 
 _current_job: ContextVar[JobContext] = ContextVar("buttermilk_current_job")

@@ -20,6 +20,7 @@ from buttermilk.domain import (
     CombinationProgress,
     JobStatus,
 )
+from buttermilk.domain.concurrency import ConcurrencyLevel
 
 STATUS_STYLE = {
     BatchStatus.PENDING: "yellow",
@@ -42,6 +43,17 @@ def print_json(value: Any) -> None:
 
 def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def concurrency_line(level: ConcurrencyLevel, now: float) -> str:
+    """One model's adaptive level: ``<model> @ <endpoint>: 4.5 in flight at most (of 16,
+    2 workers)``, and how long the endpoint asked to wait, if it did."""
+    workers = f"{level.workers} worker{'s' if level.workers != 1 else ''}"
+    line = f"{level.model} @ {level.endpoint}: {level.level:g} in flight at most "
+    line += f"(of {level.ceiling}, {workers})"
+    if level.paused_until and level.paused_until > now:
+        line += f"; paused {level.paused_until - now:.1f}s more (Retry-After)"
+    return line
 
 
 def duration(seconds: float | None) -> str:
@@ -175,6 +187,8 @@ def status_view(s: BatchSummary) -> Group:
         workers = f"{down.workers} worker{'s' if down.workers != 1 else ''}"
         line = f"{down.endpoint} down since {when(down.since)} ({workers}): {down.error}"
         info.add_row("endpoint", Text(line + "; its jobs wait", style="red"))
+    for level in s.concurrency:
+        info.add_row("llm calls", concurrency_line(level, s.now))
     if b.error:
         info.add_row("error", Text(b.error, style="red"))
     if not b.published:

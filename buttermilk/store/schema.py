@@ -147,6 +147,31 @@ llm_endpoints = Table(
     Column("updated", Float, nullable=False),
 )
 
+# Adaptive concurrency per model at an endpoint (``<model> @ <base URL>``), shared by every
+# worker of the store, and the workers sharing it (per batch, for status): see
+# buttermilk.store.concurrency.
+llm_concurrency = Table(
+    "llm_concurrency",
+    metadata,
+    Column("scope", String(512), primary_key=True),
+    Column("endpoint", String(512), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("level", Float, nullable=False),
+    Column("ceiling", Integer, nullable=False),
+    Column("cut_at", Float, nullable=False),
+    Column("paused_until", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+llm_concurrency_workers = Table(
+    "llm_concurrency_workers",
+    metadata,
+    Column("scope", String(512), primary_key=True),
+    Column("worker", String(128), primary_key=True),
+    Column("batch_id", String(32), primary_key=True),
+    Column("concurrency", Integer, nullable=False),
+    Column("seen", Float, nullable=False),
+)
+
 ADDED_COLUMNS = {
     "batches": (
         "max_cost",
