@@ -73,21 +73,28 @@ def check_size(grid: Grid, records: int) -> None:
 
 
 def planned_messages(
-    batch: BatchInfo, records: Sequence[Record], variants: Sequence[str]
+    batch_id: str,
+    request: BatchRequest,
+    records: Sequence[Record],
+    variants: Sequence[str],
+    created_at: float | None = None,
 ) -> Iterator[JobMessage]:
-    """One message per job, in planned order (a record's jobs next to each other); whole
-    records, so the transport may carry them inline."""
+    """One message per job of a new batch (``request`` as stored: its repeats written out),
+    in planned order (a record's jobs next to each other); whole records, so the
+    transport may carry them inline. ``created_at``: when the create began (Unix s)."""
+    repeats = request.repeats or 1
     for record in records:
-        for repeat in range(batch.repeats):
+        for repeat in range(repeats):
             for variant in variants:
                 yield JobMessage(
-                    batch_id=batch.id,
+                    batch_id=batch_id,
                     record_id=record.record_id,
-                    flow=batch.flow,
+                    flow=request.flow,
                     variant=variant,
                     repeat=repeat,
-                    interactive=batch.interactive,
+                    interactive=request.interactive,
                     record=record,
+                    created_at=created_at,
                 )
 
 

@@ -25,14 +25,27 @@ class Messages:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._acks: Coalescer[Delivery, None] = Coalescer(self._ack_many, linger=ACK_LINGER)
+        self._releases: Coalescer[tuple[Delivery, float], None] = Coalescer(
+            self._release_many, linger=ACK_LINGER
+        )
 
     async def run(self) -> None:
-        """Send acks until cancelled."""
-        await self._acks.run()
+        """Send acks and releases until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._acks.run)
+            tg.start_soon(self._releases.run)
 
     async def _ack_many(self, deliveries: list[Delivery]) -> list[None]:
         await self.queue.ack(deliveries)
         return [None] * len(deliveries)
+
+    async def _release_many(self, releases: list[tuple[Delivery, float]]) -> list[None]:
+        by_delay: dict[float, list[Delivery]] = {}
+        for delivery, delay in releases:
+            by_delay.setdefault(delay, []).append(delivery)
+        for delay, deliveries in by_delay.items():
+            await self.queue.nack(deliveries, delay)
+        return [None] * len(releases)
 
     def last_delivery(self, delivery: Delivery) -> bool:
         """Whether the transport gives this message up if it is not acked now."""
@@ -49,7 +62,7 @@ class Messages:
     async def nack(self, delivery: Delivery, delay: float) -> None:
         """Make the message visible again in ``delay`` seconds."""
         try:
-            await self.queue.nack([delivery], delay)
+            await self._releases.submit((delivery, delay))
         except ButtermilkError as exc:
             log.warning("could not release a message (it returns when its lease ends): %s", exc)
 

@@ -7,7 +7,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,10 @@ def check_record_sizes(records: Sequence[Record], limit: int | None, transport: 
             )
 
 
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 class BatchService:
     """Create, inspect, cancel, retry and export batches over one store and one queue."""
 
@@ -141,28 +145,89 @@ class BatchService:
                 f"{grid.repeats:,}",
             )
         await self.queue.prepare(interactive=request.interactive)
-        batch = await anyio.to_thread.run_sync(
-            lambda: self.store.create_batch(
-                batch_id=new_batch_id(),
-                request=grid.resolved(request).model_copy(update={"strata": plan.strata}),
+        resolved = grid.resolved(request).model_copy(update={"strata": plan.strata})
+        batch_id = new_batch_id()
+
+        def store() -> BatchInfo:
+            return self.store.create_batch(
+                batch_id=batch_id,
+                request=resolved,
                 flow_snapshot=flow.snapshot(),
                 seed=plan.seed,
                 records=plan.records,
                 variants=grid.keys,
             )
-        )
-        try:
-            await self._publish(planned_messages(batch, plan.records, grid.keys))
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.store.delete_batch, batch.id)
-            if isinstance(exc, Exception) and not isinstance(exc, QueueError):
-                raise QueueError(
-                    f"publishing batch {batch.id} failed, so it was removed: {exc}"
-                ) from exc
-            raise
+
+        if not self.queue.publishes_while_storing:
+            batch = await anyio.to_thread.run_sync(store)
+            messages = planned_messages(batch_id, resolved, plan.records, grid.keys)
+            await self._publish_or_delete(batch_id, self._publish(messages))
+        else:
+            messages = planned_messages(
+                batch_id, resolved, plan.records, grid.keys, created_at=time.time()
+            )
+            batch = await self._store_while_publishing(batch_id, store, self._publish(messages))
         await anyio.to_thread.run_sync(self._published, batch.id)
         return Created(batch=batch.model_copy(update={"published": True}), rows_read=plan.rows_read)
+
+    async def _publish_or_delete(self, batch_id: str, publishing: Awaitable[None]) -> None:
+        """Publish a stored batch's messages; if that fails, delete the batch and raise."""
+        try:
+            await publishing
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.store.delete_batch, batch_id)
+            if isinstance(exc, Exception) and not isinstance(exc, QueueError):
+                raise QueueError(
+                    f"publishing batch {batch_id} failed, so it was removed: {exc}"
+                ) from exc
+            raise
+
+    async def _store_while_publishing(
+        self, batch_id: str, store: Callable[[], BatchInfo], publishing: Awaitable[None]
+    ) -> BatchInfo:
+        """Store the batch (in a thread) while its messages are published.
+
+        Workers may get a message before the batch is committed: they give it back for a
+        moment (see ``JobMessage.created_at``). If storing fails, publishing stops and
+        the store's error is raised (messages sent by then name no batch; workers set them
+        aside once they are old). If publishing fails or is cancelled, the batch is
+        deleted once stored, and the error raised as in ``create``.
+        """
+        stored: list[BatchInfo] = []
+        errors: dict[str, Exception] = {}
+        publish_scope = anyio.CancelScope()
+
+        def store_and_note() -> None:
+            stored.append(store())  # noted in the thread: a cancelled caller still knows
+
+        async def store_it() -> None:
+            try:
+                await anyio.to_thread.run_sync(store_and_note)
+            except Exception as exc:
+                errors["store"] = exc
+                publish_scope.cancel()  # no point publishing a batch that is not there
+
+        async def publish_it() -> None:
+            try:
+                with publish_scope:
+                    await publishing
+            except Exception as exc:
+                errors["publish"] = exc
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store_it)
+                tg.start_soon(publish_it)
+            if "store" in errors:
+                raise errors["store"]
+            if "publish" in errors:
+                raise errors["publish"]
+        except BaseException as exc:
+            if stored:
+                await self._publish_or_delete(batch_id, _raise(exc))
+            raise
+        return stored[0]
 
     async def unreachable_endpoints(self, request: BatchRequest) -> builtins.list[str]:
         """What is wrong with each LLM endpoint the batch ``request`` would use that cannot be
@@ -186,6 +251,7 @@ class BatchService:
         self.store.complete_if_done(batch_id)  # in case workers finished every job already
 
     async def _publish(self, messages: Iterator[JobMessage]) -> None:
+        """Hand the queue its messages in chunks (a large batch is never all in memory)."""
         while chunk := list(itertools.islice(messages, PUBLISH_CHUNK)):
             await self.queue.publish(chunk)
 

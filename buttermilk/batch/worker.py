@@ -48,6 +48,14 @@ MAX_TRACEBACK = 8_000
 HEARTBEAT = 1.0  # seconds between checks for cancelled batches
 LOST_SWEEP = 5.0  # seconds between looks for jobs whose worker was lost on their last try
 RECEIVE_WAIT = 1.0
+NOT_VISIBLE_FOR = 600.0  # seconds a new batch's message may wait for its batch to commit
+RECHECK_UNKNOWN = 0.2  # seconds a batch found missing is taken as missing without a read
+
+
+def not_visible_delay(age: float) -> float:
+    """Seconds a message of a batch not committed yet waits before it comes back: one at
+    first, longer as it ages (a batch whose create failed never appears)."""
+    return min(max(age / 4, 1.0), 30.0)
 
 
 @dataclass(eq=False)
@@ -92,6 +100,7 @@ class Worker:
         self._waiting: dict[Delivery, anyio.CancelScope] = {}
         self._batches: dict[str, BatchContext] = {}
         self._batch_locks: dict[str, anyio.Lock] = {}
+        self._missing: dict[str, float] = {}  # batch id -> when a read last found none
         self._freed = anyio.Event()
         self._stopping = anyio.Event()
         self._stopped_batches: set[str] = set()
@@ -337,10 +346,15 @@ class Worker:
             ctx = self._batches.get(batch_id)
             if ctx is not None:
                 return ctx
+            missed = self._missing.get(batch_id)
+            if missed is not None and time.monotonic() - missed < RECHECK_UNKNOWN:
+                return None  # messages arriving together before their batch: one read
             try:
                 info = await self._link.patient(lambda: self.store.get_batch(batch_id))
             except LookupError:
+                self._missing[batch_id] = time.monotonic()
                 return None
+            self._missing.pop(batch_id, None)
             ctx = await anyio.to_thread.run_sync(BatchContext.load, info, self.options.concurrency)
             await self._endpoints.check(ctx.endpoints(), batch_id)  # jobs of a down one wait
             self._batches[batch_id] = ctx
@@ -368,6 +382,14 @@ class Worker:
             await self._messages.dead_letter(delivery, f"malformed message: {delivery.problem}")
             return
         ctx = await self._batch(message.batch_id)
+        age = time.time() - message.created_at if message.created_at is not None else None
+        if ctx is None and age is not None and age < NOT_VISIBLE_FOR:
+            # Published while its batch was being stored: not visible yet, not unknown.
+            self.stats.not_yet_visible += 1
+            delay = not_visible_delay(age)
+            self._retries.add(message.batch_id, delay)  # do not idle out before it returns
+            await self._messages.give_back(delivery, delay)
+            return
         if ctx is None:
             self.stats.malformed += 1
             log.warning(

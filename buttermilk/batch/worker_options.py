@@ -43,6 +43,8 @@ class WorkerStats:
     taken_over: int = 0
     skipped: int = 0
     malformed: int = 0
+    not_yet_visible: int = 0
+    """Messages given back because their batch was not committed yet (no attempt spent)."""
     claimed: int = 0
     first_claim: float | None = None
     last_end: float | None = None

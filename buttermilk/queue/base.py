@@ -41,6 +41,9 @@ class JobMessage:
     interactive: bool = False
     parameters: dict[str, Any] | None = None
     record: Record | None = None
+    created_at: float | None = None
+    """When its batch's create began (Unix seconds; set on a new batch's jobs): a worker
+    may get the message before the batch is committed, and waits for a young one."""
     v: int = SCHEMA_VERSION
 
     @property
@@ -61,6 +64,8 @@ class JobMessage:
             body["repeat"] = self.repeat
         if self.parameters is not None:
             body["parameters"] = self.parameters
+        if self.created_at is not None:
+            body["created_at"] = self.created_at
         encoded = orjson.dumps(body)
         if self.record is not None and record_limit > 0:
             record = values.dumps(dict(self.record.__dict__))
@@ -133,6 +138,9 @@ class Queue(ABC):
     receive_limit: int = 100
     #: Deliveries after which the transport gives a message up (None: never).
     max_deliveries: int | None = None
+    #: Whether ``create`` publishes while the batch is being stored (workers may then get
+    #: a message before its batch is committed; see ``JobMessage.created_at``).
+    publishes_while_storing: bool = False
     #: Largest record (JSON bytes) a job of this transport may hold (None: no limit).
     max_record_bytes: int | None = None
 

@@ -9,8 +9,8 @@ What ``prepare`` makes when missing (it never changes or deletes anything):
 Interactive jobs have their own topic rather than a subscription filter: the emulator
 stores filters but does not apply them.
 
-Publishing goes through the library's batching publisher (its own threads): every
-message is handed over before any future is awaited. Pulls, acks and deadline changes
+Publishing sends whole requests of raw protobuf messages, several in flight (see
+:mod:`buttermilk.queue.pubsub_publish`). Pulls, acks and deadline changes
 use the async client with a short deadline and no hidden retries, so an outage reaches
 the worker at once as a :class:`QueueError` and the worker decides how to back off.
 """
@@ -22,21 +22,20 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import grpc
 from google.api_core import exceptions as gexc
-from google.api_core.retry import AsyncRetry, Retry, if_exception_type
+from google.api_core.retry import AsyncRetry, if_exception_type
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
-from google.cloud import pubsub_v1 as pubsub
 from google.protobuf import duration_pb2
 from google.pubsub_v1 import (
     DeadLetterPolicy,
     PublisherAsyncClient,
+    PublishRequest,
     PubsubMessage,
     RetryPolicy,
     SubscriberAsyncClient,
@@ -48,6 +47,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncI
 from buttermilk.errors import QueueError
 from buttermilk.queue import PubSubQueueSettings
 from buttermilk.queue.base import Channel, Delivery, JobMessage, Queue, parse_body
+from buttermilk.queue.pubsub_publish import publish_requests, send_all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +77,7 @@ class PubSubQueue(Queue):
 
     name = "pubsub"
     filters_by_batch = False
+    publishes_while_storing = True
     max_record_bytes = MAX_MESSAGE_BYTES - ENVELOPE_BYTES
 
     def __init__(self, settings: PubSubQueueSettings) -> None:
@@ -85,7 +86,6 @@ class PubSubQueue(Queue):
         self.receive_limit = PULL_MAX * settings.pulls_in_flight
         self.max_deliveries = settings.max_delivery_attempts
         self.emulator = os.environ.get("PUBSUB_EMULATOR_HOST") or None
-        self._publisher: pubsub.PublisherClient | None = None
         self._clients: tuple[PublisherAsyncClient, SubscriberAsyncClient] | None = None
         self._clients_loop: asyncio.AbstractEventLoop | None = None
         self._prepared: set[Channel] = set()
@@ -151,20 +151,6 @@ class PubSubQueue(Queue):
             return PublisherAsyncClient(), SubscriberAsyncClient()
         except DefaultCredentialsError as exc:
             raise QueueError(f"no Google Cloud credentials for Pub/Sub: {_one_line(exc)}") from None
-
-    def _batch_publisher(self) -> pubsub.PublisherClient:
-        if self._publisher is None:
-            try:
-                self._publisher = pubsub.PublisherClient(
-                    batch_settings=pubsub.types.BatchSettings(
-                        max_messages=1_000, max_bytes=9_000_000, max_latency=0.01
-                    ),
-                )
-            except DefaultCredentialsError as exc:
-                raise QueueError(
-                    f"no Google Cloud credentials for Pub/Sub: {_one_line(exc)}"
-                ) from None
-        return self._publisher
 
     def _retry(self) -> AsyncRetry:
         return AsyncRetry(
@@ -279,48 +265,29 @@ class PubSubQueue(Queue):
     # -- publishing ----------------------------------------------------------------
 
     async def publish(self, messages: Sequence[JobMessage]) -> None:
-        if messages:
-            await anyio.to_thread.run_sync(self._publish_all, messages)
+        """Send every message (see :mod:`buttermilk.queue.pubsub_publish`); raises
+        QueueError, one line, when the service refuses or cannot be reached."""
+        publisher, _ = self._async_clients()
+        topics: dict[Channel, str] = {c: self.topic_path(c) for c in ("jobs", "interactive")}
+        requests = publish_requests(messages, topics, self.settings.inline_record_bytes)
 
-    def _publish_all(self, messages: Sequence[JobMessage]) -> None:
-        publisher = self._batch_publisher()
-        retry = Retry(
-            predicate=if_exception_type(*_TRANSIENT),
-            initial=0.1,
-            maximum=2.0,
-            timeout=self.settings.timeout,
-        )
-        limit = self.settings.inline_record_bytes
-        futures: list[Future[str]] = []
-        topics = {channel: self.topic_path(channel) for channel in ("jobs", "interactive")}
-        for m in messages:
-            topic = topics[m.channel]
-            futures.append(
-                publisher.publish(
-                    topic,
-                    m.encode(record_limit=limit),
-                    retry=retry,
-                    timeout=self.settings.timeout,
-                    batch_id=m.batch_id,
-                    flow=m.flow,
-                    interactive="true" if m.interactive else "false",
-                )
-            )
-        self._wait_all(futures, "publishing")
-
-    def _wait_all(self, futures: Iterable[Future[str]], what: str) -> None:
-        for future in futures:
+        async def send(request: PublishRequest) -> None:
             try:
-                future.result(timeout=self.settings.timeout * 2)
-            except gexc.NotFound:
-                raise QueueError(
-                    f"{what}: a topic is missing on {self.where} (was it deleted, or the "
-                    "emulator restarted?); run the command again to recreate it"
-                ) from None
-            except gexc.GoogleAPICallError as exc:
-                raise QueueError(f"{what} to {self.where} failed: {_one_line(exc)}") from None
-            except TimeoutError:
-                raise QueueError(f"{what}: {self.where} did not confirm in time") from None
+                await self._call(
+                    "publishing",
+                    lambda: publisher.publish(
+                        request=request, retry=self._retry(), timeout=self.settings.timeout
+                    ),
+                )
+            except QueueError as exc:
+                if isinstance(exc.__context__, gexc.NotFound):
+                    raise QueueError(
+                        f"publishing: a topic is missing on {self.where} (was it deleted, or "
+                        "the emulator restarted?); run the command again to recreate it"
+                    ) from None
+                raise
+
+        await send_all(requests, send)
 
     async def publish_raw(
         self, body: bytes, *, channel: Channel = "jobs", **attributes: str
@@ -490,9 +457,6 @@ class PubSubQueue(Queue):
         await self.ack(deliveries)
 
     async def aclose(self) -> None:
-        if self._publisher is not None:
-            publisher, self._publisher = self._publisher, None
-            await anyio.to_thread.run_sync(publisher.stop)
         if self._clients is not None and self._clients_loop is asyncio.get_running_loop():
             publisher_client, subscriber = self._clients
             await publisher_client.transport.close()  # type: ignore[no-untyped-call]
