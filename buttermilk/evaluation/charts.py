@@ -32,9 +32,12 @@ BASE_LAYOUT: dict[str, Any] = {
     "paper_bgcolor": "#ffffff",
     "plot_bgcolor": "#ffffff",
     "font": {"family": "system-ui, sans-serif", "size": 12},
+    # The toolbar stands upright at the right edge (shown on hover), clear of the title.
+    "modebar": {"orientation": "v"},
 }
-CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True}
-"""plotly.js's config for every chart: no link to plotly's site (pages work offline)."""
+CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
+"""plotly.js's config for every chart: no link to plotly's site (pages work offline), the
+toolbar only while the pointer is over the chart."""
 
 
 class Chart(BaseModel):
@@ -53,6 +56,11 @@ def shown(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return repr(value)
+
+
+def axes_text(axes: dict[str, Any]) -> str:
+    """``model=m1, prompt=short``: a combination's axis values (text as is)."""
+    return ", ".join(f"{name}={shown(value)}" for name, value in axes.items())
 
 
 def combination_name(report: Report, score: Score) -> str:
@@ -79,44 +87,36 @@ def _empty(title: str, why: str) -> dict[str, Any]:
 
 
 def accuracy_figure(report: Report) -> dict[str, Any]:
-    """Accuracy per combination with its 95% CI as error bars (nominal, ordinal), or MAE
-    per combination (interval: no CI in the report); ``n`` scored in the hover."""
+    """Accuracy (nominal, ordinal) or MAE (interval) per combination with its 95% CI as
+    error bars; ``n`` scored in the hover."""
     scores = report.combinations
     names = [combination_name(report, s) for s in scores]
     if report.evaluate.kind == "interval":
-        title = "Mean absolute error per combination (lower is better)"
-        values = [s.mae for s in scores]
-        if all(v is None for v in values):
-            return _empty(title, "no scored jobs yet")
-        trace: dict[str, Any] = {
-            "type": "bar",
-            "x": names,
-            "y": values,
-            "marker": {"color": ACCENT},
-        }
+        title = "MAE per combination (95% CI; lower is better)"
+        intervals = [s.mae_interval for s in scores]
         axis: dict[str, Any] = {"title": {"text": "MAE"}, "rangemode": "tozero"}
     else:
         title = "Accuracy per combination (95% CI)"
         intervals = [s.accuracy for s in scores]
-        values = [i.estimate if i else None for i in intervals]
-        if all(v is None for v in values):
-            return _empty(title, "no scored jobs yet")
-        plus = [
-            (i.high - i.estimate) if i and i.high is not None and i.estimate is not None else None
-            for i in intervals
-        ]
-        minus = [
-            (i.estimate - i.low) if i and i.low is not None and i.estimate is not None else None
-            for i in intervals
-        ]
-        trace = {
-            "type": "bar",
-            "x": names,
-            "y": values,
-            "marker": {"color": ACCENT},
-            "error_y": {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
-        }
         axis = {"title": {"text": "accuracy"}, "range": [0, 1]}
+    values = [i.estimate if i else None for i in intervals]
+    if all(v is None for v in values):
+        return _empty(title, "no scored jobs yet")
+    plus = [
+        (i.high - i.estimate) if i and i.high is not None and i.estimate is not None else None
+        for i in intervals
+    ]
+    minus = [
+        (i.estimate - i.low) if i and i.low is not None and i.estimate is not None else None
+        for i in intervals
+    ]
+    trace: dict[str, Any] = {
+        "type": "bar",
+        "x": names,
+        "y": values,
+        "marker": {"color": ACCENT},
+        "error_y": {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
+    }
     trace["customdata"] = [[s.scored, s.missing.total] for s in scores]
     trace["hovertemplate"] = (
         "%{x}: %{y:.3f}<br>n=%{customdata[0]} scored, %{customdata[1]} missing<extra></extra>"
@@ -156,16 +156,61 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
     return {"data": [trace], "layout": layout}
 
 
+def label_order(report: Report) -> list[str]:
+    """The report's labels (as :func:`shown`) in its order: the confusion matrices' (the
+    codebook's: ``evaluate.categories``, then the rest sorted), then any other label given."""
+    order: dict[str, None] = {}
+    for score in [report.overall, *report.combinations]:
+        if score.confusion is not None:
+            order.update(dict.fromkeys(shown(label) for label in score.confusion.labels))
+    for score in report.combinations:
+        order.update(dict.fromkeys(shown(label) for label, _ in sorted_counts(score)))
+    return list(order)
+
+
+def sorted_counts(score: Score) -> list[tuple[Any, int]]:
+    return sorted(score.label_counts, key=lambda pair: shown(pair[0]))
+
+
+def _answers_histogram(report: Report, title: str) -> dict[str, Any]:
+    """Interval: each combination's answers over the report's common bins, overlaid."""
+    scores = [s for s in report.combinations if s.label_histogram]
+    if not scores:
+        return _empty(title, "no scored jobs yet")
+    traces = [
+        {
+            "type": "bar",
+            "name": combination_name(report, score),
+            "x": [(low + high) / 2 for low, high, _ in score.label_histogram],
+            "width": [high - low for low, high, _ in score.label_histogram],
+            "y": [n for _, _, n in score.label_histogram],
+            "customdata": [[low, high] for low, high, _ in score.label_histogram],
+            "opacity": 0.6 if len(scores) > 1 else 1,
+            "hovertemplate": "%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y} jobs"
+            f"<extra>{combination_name(report, score)}</extra>",
+        }
+        for score in scores
+    ]
+    layout = _layout(
+        title,
+        barmode="overlay",
+        xaxis={"title": {"text": "answer"}},
+        yaxis={"title": {"text": "jobs"}},
+    )
+    return {"data": traces, "layout": layout}
+
+
 def labels_figure(report: Report) -> dict[str, Any]:
-    """How often each combination gave each label (scored jobs), grouped bars."""
+    """How often each combination gave each label (scored jobs), grouped bars in the
+    report's label order (:func:`label_order`); for interval a histogram of the answers
+    per combination over common bins."""
+    if report.evaluate.kind == "interval":
+        return _answers_histogram(report, "Answers per combination (histogram)")
     title = "Labels given per combination"
     scores = [s for s in report.combinations if s.label_counts]
     if not scores:
         return _empty(title, "no scored jobs yet")
-    order: dict[str, None] = {}
-    for score in report.combinations:
-        for label, _ in score.label_counts:
-            order.setdefault(shown(label), None)
+    order = label_order(report)
     traces = []
     for score in scores:
         counts = {shown(label): n for label, n in score.label_counts}
@@ -173,7 +218,7 @@ def labels_figure(report: Report) -> dict[str, Any]:
             {
                 "type": "bar",
                 "name": combination_name(report, score),
-                "x": list(order),
+                "x": order,
                 "y": [counts.get(label, 0) for label in order],
             }
         )
@@ -191,6 +236,8 @@ def stability_figure(report: Report) -> dict[str, Any]:
     majority), from the report's histogram."""
     title = "Per-record stability across combinations and repeats"
     agreement = report.agreement
+    if report.evaluate.kind == "interval":
+        return _empty(title, "not defined for interval answers (see Krippendorff's alpha)")
     if agreement is None or not agreement.stability_histogram:
         return _empty(title, "needs two or more answers per record")
     bins = agreement.stability_histogram
