@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from buttermilk.domain.statuses import JobStatus
 
@@ -91,14 +91,15 @@ class EvaluationSpec(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def _positive_kind(self) -> EvaluationSpec:
-        if self.positive is not None and self.kind == "interval":
+    @field_validator("positive")
+    @classmethod
+    def _positive_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("kind") == "interval":
             raise ValueError(
-                f"evaluate.positive={self.positive!r} is for classes (kind nominal or "
-                "ordinal); kind interval scores numbers: leave positive out"
+                "the positive class is for classes (kind nominal or ordinal); kind "
+                "interval scores numbers: leave evaluate.positive out"
             )
-        return self
+        return value
 
     @field_validator("truth")
     @classmethod
