@@ -25,6 +25,7 @@ from buttermilk.api.app import create_app
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchRequest
+from buttermilk.domain.evaluation import Missing
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.queue.local import LocalQueue
 from buttermilk.store.store import Store
@@ -94,6 +95,26 @@ return [...document.querySelectorAll("#score-rows tr")].map((row) =>
    row.querySelector("td.figure").textContent]);
 """
 PLOTTED = "return document.getElementById('chart-accuracy').data[0].y;"
+MISSING = """
+return [...document.querySelectorAll("#score-rows td.missing")].map((td) => td.textContent);
+"""
+# At each width of the drawer's "Run" list, whether every name sits on its value's row,
+# left of it (the grid lays them out in pairs, never a name at a row's end).
+RUN_ALIGNED = """
+const dl = document.querySelector("#job-drawer .run dl");
+const found = [];
+for (let width = 300; width <= 1100; width += 40) {
+  dl.style.width = `${width}px`;
+  for (const dt of dl.querySelectorAll("dt")) {
+    const a = dt.getBoundingClientRect();
+    const b = dt.nextElementSibling.getBoundingClientRect();
+    const sameRow = a.top < b.bottom && b.top < a.bottom;
+    if (!sameRow || a.right > b.left) found.push([width, dt.textContent, a.top, b.top]);
+  }
+}
+dl.style.width = "";
+return found;
+"""
 JOB_ROWS = """
 return [...document.querySelectorAll("#job-rows tr")].map((r) => r.dataset.record);
 """
@@ -137,6 +158,11 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
     ]
     assert browser.execute_script(SCORE_FIGURES) == expected
     assert browser.execute_script(PLOTTED) == [s["accuracy"]["estimate"] for s in scores[:2]]
+    # Missing jobs by reason, as the CLI shows them: b's failed job.
+    assert browser.execute_script(MISSING) == [
+        Missing.model_validate(s["missing"]).text() for s in scores
+    ]
+    assert browser.execute_script(MISSING)[1] == "1 (1 failed)"
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map((e) => e.name)"
     )
@@ -174,3 +200,4 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
     wait_until(
         lambda: "PermanentError" in (drawer_text(browser, ".traceback") or ""), 10, "traceback"
     )
+    assert browser.execute_script(RUN_ALIGNED) == []
