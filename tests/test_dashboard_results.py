@@ -115,6 +115,31 @@ for (let width = 300; width <= 1100; width += 40) {
 dl.style.width = "";
 return found;
 """
+# A running batch with nothing to score: the report's 422 is shown once and not asked for
+# again as its jobs end (microtasks only: the page's own polling cannot interleave).
+NO_SCORES_ASKED = """
+const done = arguments[arguments.length - 1];
+const real = api;
+let calls = 0;
+api = async () => {
+  calls += 1;
+  const error = new Error("batch zz declares nothing to score");
+  error.status = 422;
+  throw error;
+};
+(async () => {
+  const counts = { completed: 1, failed: 0, cancelled: 0 };
+  const batch = { batch_id: "zz", status: "running", counts };
+  for (let ended = 1; ended <= 3; ended += 1) {
+    batch.counts.completed = ended;
+    results.at = 0;  // past the 5 s between two reports of a running batch
+    await refreshResults(batch);
+  }
+})().finally(() => {
+  api = real;
+  done([calls, document.getElementById("results-note").textContent]);
+});
+"""
 JOB_ROWS = """
 return [...document.querySelectorAll("#job-rows tr")].map((r) => r.dataset.record);
 """
@@ -201,3 +226,6 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
         lambda: "PermanentError" in (drawer_text(browser, ".traceback") or ""), 10, "traceback"
     )
     assert browser.execute_script(RUN_ALIGNED) == []
+    browser.find_element(By.ID, "job-close").click()
+    calls, note = browser.execute_async_script(NO_SCORES_ASKED)
+    assert (calls, note) == (1, "No scores: batch zz declares nothing to score")
