@@ -154,12 +154,15 @@ def test_labels_are_charted_in_the_reports_order_not_by_frequency() -> None:
     assert figure["data"][0]["y"] == [0, 4, 4]
 
 
-def test_the_chart_toolbar_shows_on_hover_upright_clear_of_the_title() -> None:
+def test_chart_titles_sit_below_the_toolbar_shown_on_hover() -> None:
     report = build_report([batch()], EvaluationSpec(label="j.l"), nominal_jobs())
 
     assert CONFIG["displayModeBar"] == "hover"
     for chart in report_charts(report):
-        assert chart.figure["layout"]["modebar"] == {"orientation": "v"}
+        title = chart.figure["layout"]["title"]
+        assert (title["yref"], title["y"], title["yanchor"]) == ("container", 1, "top")
+        assert title["pad"]["t"] >= 30  # the toolbar's row (about 25 px) is above it
+        assert chart.figure["layout"]["margin"]["t"] >= title["pad"]["t"] + 30
 
 
 # -- 5. interval -------------------------------------------------------------------

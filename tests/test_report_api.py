@@ -231,7 +231,7 @@ async def test_the_charts_draw_the_report_and_the_timeline_counts_every_ended_jo
         ("report/charts", {"kind": "x", "zzz": "1"}, "zzz", "unknown query parameter zzz"),
         ("timeline", {"label": "judge.label"}, "label", "it takes none"),
         ("report", {"label": "judge"}, "label", "names an agent but no key"),
-        ("report", {"label": "judge.label", "positive": "postive"}, "evaluate", "classes seen"),
+        ("report", {"label": "judge.label", "positive": "postive"}, "positive", "classes seen"),
         (
             "report",
             {"label": "judge.label", "kind": "interval", "positive": "pos"},

@@ -196,7 +196,8 @@ async def scored(
     except UnknownBatchError:
         raise
     except UsageError as exc:  # nothing declared to score, a label naming no agent, ...
-        raise FieldError("evaluate", str(exc), "unscorable") from exc
+        field = "positive" if str(exc).startswith("evaluate.positive") else "evaluate"
+        raise FieldError(field, str(exc), "unscorable") from exc
 
 
 async def agreements(

@@ -26,14 +26,15 @@ MAX_CONFUSIONS = 24
 ACCENT = "#0969da"
 COST = "#bf8700"
 FAILED = "#cf222e"
+TITLE_TOP = 34
+"""Pixels above a chart's title: the row of plotly's toolbar (shown on hover, top right),
+so a long title runs under it, never into it."""
 BASE_LAYOUT: dict[str, Any] = {
-    "margin": {"l": 60, "r": 30, "t": 50, "b": 60},
+    "margin": {"l": 60, "r": 30, "t": TITLE_TOP + 36, "b": 60},
     "height": 340,
     "paper_bgcolor": "#ffffff",
     "plot_bgcolor": "#ffffff",
     "font": {"family": "system-ui, sans-serif", "size": 12},
-    # The toolbar stands upright at the right edge (shown on hover), clear of the title.
-    "modebar": {"orientation": "v"},
 }
 CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
 """plotly.js's config for every chart: no link to plotly's site (pages work offline), the
@@ -71,8 +72,17 @@ def combination_name(report: Report, score: Score) -> str:
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    # Title on the left: plotly's toolbar (shown on hover) sits on the right.
-    return {**BASE_LAYOUT, "title": {"text": title, "x": 0.01, "xanchor": "left"}, **extra}
+    # Title on the left, below the toolbar's row (see TITLE_TOP).
+    placed = {
+        "text": title,
+        "x": 0.01,
+        "xanchor": "left",
+        "yref": "container",
+        "y": 1,
+        "yanchor": "top",
+        "pad": {"t": TITLE_TOP},
+    }
+    return {**BASE_LAYOUT, "title": placed, **extra}
 
 
 def _empty(title: str, why: str) -> dict[str, Any]:
