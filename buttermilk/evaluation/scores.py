@@ -12,10 +12,10 @@ truth the kind can use):
   report, in the codebook's order, so that matrices of all combinations line up.
 - interval: MAE and RMSE (``mean_absolute_error``, ``root_mean_squared_error``); MAE's
   95% interval, the t interval of the mean of the absolute errors (statsmodels
-  ``DescrStatsW(|answer - truth|).tconfint_mean()``; None below two scored jobs, and a
-  zero-width interval when every error is the same); the answers' histogram over the
-  report's common bins (numpy ``histogram``, edges from ``histogram_bin_edges(..., "auto")``
-  over every scored answer of the report, at most :data:`HISTOGRAM_BINS` bins); Pearson's
+  ``DescrStatsW(|answer - truth|).tconfint_mean()``; no bounds below two scored jobs);
+  the answers' histogram over the report's common bins (numpy ``histogram``, edges from
+  ``histogram_bin_edges(..., "auto")`` over every scored answer of the report, at most
+  :data:`HISTOGRAM_BINS` bins); Pearson's
   r with its 95% interval (scipy ``pearsonr(...).confidence_interval()``, Fisher's z);
   Spearman's rho as Pearson's r of the ranks (scipy ``rankdata``, average ranks), with the
   same Fisher-z interval on the ranks.
@@ -231,8 +231,6 @@ def _mae_interval(y_true: Any, y_pred: Any, mae: float) -> Interval:
     errors = np.abs(y_pred - y_true)
     if len(errors) < 2:
         return Interval(estimate=mae, method=method)
-    if np.all(errors == errors[0]):
-        return Interval(estimate=mae, low=mae, high=mae, method=method)  # no spread
     low, high = DescrStatsW(errors).tconfint_mean(alpha=0.05)
     return Interval(estimate=mae, low=finite(low), high=finite(high), method=method)
 
