@@ -15,85 +15,26 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import orjson
-from pydantic import BaseModel
-
 from buttermilk.domain.evaluation import Report, Score
 from buttermilk.domain.timeline import Timeline
+from buttermilk.evaluation.chart_parts import (
+    ACCENT,
+    BASE_LAYOUT,
+    CONFIG,
+    COST,
+    FAILED,
+    Chart,
+    axes_text,
+    chart_layout,
+    combination_name,
+    empty,
+    shown,
+)
+
+__all__ = ["CONFIG", "Chart", "axes_text", "combination_name", "report_charts", "shown"]
 
 MAX_CONFUSIONS = 24
 """Most confusion-matrix heatmaps drawn (one per combination; the rest are in the tables)."""
-ACCENT = "#0969da"
-COST = "#bf8700"
-FAILED = "#cf222e"
-TITLE_TOP = 34
-"""Pixels above a chart's title: the row of plotly's toolbar (shown on hover, top right),
-so a long title runs under it, never into it."""
-BASE_LAYOUT: dict[str, Any] = {
-    "margin": {"l": 60, "r": 30, "t": TITLE_TOP + 36, "b": 60},
-    "height": 340,
-    "paper_bgcolor": "#ffffff",
-    "plot_bgcolor": "#ffffff",
-    "font": {"family": "system-ui, sans-serif", "size": 12},
-}
-CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
-"""plotly.js's config for every chart: no link to plotly's site (pages work offline), the
-toolbar only while the pointer is over the chart."""
-
-
-class Chart(BaseModel):
-    """One chart: a stable id (the div it is drawn in), a title, and its plotly figure."""
-
-    id: str
-    title: str
-    figure: dict[str, Any]
-
-
-def shown(value: Any) -> str:
-    """A label as a chart or table names it: text as is, anything else as its JSON."""
-    if isinstance(value, str):
-        return value
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return repr(value)
-
-
-def axes_text(axes: dict[str, Any]) -> str:
-    """``model=m1, prompt=short``: a combination's axis values (text as is)."""
-    return ", ".join(f"{name}={shown(value)}" for name, value in axes.items())
-
-
-def combination_name(report: Report, score: Score) -> str:
-    """The combination's key, with its batch's id in front when the report lines up several."""
-    if len(report.batch_ids) > 1 and score.batch_id:
-        return f"{score.batch_id[:8]} · {score.variant}"
-    return score.variant
-
-
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    # Title on the left, below the toolbar's row (see TITLE_TOP).
-    placed = {
-        "text": title,
-        "x": 0.01,
-        "xanchor": "left",
-        "yref": "container",
-        "y": 1,
-        "yanchor": "top",
-        "pad": {"t": TITLE_TOP},
-    }
-    return {**BASE_LAYOUT, "title": placed, **extra}
-
-
-def _empty(title: str, why: str) -> dict[str, Any]:
-    """A figure with no data and a note saying why (still drawn: axes and the note)."""
-    note = {"text": why, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}
-    return {
-        "data": [],
-        "layout": _layout(
-            title, annotations=[note], xaxis={"visible": False}, yaxis={"visible": False}
-        ),
-    }
 
 
 def accuracy_figure(report: Report) -> dict[str, Any]:
@@ -111,7 +52,7 @@ def accuracy_figure(report: Report) -> dict[str, Any]:
         axis = {"title": {"text": "accuracy"}, "range": [0, 1]}
     values = [i.estimate if i else None for i in intervals]
     if all(v is None for v in values):
-        return _empty(title, "no scored jobs yet")
+        return empty(title, "no scored jobs yet")
     plus = [
         (i.high - i.estimate) if i and i.high is not None and i.estimate is not None else None
         for i in intervals
@@ -133,7 +74,7 @@ def accuracy_figure(report: Report) -> dict[str, Any]:
     )
     return {
         "data": [trace],
-        "layout": _layout(
+        "layout": chart_layout(
             title, yaxis=axis, xaxis={"title": {"text": "combination"}, "type": "category"}
         ),
     }
@@ -144,7 +85,7 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
     title = f"Confusion: {combination_name(report, score)}"
     confusion = score.confusion
     if confusion is None or not confusion.labels:
-        return _empty(title, "no scored jobs yet")
+        return empty(title, "no scored jobs yet")
     labels = [shown(label) for label in confusion.labels]
     trace = {
         "type": "heatmap",
@@ -157,7 +98,7 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
         "reversescale": True,  # plotly.js's Blues runs dark to light: more jobs, darker
         "hovertemplate": "truth %{y}, answer %{x}: %{z}<extra></extra>",
     }
-    layout = _layout(
+    layout = chart_layout(
         title,
         height=320,
         xaxis={"title": {"text": "answer"}, "type": "category"},
@@ -186,7 +127,7 @@ def _answers_histogram(report: Report, title: str) -> dict[str, Any]:
     """Interval: each combination's answers over the report's common bins, overlaid."""
     scores = [s for s in report.combinations if s.label_histogram]
     if not scores:
-        return _empty(title, "no scored jobs yet")
+        return empty(title, "no scored jobs yet")
     traces = [
         {
             "type": "bar",
@@ -201,7 +142,7 @@ def _answers_histogram(report: Report, title: str) -> dict[str, Any]:
         }
         for score in scores
     ]
-    layout = _layout(
+    layout = chart_layout(
         title,
         barmode="overlay",
         xaxis={"title": {"text": "answer"}},
@@ -219,7 +160,7 @@ def labels_figure(report: Report) -> dict[str, Any]:
     title = "Labels given per combination"
     scores = [s for s in report.combinations if s.label_counts]
     if not scores:
-        return _empty(title, "no scored jobs yet")
+        return empty(title, "no scored jobs yet")
     order = label_order(report)
     traces = []
     for score in scores:
@@ -232,7 +173,7 @@ def labels_figure(report: Report) -> dict[str, Any]:
                 "y": [counts.get(label, 0) for label in order],
             }
         )
-    layout = _layout(
+    layout = chart_layout(
         title,
         barmode="group",
         xaxis={"title": {"text": "label"}, "type": "category"},
@@ -247,9 +188,9 @@ def stability_figure(report: Report) -> dict[str, Any]:
     title = "Per-record stability across combinations and repeats"
     agreement = report.agreement
     if report.evaluate.kind == "interval":
-        return _empty(title, "not defined for interval answers (see Krippendorff's alpha)")
+        return empty(title, "not defined for interval answers (see Krippendorff's alpha)")
     if agreement is None or not agreement.stability_histogram:
-        return _empty(title, "needs two or more answers per record")
+        return empty(title, "needs two or more answers per record")
     bins = agreement.stability_histogram
     trace = {
         "type": "bar",
@@ -261,7 +202,7 @@ def stability_figure(report: Report) -> dict[str, Any]:
         "hovertemplate": "%{customdata[0]:.2f} to %{customdata[1]:.2f}: %{y} records"
         "<extra></extra>",
     }
-    layout = _layout(
+    layout = chart_layout(
         title,
         xaxis={"title": {"text": "share agreeing with the majority"}, "range": [0, 1.02]},
         yaxis={"title": {"text": "records"}},
@@ -275,7 +216,7 @@ def timeline_figure(timeline: Timeline) -> dict[str, Any]:
     right axis)."""
     title = f"Throughput and cost over time ({timeline.bucket_seconds:g} s buckets)"
     if not timeline.buckets:
-        return _empty(title, "no job has ended yet")
+        return empty(title, "no job has ended yet")
     times = [b.start * 1000 for b in timeline.buckets]  # plotly dates: ms since the epoch
     traces: list[dict[str, Any]] = [
         {
@@ -305,7 +246,7 @@ def timeline_figure(timeline: Timeline) -> dict[str, Any]:
                 "line": {"color": COST},
             }
         )
-    layout = _layout(
+    layout = chart_layout(
         title,
         barmode="stack",
         xaxis={"type": "date", "title": {"text": "time"}},
