@@ -25,6 +25,7 @@ from buttermilk.api.app import create_app
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchRequest
+from buttermilk.domain.evaluation import Missing
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.queue.local import LocalQueue
 from buttermilk.store.store import Store
@@ -94,6 +95,51 @@ return [...document.querySelectorAll("#score-rows tr")].map((row) =>
    row.querySelector("td.figure").textContent]);
 """
 PLOTTED = "return document.getElementById('chart-accuracy').data[0].y;"
+MISSING = """
+return [...document.querySelectorAll("#score-rows td.missing")].map((td) => td.textContent);
+"""
+# At each width of the drawer's "Run" list, whether every name sits on its value's row,
+# left of it (the grid lays them out in pairs, never a name at a row's end).
+RUN_ALIGNED = """
+const dl = document.querySelector("#job-drawer .run dl");
+const found = [];
+for (let width = 300; width <= 1100; width += 40) {
+  dl.style.width = `${width}px`;
+  for (const dt of dl.querySelectorAll("dt")) {
+    const a = dt.getBoundingClientRect();
+    const b = dt.nextElementSibling.getBoundingClientRect();
+    const sameRow = a.top < b.bottom && b.top < a.bottom;
+    if (!sameRow || a.right > b.left) found.push([width, dt.textContent, a.top, b.top]);
+  }
+}
+dl.style.width = "";
+return found;
+"""
+# A running batch with nothing to score: the report's 422 is shown once and not asked for
+# again as its jobs end (microtasks only: the page's own polling cannot interleave).
+NO_SCORES_ASKED = """
+const done = arguments[arguments.length - 1];
+const real = api;
+let calls = 0;
+api = async () => {
+  calls += 1;
+  const error = new Error("batch zz declares nothing to score");
+  error.status = 422;
+  throw error;
+};
+(async () => {
+  const counts = { completed: 1, failed: 0, cancelled: 0 };
+  const batch = { batch_id: "zz", status: "running", counts };
+  for (let ended = 1; ended <= 3; ended += 1) {
+    batch.counts.completed = ended;
+    results.at = 0;  // past the 5 s between two reports of a running batch
+    await refreshResults(batch);
+  }
+})().finally(() => {
+  api = real;
+  done([calls, document.getElementById("results-note").textContent]);
+});
+"""
 JOB_ROWS = """
 return [...document.querySelectorAll("#job-rows tr")].map((r) => r.dataset.record);
 """
@@ -137,6 +183,11 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
     ]
     assert browser.execute_script(SCORE_FIGURES) == expected
     assert browser.execute_script(PLOTTED) == [s["accuracy"]["estimate"] for s in scores[:2]]
+    # Missing jobs by reason, as the CLI shows them: b's failed job.
+    assert browser.execute_script(MISSING) == [
+        Missing.model_validate(s["missing"]).text() for s in scores
+    ]
+    assert browser.execute_script(MISSING)[1] == "1 (1 failed)"
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map((e) => e.name)"
     )
@@ -174,3 +225,7 @@ def test_the_results_page_draws_each_chart_the_api_figures_and_a_job_drawer(
     wait_until(
         lambda: "PermanentError" in (drawer_text(browser, ".traceback") or ""), 10, "traceback"
     )
+    assert browser.execute_script(RUN_ALIGNED) == []
+    browser.find_element(By.ID, "job-close").click()
+    calls, note = browser.execute_async_script(NO_SCORES_ASKED)
+    assert (calls, note) == (1, "No scores: batch zz declares nothing to score")

@@ -221,3 +221,77 @@ async def test_the_charts_draw_the_report_and_the_timeline_counts_every_ended_jo
     assert timeline == found["timeline"]
     ended = [(b["completed"], b["failed"]) for b in timeline["buckets"]]
     assert tuple(map(sum, zip(*ended, strict=True))) == (19, 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field", "words"),
+    [
+        ("report", {"lable": "judge.label"}, "lable", "unknown query parameter lable: it takes"),
+        ("report", {"label": "judge.label", "postive": "pos"}, "postive", "takes label, truth"),
+        ("report/charts", {"kind": "x", "zzz": "1"}, "zzz", "unknown query parameter zzz"),
+        ("timeline", {"label": "judge.label"}, "label", "it takes none"),
+        ("report", {"label": "judge"}, "label", "names an agent but no key"),
+        ("report", {"label": "judge.label", "positive": "postive"}, "positive", "classes seen"),
+        (
+            "report",
+            {"label": "judge.label", "kind": "interval", "positive": "pos"},
+            "positive",
+            "kind interval scores numbers",
+        ),
+    ],
+)
+async def test_unknown_parameters_and_unusable_overrides_are_422_naming_them(
+    api: Api, path: str, query: dict[str, str], field: str, words: str
+) -> None:
+    answer = await api.get(f"/api/batches/{api.ids['first']}/{path}", **query)
+
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == field and words in error["message"], error
+
+
+async def test_also_refuses_the_same_batch_twice_and_a_batch_of_another_flow(api: Api) -> None:
+    first, plain = api.ids["first"], api.ids["plain"]
+
+    for also, words in [(first[:6], f"names batch {first} twice"), (plain, "of flow 'plain'")]:
+        answer = await api.get(f"/api/batches/{first}/report", also=also)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == "also" and words in error["message"], error
+
+
+async def test_categories_as_a_comma_list_equal_the_repeated_parameter(api: Api) -> None:
+    url = f"/api/batches/{api.ids['first']}/report"
+    repeated = await api.client.get(
+        url,
+        params=[("label", "judge.label"), *(("categories", c) for c in ["neu", "pos", "neg"])],
+    )
+    listed = await api.get(url, label="judge.label", categories="neu,pos,neg")
+
+    assert repeated.status_code == listed.status_code == 200, listed.text
+    assert listed.json()["evaluate"]["categories"] == ["neu", "pos", "neg"]
+    assert without_time(listed.json()) == without_time(repeated.json())
+    quoted = await api.get(url, label="judge.label", categories='"a,b",pos')
+    assert quoted.json()["evaluate"]["categories"] == ["a,b", "pos"]
+
+
+async def test_a_label_path_no_finished_job_has_is_a_note_naming_the_paths_outputs_have(
+    api: Api,
+) -> None:
+    answer = await api.get(f"/api/batches/{api.ids['first']}/report", label="judge.lable")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["notes"] == [
+        "no finished job has an output at judge.lable; outputs have: judge.label"
+    ]
+    assert answer.json()["overall"]["missing"]["no_label"] == 19
+    right = (await api.get(f"/api/batches/{api.ids['first']}/report")).json()
+    assert right["notes"] == []
+
+
+async def test_create_refuses_a_label_without_a_key(api: Api) -> None:
+    body = {"flow_name": "scored", "evaluate": {"label": "judge"}}
+    answer = await api.client.post("/api/batches", json=body)
+
+    assert answer.status_code == 422, answer.text
+    assert "names an agent but no key" in answer.json()["error"]["message"]

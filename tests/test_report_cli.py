@@ -101,6 +101,19 @@ def test_report_as_table_json_and_csv_of_a_real_batch(
 
     error = one_line_error(env, "batch.command=report", "batch.evaluate={label: nope.x}")
     assert "'nope'" in error and "vader" in error  # the flow's agents
+    # estimate makes create's check of the label too (before it counts anything)
+    error = one_line_error(
+        env, "flow=sentiment", "batch.command=estimate", "batch.evaluate={label: nope.x}"
+    )
+    assert "'nope'" in error and "vader" in error
+
+    # A label path no finished job has: a warning naming the paths they do have.
+    result = env.ok("batch.command=report", "batch.evaluate={label: vader.lable}")
+    warnings = [line for line in result.stderr.splitlines() if "vader.lable" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "no finished job has an output at vader.lable; outputs have: " in warnings[0]
+    assert "vader.label" in warnings[0] and "vader.compound" in warnings[0]
+    assert "warn" in warnings[0].lower()
 
 
 @pytest.mark.slow

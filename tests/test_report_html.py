@@ -54,7 +54,7 @@ def test_an_interval_report_charts_mae_and_tables_mae_and_rmse() -> None:
 
     ids = [c.id for c in report_charts(sample_report("interval"))]
     assert ids == ["accuracy", "labels", "stability"]  # no confusion matrix, no timeline
-    assert "<th>MAE</th>" in html and ">0.300<" in html and ">0.700<" in html
+    assert "<th>MAE (95% CI)</th>" in html and ">0.300<" in html and ">0.700<" in html
 
 
 DRAWN = """

@@ -3,17 +3,18 @@ and cost over time. Each is a thin call into :class:`BatchService` and the store
 
 A report scores what the batch (or its flow) declares, or what the query says: ``label``
 (with ``truth``, ``kind``, ``positive``, ``categories``) overrides it. ``also`` (repeated)
-lines further batches of the same flow up with it.
+lines further batches of the same flow up with it. A query parameter the route does not
+take is a 422 naming it (a typo never silently scores something else).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from buttermilk.api.errors import FieldError, documented
@@ -55,7 +56,8 @@ Categories = Annotated[
     list[str] | None,
     Query(
         max_length=MAX_CATEGORIES,
-        description="The labels in order (repeat the parameter), read as `positive` is.",
+        description="The labels in order: repeat the parameter or give a comma list "
+        '(categories=low,mid,high); each read as `positive` is ("a,b" quoted: one label).',
     ),
 ]
 Also = Annotated[
@@ -65,6 +67,47 @@ Also = Annotated[
         description="Ids (or unique prefixes) of more batches of the same flow to line up.",
     ),
 ]
+REPORT_PARAMETERS = ("label", "truth", "kind", "positive", "categories", "also")
+
+
+def only_parameters(*names: str) -> Callable[[Request], None]:
+    """A dependency refusing (422, naming them and the allowed ones) query parameters
+    other than ``names``."""
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(names))
+        if unknown:
+            takes = f"it takes {', '.join(names)}" if names else "it takes none"
+            raise FieldError(
+                unknown[0],
+                f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}: {takes}",
+                "unknown_parameter",
+            )
+
+    return check
+
+
+def split_list(values: Sequence[str]) -> list[str]:
+    """Each value split at the commas outside double quotes (``low,mid`` is two items,
+    ``"a,b"`` one, quotes kept)."""
+    items: list[str] = []
+    for value in values:
+        current, quoted, escaped = "", False, False
+        for char in value:
+            if char == "," and not quoted:
+                items.append(current)
+                current = ""
+                continue
+            current += char
+            if escaped:
+                escaped = False
+            elif char == "\\" and quoted:
+                escaped = True
+            elif char == '"':
+                quoted = not quoted
+        items.append(current)
+    return items
 
 
 def _label_value(text: str) -> Any:
@@ -100,28 +143,61 @@ def evaluate_override(
     if positive is not None:
         fields["positive"] = _label_value(positive)
     if categories is not None:
-        fields["categories"] = [_label_value(c) for c in categories]
+        items = split_list(categories)
+        if len(items) > MAX_CATEGORIES:
+            raise FieldError("categories", f"categories: at most {MAX_CATEGORIES} labels")
+        fields["categories"] = [_label_value(c) for c in items]
     try:
         return EvaluationSpec.model_validate(fields)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "label"
         reason = str(error["msg"]).removeprefix("Value error, ")
+        named = [name for name in fields if reason.startswith(f"evaluate.{name}")]
+        field = str(error["loc"][0]) if error["loc"] else (named or ["label"])[0]
         raise FieldError(
             field, f"{field}={error.get('input')!r} is not allowed: {reason}"
         ) from None
 
 
+def _lined_up(service: BatchService, batch_id: str, also: Sequence[str]) -> list[str]:
+    """The full ids of ``batch_id`` and ``also``: UnknownBatchError (404) for one that
+    names no batch; FieldError on ``also`` for a batch named twice or of another flow."""
+    first = service.store.get_batch(service.resolve(batch_id))
+    found = [first.id]
+    for given in also:
+        batch = service.store.get_batch(service.resolve(given))
+        if batch.id in found:
+            raise FieldError(
+                "also",
+                f"also={given!r} names batch {batch.id} twice: line up different batches",
+            )
+        if batch.flow != first.flow:
+            raise FieldError(
+                "also",
+                f"also={given!r} is a batch of flow {batch.flow!r}, batch {first.id} of flow "
+                f"{first.flow!r}: line up batches of one flow",
+            )
+        found.append(batch.id)
+    return found
+
+
 async def scored(
-    service: BatchService, batch_ids: Sequence[str], evaluate: EvaluationSpec | None
+    service: BatchService,
+    batch_ids: Sequence[str],
+    evaluate: EvaluationSpec | None,
+    also: Sequence[str] = (),
 ) -> Report:
-    """The service's report; a refusal other than an unknown batch (404) is a 422."""
+    """The service's report of ``batch_ids`` and ``also`` (checked by :func:`_lined_up`);
+    a refusal other than an unknown batch (404) is a 422."""
+    if also:
+        batch_ids = await anyio.to_thread.run_sync(_lined_up, service, batch_ids[0], also)
     try:
         return await service.report(batch_ids, evaluate)
     except UnknownBatchError:
         raise
     except UsageError as exc:  # nothing declared to score, a label naming no agent, ...
-        raise FieldError("evaluate", str(exc), "unscorable") from exc
+        field = "positive" if str(exc).startswith("evaluate.positive") else "evaluate"
+        raise FieldError(field, str(exc), "unscorable") from exc
 
 
 async def agreements(
@@ -141,6 +217,7 @@ async def agreements(
     response_model=Report,
     responses=documented(404, 422),
     summary="A batch's scores against its truth",
+    dependencies=[Depends(only_parameters(*REPORT_PARAMETERS))],
 )
 async def get_report(
     batch_id: str,
@@ -159,7 +236,7 @@ async def get_report(
     batch is a 404; nothing declared to score, or an override that cannot be used, a 422.
     """
     spec = evaluate_override(label, truth, kind, positive, categories)
-    return await scored(service, [batch_id, *(also or [])], spec)
+    return await scored(service, [batch_id], spec, also or [])
 
 
 class ChartView(BaseModel):
@@ -183,6 +260,7 @@ class ReportCharts(BaseModel):
     response_model=ReportCharts,
     responses=documented(404, 422),
     summary="A batch's report with its charts",
+    dependencies=[Depends(only_parameters(*REPORT_PARAMETERS))],
 )
 async def get_report_charts(
     batch_id: str,
@@ -200,7 +278,7 @@ async def get_report_charts(
     from buttermilk.evaluation.charts import CONFIG, report_charts
 
     spec = evaluate_override(label, truth, kind, positive, categories)
-    report = await scored(service, [batch_id, *(also or [])], spec)
+    report = await scored(service, [batch_id], spec, also or [])
     timeline = await anyio.to_thread.run_sync(service.store.timeline, report.batch_ids[0])
     charts = report_charts(report, timeline)
     return {"report": report, "timeline": timeline, "charts": charts, "config": CONFIG}
@@ -209,8 +287,9 @@ async def get_report_charts(
 @router.get(
     "/batches/{batch_id}/timeline",
     response_model=Timeline,
-    responses=documented(404),
+    responses=documented(404, 422),
     summary="A batch's throughput and cost over time",
+    dependencies=[Depends(only_parameters())],
 )
 async def get_timeline(batch_id: str, service: Service) -> Timeline:
     """Jobs ended (completed, failed, cancelled), their cost in USD and tokens per time

@@ -40,7 +40,7 @@ from buttermilk.errors import (
     QueueError,
     VariantError,
 )
-from buttermilk.evaluation.spec import check_label_agent, spec_for
+from buttermilk.evaluation.spec import check_request_evaluate, spec_for
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
@@ -100,8 +100,7 @@ class BatchService:
 
     def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Grid, Plan]:
         flow = self.flows.get(request.flow)
-        if request.evaluate is not None:
-            check_label_agent(request.evaluate, flow, "evaluate")
+        check_request_evaluate(request, flow)
         check_sources(flow, self.store)
         FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
         grid = grid_for(flow, request)  # each combination's agents too
@@ -119,6 +118,15 @@ class BatchService:
         check_size(grid, len(plan.records))
         check_record_sizes(plan.records, self.queue.max_record_bytes, self.queue.name)
         return flow, grid, plan
+
+    async def check_evaluate(self, request: BatchRequest) -> None:
+        """Create's check of ``request.evaluate`` alone (estimate makes it too): raises
+        UnknownFlowError, or EvaluationError when its label names no agent of the flow."""
+
+        def check() -> None:
+            check_request_evaluate(request, self.flows.get(request.flow))
+
+        await anyio.to_thread.run_sync(check)
 
     async def create(self, request: BatchRequest, *, check_endpoints: bool = False) -> Created:
         """Plan the batch, store it with its jobs, then publish one message per job.
@@ -355,11 +363,19 @@ class BatchService:
         return batches, spec_for(batches, evaluate)
 
     def _report(self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None) -> Report:
-        from buttermilk.evaluation.report import build_report
+        from buttermilk.evaluation.report import build_report, no_label_note
 
         batches, spec = self._batches_and_spec(batch_ids, evaluate)
         rows = [job for batch in batches for job in self.store.scored_jobs(batch.id, spec)]
-        return build_report(batches, spec, rows)
+        found = build_report(batches, spec, rows)
+        completed = [job for job in rows if job.status is JobStatus.COMPLETED]
+        if completed and all(job.label is None for job in completed):
+            paths: dict[str, None] = {}
+            for batch in batches:
+                paths.update(dict.fromkeys(self.store.output_paths(batch.id)))
+            note = no_label_note(spec, list(paths))
+            found = found.model_copy(update={"notes": [*found.notes, note]})
+        return found
 
     async def record_agreements(
         self, batch_id: str, evaluate: EvaluationSpec | None = None

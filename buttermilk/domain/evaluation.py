@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from buttermilk.domain.statuses import JobStatus
 
@@ -19,6 +19,7 @@ Kind = Literal["nominal", "ordinal", "interval"]
 TRUTH_ROOTS = ("ground_truth", "metadata")
 OVERALL = "overall"
 """``Score.variant`` of the score over every combination's jobs together."""
+MISSING_REASONS = ("not_finished", "failed", "no_label", "no_truth")
 MAJORITY = "majority"
 """``Score.variant`` of the majority-vote label's score against the truth."""
 
@@ -82,7 +83,23 @@ class EvaluationSpec(BaseModel):
     @field_validator("label")
     @classmethod
     def _label_path(cls, value: str) -> str:
-        return _check_path(value, "evaluate.label")
+        _check_path(value, "evaluate.label")
+        if "." not in value:
+            raise ValueError(
+                f"evaluate.label {value!r} names an agent but no key of its output: give "
+                f"AGENT.KEY[.KEY...], e.g. {value}.label"
+            )
+        return value
+
+    @field_validator("positive")
+    @classmethod
+    def _positive_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("kind") == "interval":
+            raise ValueError(
+                "the positive class is for classes (kind nominal or ordinal); kind "
+                "interval scores numbers: leave evaluate.positive out"
+            )
+        return value
 
     @field_validator("truth")
     @classmethod
@@ -132,6 +149,16 @@ class Missing(BaseModel):
     def total(self) -> int:
         return self.not_finished + self.failed + self.no_label + self.no_truth
 
+    def text(self) -> str:
+        """``0`` or ``5 (3 failed, 2 no label)``: the total and its split, as every view
+        shows it."""
+        parts = [
+            f"{count} {reason.replace('_', ' ')}"
+            for reason in MISSING_REASONS
+            if (count := getattr(self, reason))
+        ]
+        return f"{self.total} ({', '.join(parts)})" if parts else "0"
+
 
 class ClassScore(BaseModel):
     """Precision, recall and F1 of one class (scikit-learn's, zero_division=0)."""
@@ -171,13 +198,24 @@ class Score(BaseModel):
     confusion: Confusion | None = None
     # interval
     mae: float | None = None
+    mae_interval: Interval | None = Field(
+        default=None,
+        description="MAE with its 95% CI: the t interval of the mean absolute error "
+        "(statsmodels DescrStatsW(|answer - truth|).tconfint_mean()); None below 2 jobs.",
+    )
+    label_histogram: list[tuple[float, float, int]] = Field(
+        default_factory=list,
+        description="Interval: (low, high, scored jobs) bins of the answers, the same bins "
+        "for every score of a report (numpy histogram_bin_edges 'auto', at most 30 bins).",
+    )
     rmse: float | None = None
     pearson: Interval | None = None
     spearman: Interval | None = None
     stability: float | None = Field(
         default=None,
         description="Mean over records of the share of this combination's repeats that give "
-        "the record's majority label (None with one repeat).",
+        "the record's majority label (None with one repeat; None for kind interval, where "
+        "answers are numbers and exact agreement means little: see Krippendorff's alpha).",
     )
 
 
@@ -188,7 +226,9 @@ class Agreement(BaseModel):
     records: int
     krippendorff_alpha: float | None = Field(description="At the spec's kind's level.")
     fleiss_kappa: float | None = Field(description="Nominal/ordinal only; records rated by all.")
-    stability: float | None = Field(description="Mean per-record share agreeing with its majority.")
+    stability: float | None = Field(
+        description="Mean per-record share agreeing with its majority (None for interval)."
+    )
     stability_histogram: list[tuple[float, float, int]] = Field(
         default_factory=list, description="(low, high, records) bins of per-record stability."
     )
@@ -239,4 +279,9 @@ class Report(BaseModel):
     overall: Score
     agreement: Agreement | None = None
     comparisons: list[Comparison] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the reader must know to trust the figures, e.g. that no finished "
+        "job has an output at the label's path (and which paths they have).",
+    )
     generated_at: float = Field(description="Unix seconds.")

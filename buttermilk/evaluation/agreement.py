@@ -7,7 +7,8 @@
   rater answered (nominal and ordinal only; None when no record has every answer).
 - Per-record stability: the share of a record's answers that give its majority answer
   (records of two answers or more), its mean and a histogram of ten bins over [0, 1]
-  (numpy ``histogram``).
+  (numpy ``histogram``). Nominal and ordinal only: numbers rarely repeat exactly, so for
+  interval it is None (with a note) and Krippendorff's alpha (interval) measures agreement.
 - The majority vote: each record's most common answer (ties: the first in the codebook's
   order, or the smallest number) scored against the truth like a combination (variant
   ``majority``); for interval, the median of the record's answers.
@@ -50,13 +51,20 @@ def agreement(coded: Coded, batch_id: str | None) -> Agreement | None:
         for i in range(HISTOGRAM_BINS)
     ]
     notes: list[str] = []
+    numeric = coded.spec.kind == "interval"
+    alpha = _alpha(matrix, coded, notes)
+    if numeric:
+        notes.append(
+            "stability not computed: interval answers are numbers, which rarely agree "
+            "exactly; Krippendorff's alpha (interval) measures how close they are"
+        )
     return Agreement(
         raters=len(coded.raters),
         records=records,
-        krippendorff_alpha=_alpha(matrix, coded, notes),
-        fleiss_kappa=_fleiss(matrix) if coded.spec.kind != "interval" else None,
-        stability=float(np.mean(shares)) if len(shares) else None,
-        stability_histogram=histogram,
+        krippendorff_alpha=alpha,
+        fleiss_kappa=_fleiss(matrix) if not numeric else None,
+        stability=float(np.mean(shares)) if len(shares) and not numeric else None,
+        stability_histogram=[] if numeric else histogram,
         notes=notes,
         majority=score(
             majority_vote(coded), np.arange(records), batch_id=batch_id, variant=MAJORITY

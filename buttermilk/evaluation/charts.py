@@ -15,115 +15,66 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import orjson
-from pydantic import BaseModel
-
 from buttermilk.domain.evaluation import Report, Score
 from buttermilk.domain.timeline import Timeline
+from buttermilk.evaluation.chart_parts import (
+    ACCENT,
+    BASE_LAYOUT,
+    CONFIG,
+    COST,
+    FAILED,
+    Chart,
+    axes_text,
+    chart_layout,
+    combination_name,
+    empty,
+    shown,
+)
+
+__all__ = ["CONFIG", "Chart", "axes_text", "combination_name", "report_charts", "shown"]
 
 MAX_CONFUSIONS = 24
 """Most confusion-matrix heatmaps drawn (one per combination; the rest are in the tables)."""
-ACCENT = "#0969da"
-COST = "#bf8700"
-FAILED = "#cf222e"
-BASE_LAYOUT: dict[str, Any] = {
-    "margin": {"l": 60, "r": 30, "t": 50, "b": 60},
-    "height": 340,
-    "paper_bgcolor": "#ffffff",
-    "plot_bgcolor": "#ffffff",
-    "font": {"family": "system-ui, sans-serif", "size": 12},
-}
-CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True}
-"""plotly.js's config for every chart: no link to plotly's site (pages work offline)."""
-
-
-class Chart(BaseModel):
-    """One chart: a stable id (the div it is drawn in), a title, and its plotly figure."""
-
-    id: str
-    title: str
-    figure: dict[str, Any]
-
-
-def shown(value: Any) -> str:
-    """A label as a chart or table names it: text as is, anything else as its JSON."""
-    if isinstance(value, str):
-        return value
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return repr(value)
-
-
-def combination_name(report: Report, score: Score) -> str:
-    """The combination's key, with its batch's id in front when the report lines up several."""
-    if len(report.batch_ids) > 1 and score.batch_id:
-        return f"{score.batch_id[:8]} · {score.variant}"
-    return score.variant
-
-
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    # Title on the left: plotly's toolbar (shown on hover) sits on the right.
-    return {**BASE_LAYOUT, "title": {"text": title, "x": 0.01, "xanchor": "left"}, **extra}
-
-
-def _empty(title: str, why: str) -> dict[str, Any]:
-    """A figure with no data and a note saying why (still drawn: axes and the note)."""
-    note = {"text": why, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}
-    return {
-        "data": [],
-        "layout": _layout(
-            title, annotations=[note], xaxis={"visible": False}, yaxis={"visible": False}
-        ),
-    }
 
 
 def accuracy_figure(report: Report) -> dict[str, Any]:
-    """Accuracy per combination with its 95% CI as error bars (nominal, ordinal), or MAE
-    per combination (interval: no CI in the report); ``n`` scored in the hover."""
+    """Accuracy (nominal, ordinal) or MAE (interval) per combination with its 95% CI as
+    error bars; ``n`` scored in the hover."""
     scores = report.combinations
     names = [combination_name(report, s) for s in scores]
     if report.evaluate.kind == "interval":
-        title = "Mean absolute error per combination (lower is better)"
-        values = [s.mae for s in scores]
-        if all(v is None for v in values):
-            return _empty(title, "no scored jobs yet")
-        trace: dict[str, Any] = {
-            "type": "bar",
-            "x": names,
-            "y": values,
-            "marker": {"color": ACCENT},
-        }
+        title = "MAE per combination (95% CI; lower is better)"
+        intervals = [s.mae_interval for s in scores]
         axis: dict[str, Any] = {"title": {"text": "MAE"}, "rangemode": "tozero"}
     else:
         title = "Accuracy per combination (95% CI)"
         intervals = [s.accuracy for s in scores]
-        values = [i.estimate if i else None for i in intervals]
-        if all(v is None for v in values):
-            return _empty(title, "no scored jobs yet")
-        plus = [
-            (i.high - i.estimate) if i and i.high is not None and i.estimate is not None else None
-            for i in intervals
-        ]
-        minus = [
-            (i.estimate - i.low) if i and i.low is not None and i.estimate is not None else None
-            for i in intervals
-        ]
-        trace = {
-            "type": "bar",
-            "x": names,
-            "y": values,
-            "marker": {"color": ACCENT},
-            "error_y": {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
-        }
         axis = {"title": {"text": "accuracy"}, "range": [0, 1]}
+    values = [i.estimate if i else None for i in intervals]
+    if all(v is None for v in values):
+        return empty(title, "no scored jobs yet")
+    plus = [
+        (i.high - i.estimate) if i and i.high is not None and i.estimate is not None else None
+        for i in intervals
+    ]
+    minus = [
+        (i.estimate - i.low) if i and i.low is not None and i.estimate is not None else None
+        for i in intervals
+    ]
+    trace: dict[str, Any] = {
+        "type": "bar",
+        "x": names,
+        "y": values,
+        "marker": {"color": ACCENT},
+        "error_y": {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
+    }
     trace["customdata"] = [[s.scored, s.missing.total] for s in scores]
     trace["hovertemplate"] = (
         "%{x}: %{y:.3f}<br>n=%{customdata[0]} scored, %{customdata[1]} missing<extra></extra>"
     )
     return {
         "data": [trace],
-        "layout": _layout(
+        "layout": chart_layout(
             title, yaxis=axis, xaxis={"title": {"text": "combination"}, "type": "category"}
         ),
     }
@@ -134,7 +85,7 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
     title = f"Confusion: {combination_name(report, score)}"
     confusion = score.confusion
     if confusion is None or not confusion.labels:
-        return _empty(title, "no scored jobs yet")
+        return empty(title, "no scored jobs yet")
     labels = [shown(label) for label in confusion.labels]
     trace = {
         "type": "heatmap",
@@ -147,7 +98,7 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
         "reversescale": True,  # plotly.js's Blues runs dark to light: more jobs, darker
         "hovertemplate": "truth %{y}, answer %{x}: %{z}<extra></extra>",
     }
-    layout = _layout(
+    layout = chart_layout(
         title,
         height=320,
         xaxis={"title": {"text": "answer"}, "type": "category"},
@@ -156,16 +107,61 @@ def confusion_figure(report: Report, score: Score) -> dict[str, Any]:
     return {"data": [trace], "layout": layout}
 
 
+def label_order(report: Report) -> list[str]:
+    """The report's labels (as :func:`shown`) in its order: the confusion matrices' (the
+    codebook's: ``evaluate.categories``, then the rest sorted), then any other label given."""
+    order: dict[str, None] = {}
+    for score in [report.overall, *report.combinations]:
+        if score.confusion is not None:
+            order.update(dict.fromkeys(shown(label) for label in score.confusion.labels))
+    for score in report.combinations:
+        order.update(dict.fromkeys(shown(label) for label, _ in sorted_counts(score)))
+    return list(order)
+
+
+def sorted_counts(score: Score) -> list[tuple[Any, int]]:
+    return sorted(score.label_counts, key=lambda pair: shown(pair[0]))
+
+
+def _answers_histogram(report: Report, title: str) -> dict[str, Any]:
+    """Interval: each combination's answers over the report's common bins, overlaid."""
+    scores = [s for s in report.combinations if s.label_histogram]
+    if not scores:
+        return empty(title, "no scored jobs yet")
+    traces = [
+        {
+            "type": "bar",
+            "name": combination_name(report, score),
+            "x": [(low + high) / 2 for low, high, _ in score.label_histogram],
+            "width": [high - low for low, high, _ in score.label_histogram],
+            "y": [n for _, _, n in score.label_histogram],
+            "customdata": [[low, high] for low, high, _ in score.label_histogram],
+            "opacity": 0.6 if len(scores) > 1 else 1,
+            "hovertemplate": "%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y} jobs"
+            f"<extra>{combination_name(report, score)}</extra>",
+        }
+        for score in scores
+    ]
+    layout = chart_layout(
+        title,
+        barmode="overlay",
+        xaxis={"title": {"text": "answer"}},
+        yaxis={"title": {"text": "jobs"}},
+    )
+    return {"data": traces, "layout": layout}
+
+
 def labels_figure(report: Report) -> dict[str, Any]:
-    """How often each combination gave each label (scored jobs), grouped bars."""
+    """How often each combination gave each label (scored jobs), grouped bars in the
+    report's label order (:func:`label_order`); for interval a histogram of the answers
+    per combination over common bins."""
+    if report.evaluate.kind == "interval":
+        return _answers_histogram(report, "Answers per combination (histogram)")
     title = "Labels given per combination"
     scores = [s for s in report.combinations if s.label_counts]
     if not scores:
-        return _empty(title, "no scored jobs yet")
-    order: dict[str, None] = {}
-    for score in report.combinations:
-        for label, _ in score.label_counts:
-            order.setdefault(shown(label), None)
+        return empty(title, "no scored jobs yet")
+    order = label_order(report)
     traces = []
     for score in scores:
         counts = {shown(label): n for label, n in score.label_counts}
@@ -173,11 +169,11 @@ def labels_figure(report: Report) -> dict[str, Any]:
             {
                 "type": "bar",
                 "name": combination_name(report, score),
-                "x": list(order),
+                "x": order,
                 "y": [counts.get(label, 0) for label in order],
             }
         )
-    layout = _layout(
+    layout = chart_layout(
         title,
         barmode="group",
         xaxis={"title": {"text": "label"}, "type": "category"},
@@ -191,8 +187,10 @@ def stability_figure(report: Report) -> dict[str, Any]:
     majority), from the report's histogram."""
     title = "Per-record stability across combinations and repeats"
     agreement = report.agreement
+    if report.evaluate.kind == "interval":
+        return empty(title, "not defined for interval answers (see Krippendorff's alpha)")
     if agreement is None or not agreement.stability_histogram:
-        return _empty(title, "needs two or more answers per record")
+        return empty(title, "needs two or more answers per record")
     bins = agreement.stability_histogram
     trace = {
         "type": "bar",
@@ -204,7 +202,7 @@ def stability_figure(report: Report) -> dict[str, Any]:
         "hovertemplate": "%{customdata[0]:.2f} to %{customdata[1]:.2f}: %{y} records"
         "<extra></extra>",
     }
-    layout = _layout(
+    layout = chart_layout(
         title,
         xaxis={"title": {"text": "share agreeing with the majority"}, "range": [0, 1.02]},
         yaxis={"title": {"text": "records"}},
@@ -218,7 +216,7 @@ def timeline_figure(timeline: Timeline) -> dict[str, Any]:
     right axis)."""
     title = f"Throughput and cost over time ({timeline.bucket_seconds:g} s buckets)"
     if not timeline.buckets:
-        return _empty(title, "no job has ended yet")
+        return empty(title, "no job has ended yet")
     times = [b.start * 1000 for b in timeline.buckets]  # plotly dates: ms since the epoch
     traces: list[dict[str, Any]] = [
         {
@@ -248,7 +246,7 @@ def timeline_figure(timeline: Timeline) -> dict[str, Any]:
                 "line": {"color": COST},
             }
         )
-    layout = _layout(
+    layout = chart_layout(
         title,
         barmode="stack",
         xaxis={"type": "date", "title": {"text": "time"}},

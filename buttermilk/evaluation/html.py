@@ -14,6 +14,7 @@ from buttermilk.domain.evaluation import Interval, Report, Score
 from buttermilk.domain.timeline import Timeline
 from buttermilk.evaluation.charts import (
     CONFIG,
+    axes_text,
     combination_name,
     plotly_js_path,
     report_charts,
@@ -64,7 +65,7 @@ def _environment() -> Any:
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
     )
-    env.filters.update(num=_num, interval=_interval, when=_when, shown=shown)
+    env.filters.update(num=_num, interval=_interval, when=_when, shown=shown, axes=axes_text)
     return env
 
 
@@ -91,6 +92,7 @@ def render_report_html(report: Report, timeline: Timeline | None = None) -> str:
             charts=charts,
             scores=rows,
             interval=report.evaluate.kind == "interval",
+            positive=report.evaluate.positive,
             plotly_js=_plotly_js(),
             figures_json=_script_json([c.model_dump() for c in charts]),
             config_json=_script_json(CONFIG),

@@ -22,10 +22,48 @@ from buttermilk.domain.evaluation import (
     ScoredJob,
 )
 from buttermilk.domain.statuses import ENDED_BATCH
+from buttermilk.errors import EvaluationError
 from buttermilk.evaluation.agreement import agreement
-from buttermilk.evaluation.coded import COMPLETED, FAILED, code_jobs, majorities
+from buttermilk.evaluation.charts import shown
+from buttermilk.evaluation.coded import COMPLETED, FAILED, Coded, code_jobs, majorities
 from buttermilk.evaluation.paired import comparisons
-from buttermilk.evaluation.scores import score
+from buttermilk.evaluation.scores import histogram_edges, score
+
+SHOWN_CLASSES = 20
+"""Most classes an error about the positive class names."""
+
+
+def check_positive(coded: Coded) -> None:
+    """Raise EvaluationError (naming the classes seen) when ``spec.positive`` is neither
+    a truth nor an answer of the jobs while some job has one (before any: accepted)."""
+    import numpy as np
+
+    spec = coded.spec
+    if spec.positive is None or coded.numbers is not None:
+        return
+    seen = np.union1d(coded.answer[coded.answer >= 0], coded.truth[coded.truth >= 0])
+    if not len(seen):
+        return
+    from buttermilk.evaluation.labels import label_key
+
+    wanted = label_key(spec.positive)
+    code = next(i for i, v in enumerate(coded.values) if label_key(v) == wanted)
+    if code in seen:
+        return
+    names = [shown(coded.values[int(c)]) for c in seen[:SHOWN_CLASSES]]
+    more = f" and {len(seen) - SHOWN_CLASSES} more" if len(seen) > SHOWN_CLASSES else ""
+    raise EvaluationError(
+        f"evaluate.positive={spec.positive!r} is no truth nor answer of these jobs; the "
+        f"classes seen: {', '.join(names)}{more} (a number or true/false is not text: "
+        '"1" and 1 differ)'
+    )
+
+
+def no_label_note(spec: EvaluationSpec, paths: Sequence[str]) -> str:
+    """The report's note when no finished job has an output at the label's path: the
+    paths their outputs do have (``paths``, from the store)."""
+    have = f"outputs have: {', '.join(paths)}" if paths else "their outputs are empty"
+    return f"no finished job has an output at {spec.label}; {have}"
 
 
 def build_report(
@@ -36,6 +74,8 @@ def build_report(
     import numpy as np
 
     coded = code_jobs(jobs, spec)
+    check_positive(coded)
+    edges = histogram_edges(coded)
     several = len(batches) > 1
     combination = np.empty(len(jobs), dtype=np.int64)
     keys: dict[tuple[str, str], int] = {}
@@ -58,6 +98,7 @@ def build_report(
                 variant=key,
                 axes=planned.get(key, {}),
                 with_stability=batch.repeats > 1,
+                edges=edges,
             )
             named.append((f"{batch.id}:{key}" if several else key, result, rows))
     single = None if several else batches[0].id
@@ -70,7 +111,7 @@ def build_report(
         jobs=len(jobs),
         finished=int(np.sum((status == COMPLETED) | (status == FAILED))),
         combinations=[result for _, result, _ in named],
-        overall=score(coded, np.arange(len(jobs)), batch_id=single, variant=OVERALL),
+        overall=score(coded, np.arange(len(jobs)), batch_id=single, variant=OVERALL, edges=edges),
         agreement=agreement(coded, single),
         comparisons=comparisons(coded, named),
         generated_at=time.time(),
@@ -80,11 +121,12 @@ def build_report(
 def record_agreements(spec: EvaluationSpec, jobs: Sequence[ScoredJob]) -> list[RecordAgreement]:
     """Each record's answers across combinations and repeats, in the order of ``jobs``:
     its majority answer (as stored; ties go to the first in the codebook's order), the
-    share of answers giving it (None with fewer than two), and whether some answer differs
-    from its truth (False when the truth is unknown)."""
+    share of answers giving it (None with fewer than two, and for kind interval), and
+    whether some answer differs from its truth (False when the truth is unknown)."""
     import numpy as np
 
     coded = code_jobs(jobs, spec)
+    numeric = spec.kind == "interval"
     units = len(coded.units)
     given = np.flatnonzero(coded.answer >= 0)
     winner, top, total = majorities(coded.unit[given], coded.answer[given], units, coded.size)
@@ -107,7 +149,7 @@ def record_agreements(spec: EvaluationSpec, jobs: Sequence[ScoredJob]) -> list[R
             record_id=record_id,
             truth=raw_truth.get(u),
             majority=raw_label.get((u, int(winner[u]))),
-            stability=float(top[u] / total[u]) if total[u] > 1 else None,
+            stability=float(top[u] / total[u]) if total[u] > 1 and not numeric else None,
             answers=int(total[u]),
             disagrees_with_truth=bool(differs[u]),
         )

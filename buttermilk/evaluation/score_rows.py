@@ -7,8 +7,8 @@ Columns, in order (a figure that does not apply to the spec's kind is empty):
 (total) and ``missing_not_finished`` / ``missing_failed`` / ``missing_no_label`` /
 ``missing_no_truth``, ``accuracy`` with ``accuracy_low`` / ``accuracy_high`` (its 95% CI)
 and ``accuracy_method``, ``macro_f1``, ``cohen_kappa``, ``precision`` / ``recall`` /
-``f1`` (of the spec's ``positive`` class), ``mae``, ``rmse``, ``pearson`` and
-``spearman`` with their ``_low`` / ``_high``, and ``stability``.
+``f1`` (of the spec's ``positive`` class), ``mae``, ``rmse``, ``pearson`` and ``spearman``
+(``mae``, ``pearson`` and ``spearman`` with their ``_low`` / ``_high``), ``stability``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ FIGURES = (
     "recall",
     "f1",
     "mae",
+    "mae_low",
+    "mae_high",
     "rmse",
     "pearson",
     "pearson_low",
@@ -94,6 +96,8 @@ def score_row(score: Score, axes: list[str]) -> dict[str, Any]:
         "recall": positive.recall if positive else None,
         "f1": positive.f1 if positive else None,
         "mae": score.mae,
+        "mae_low": score.mae_interval.low if score.mae_interval else None,
+        "mae_high": score.mae_interval.high if score.mae_interval else None,
         "rmse": score.rmse,
         **_interval("pearson", score.pearson),
         **_interval("spearman", score.spearman),

@@ -10,7 +10,12 @@ truth the kind can use):
   against the truth (``cohen_kappa_score``; ordinal: ``weights="linear"``, codes in the
   scale's order); the confusion matrix (``confusion_matrix``) over every label of the
   report, in the codebook's order, so that matrices of all combinations line up.
-- interval: MAE and RMSE (``mean_absolute_error``, ``root_mean_squared_error``); Pearson's
+- interval: MAE and RMSE (``mean_absolute_error``, ``root_mean_squared_error``); MAE's
+  95% interval, the t interval of the mean of the absolute errors (statsmodels
+  ``DescrStatsW(|answer - truth|).tconfint_mean()``; no bounds below two scored jobs);
+  the answers' histogram over the report's common bins (numpy ``histogram``, edges from
+  ``histogram_bin_edges(..., "auto")`` over every scored answer of the report, at most
+  :data:`HISTOGRAM_BINS` bins); Pearson's
   r with its 95% interval (scipy ``pearsonr(...).confidence_interval()``, Fisher's z);
   Spearman's rho as Pearson's r of the ranks (scipy ``rankdata``, average ranks), with the
   same Fisher-z interval on the ranks.
@@ -31,6 +36,8 @@ from buttermilk.evaluation.coded import COMPLETED, FAILED, Coded, majorities
 
 INTERVAL_LABEL_COUNTS = 50
 """Most (value, count) pairs an interval score lists (numbers take many values)."""
+HISTOGRAM_BINS = 30
+"""Most bins of an interval score's histogram of answers."""
 
 
 def finite(value: Any) -> float | None:
@@ -66,6 +73,23 @@ def stability(coded: Coded, rows: Any) -> float | None:
     return float(np.mean(top[several] / total[several]))
 
 
+def histogram_edges(coded: Coded) -> Any:
+    """Interval: the bin edges every score of the report shares (None: not interval, or
+    no scored answer)."""
+    import numpy as np
+
+    if coded.numbers is None:
+        return None
+    scored = (coded.answer >= 0) & (coded.truth >= 0)
+    if not scored.any():
+        return None
+    answers = coded.numbers[coded.answer[scored]]
+    edges = np.histogram_bin_edges(answers, bins="auto")
+    if len(edges) - 1 > HISTOGRAM_BINS:
+        edges = np.histogram_bin_edges(answers, bins=HISTOGRAM_BINS)
+    return edges
+
+
 def score(
     coded: Coded,
     rows: Any,
@@ -74,10 +98,15 @@ def score(
     variant: str,
     axes: dict[str, Any] | None = None,
     with_stability: bool = False,
+    edges: Any = None,
 ) -> Score:
     """The Score of the jobs at ``rows`` (an index array into ``coded``); see the module's
-    docstring for each figure's source."""
+    docstring for each figure's source. ``with_stability`` is ignored for kind interval
+    (stability is None there); ``edges``: interval's common histogram bins."""
     import numpy as np
+
+    if coded.spec.kind == "interval":
+        with_stability = False
 
     answer, truth = coded.answer[rows], coded.truth[rows]
     scored = (answer >= 0) & (truth >= 0)
@@ -103,7 +132,13 @@ def score(
         warnings.simplefilter("ignore")  # constant input, one class: None, not a warning
         if coded.spec.kind == "interval":
             numbers = coded.numbers
-            return result.model_copy(update=_interval(numbers[y_true], numbers[y_pred]))
+            update = _interval(numbers[y_true], numbers[y_pred])
+            if edges is not None:
+                counts, _ = np.histogram(numbers[y_pred], bins=edges)
+                update["label_histogram"] = [
+                    (float(edges[i]), float(edges[i + 1]), int(n)) for i, n in enumerate(counts)
+                ]
+            return result.model_copy(update=update)
         return result.model_copy(update=_categorical(y_true, y_pred, coded))
 
 
@@ -188,12 +223,26 @@ def _correlation(x: Any, y: Any, method: str) -> Interval:
     return Interval(estimate=estimate, low=finite(ci.low), high=finite(ci.high), method=method)
 
 
+def _mae_interval(y_true: Any, y_pred: Any, mae: float) -> Interval:
+    import numpy as np
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    method = "t on absolute errors"
+    errors = np.abs(y_pred - y_true)
+    if len(errors) < 2:
+        return Interval(estimate=mae, method=method)
+    low, high = DescrStatsW(errors).tconfint_mean(alpha=0.05)
+    return Interval(estimate=mae, low=finite(low), high=finite(high), method=method)
+
+
 def _interval(y_true: Any, y_pred: Any) -> dict[str, Any]:
     from scipy.stats import rankdata
     from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
+    mae = float(mean_absolute_error(y_true, y_pred))
     return {
-        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "mae": mae,
+        "mae_interval": _mae_interval(y_true, y_pred, mae),
         "rmse": float(root_mean_squared_error(y_true, y_pred)),
         "pearson": _correlation(y_pred, y_true, "pearson, fisher z"),
         "spearman": _correlation(rankdata(y_pred), rankdata(y_true), "pearson of ranks, fisher z"),

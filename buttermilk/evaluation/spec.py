@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from buttermilk.domain import BatchInfo
+from buttermilk.domain import BatchInfo, BatchRequest
 from buttermilk.domain.evaluation import EvaluationSpec
 from buttermilk.errors import EvaluationError
 from buttermilk.flows.models import FlowConfig
@@ -48,6 +48,22 @@ def _declared(batch: BatchInfo) -> EvaluationSpec | None:
         ) from None
 
 
+def _spec_text(spec: EvaluationSpec | None) -> str:
+    """``label=judge.label, truth=ground_truth, kind=nominal``: the fields set."""
+    if spec is None:
+        return "none"
+    fields = spec.model_dump(exclude_defaults=True)
+    fields.setdefault("kind", spec.kind)
+    return ", ".join(f"{name}={value}" for name, value in fields.items())
+
+
+def check_request_evaluate(request: BatchRequest, flow: FlowConfig) -> None:
+    """The check create (and estimate) make of a request's ``evaluate``: its label names
+    an agent of ``flow``. Raises EvaluationError."""
+    if request.evaluate is not None:
+        check_label_agent(request.evaluate, flow, "evaluate")
+
+
 def spec_for(batches: Sequence[BatchInfo], explicit: EvaluationSpec | None) -> EvaluationSpec:
     """The spec a report over ``batches`` uses: ``explicit`` > each batch's request's
     ``evaluate`` > its flow snapshot's. Raises EvaluationError when none declares one,
@@ -66,8 +82,9 @@ def spec_for(batches: Sequence[BatchInfo], explicit: EvaluationSpec | None) -> E
         specs = [spec for _, spec in declared if spec is not None]
         if any(spec != specs[0] for spec in specs):
             raise EvaluationError(
-                "the batches declare different evaluate specs: give one with "
-                "batch.evaluate={label: AGENT.KEY}"
+                "the batches declare different evaluate specs ("
+                + "; ".join(f"batch {batch.id}: {_spec_text(spec)}" for batch, spec in declared)
+                + "): give one with batch.evaluate={label: AGENT.KEY}"
             )
         chosen = specs[0]
     for batch in batches:

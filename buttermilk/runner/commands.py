@@ -81,6 +81,13 @@ WRITES_OUTPUT_WHEN_WAITING = ("create", "retry")
 def check_output_use(command: Command, batch: BatchSettings) -> None:
     """Refuse a ``batch.output`` the command would not write (never ignore it silently)."""
     output, wait = batch.output, batch.wait
+    if output is not None and command in WRITES_OUTPUT and batch.format == "json":
+        raise InvalidOptionError(
+            "batch.format",
+            batch.format,
+            f"batch.command={command} writes batch.output={str(output)!r} in the format its "
+            "extension names; batch.format=json is for stdout: leave one of them out",
+        )
     if (
         output is None
         or command in WRITES_OUTPUT
@@ -461,6 +468,7 @@ async def estimate(app: App) -> int:
     if not flow:
         raise UnknownFlowError(None, app.service.flows.names())
     request = app.settings.batch.to_request(flow)
+    await app.service.check_evaluate(request)  # as create checks it
     from buttermilk.llm.estimate import estimate_batch  # the OpenAI client: only when used
     from buttermilk.runner.estimate_view import estimate_view
 

@@ -140,6 +140,8 @@ async def report(app: App) -> int:
         fmt = report_format(output)  # a bad file name fails before any work
     ids = report_ids(app)
     found = await app.service.report(ids, evaluate=spec)
+    for note in found.notes:  # on stderr too, whatever the output (a table of zeros misleads)
+        log.warning("%s", note)
     if output is not None:
         timeline = await anyio.to_thread.run_sync(_timeline, app, ids) if fmt == "html" else None
         write_report(found, output, timeline)

@@ -14,8 +14,6 @@ from rich.text import Text
 from buttermilk.domain.evaluation import Comparison, Interval, Missing, Report, Score
 from buttermilk.runner.render import value_text, when
 
-MISSING_REASONS = ("not_finished", "failed", "no_label", "no_truth")
-
 
 def figure(value: float | None, digits: int = 3) -> str:
     """A figure to ``digits`` decimals; ``-`` where it could not be computed."""
@@ -40,12 +38,7 @@ def p_value(value: float | None) -> str:
 
 def missing_text(missing: Missing) -> str:
     """``0`` or ``5 (3 failed, 2 no label)``: jobs not scored, by reason."""
-    parts = [
-        f"{count} {reason.replace('_', ' ')}"
-        for reason in MISSING_REASONS
-        if (count := getattr(missing, reason))
-    ]
-    return f"{missing.total} ({', '.join(parts)})" if parts else "0"
+    return missing.text()
 
 
 def live_line(report: Report) -> str | None:
@@ -94,7 +87,7 @@ def scores_view(report: Report, scores: Sequence[Score], title: str = "scores") 
     table.add_column("scored", justify="right")
     table.add_column("missing", justify="right")
     if _numeric(report):
-        for name in ("MAE", "RMSE", "Pearson r [95% CI]", "Spearman rho [95% CI]"):
+        for name in ("MAE [95% CI]", "RMSE", "Pearson r [95% CI]", "Spearman rho [95% CI]"):
             table.add_column(name, justify="right")
     else:
         for name in ("accuracy [95% CI]", "macro-F1", "Cohen's kappa"):
@@ -112,7 +105,7 @@ def scores_view(report: Report, scores: Sequence[Score], title: str = "scores") 
         if _numeric(report):
             cells.extend(
                 [
-                    figure(score.mae),
+                    interval(score.mae_interval) if score.mae_interval else figure(score.mae),
                     figure(score.rmse),
                     interval(score.pearson),
                     interval(score.spearman),
@@ -133,11 +126,14 @@ def scores_view(report: Report, scores: Sequence[Score], title: str = "scores") 
     return table
 
 
-def classes_view(scores: Sequence[Score]) -> Table | None:
-    """Precision, recall, F1 and support per class of each score (nominal, ordinal)."""
+def classes_view(scores: Sequence[Score], several: bool = False) -> Table | None:
+    """Precision, recall, F1 and support per class of each score (nominal, ordinal);
+    ``several``: the report lines up several batches (a batch column first)."""
     if not any(score.classes for score in scores):
         return None
     table = Table(box=box.SIMPLE, title="per class", title_justify="left")
+    if several:
+        table.add_column("batch")
     for name, justify in [
         ("variant", "left"),
         ("class", "left"),
@@ -150,6 +146,7 @@ def classes_view(scores: Sequence[Score]) -> Table | None:
     for score in scores:
         for c in score.classes:
             table.add_row(
+                *([score.batch_id or "all"] if several else []),
                 score.variant,
                 value_text(c.label),
                 figure(c.precision),
@@ -174,8 +171,8 @@ def agreement_view(report: Report) -> Table | None:
     table.add_column("stability", justify="right")
     majority = found.majority
     if _numeric(report):
-        table.add_column("majority vote MAE", justify="right")
-        vote = figure(majority.mae) if majority else "-"
+        table.add_column("majority vote MAE [95% CI]", justify="right")
+        vote = interval(majority.mae_interval) if majority else "-"
     else:
         table.add_column("majority vote accuracy [95% CI]", justify="right")
         vote = interval(majority.accuracy) if majority else "-"
@@ -227,7 +224,9 @@ def report_view(report: Report) -> Group:
     if live:
         parts.append(Text(live, style="yellow"))
     parts.append(scores_view(report, scores))
-    for block in (classes_view(scores), agreement_view(report)):
+    parts.extend(Text(f"note: {note}", style="bold yellow") for note in report.notes)
+    several = len(report.batch_ids) > 1
+    for block in (classes_view(scores, several), agreement_view(report)):
         if block is not None:
             parts.append(block)
     if report.agreement is not None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from buttermilk.batch.worker_options import WorkerOptions
 from buttermilk.domain import BatchRequest, BatchStatus
@@ -94,6 +94,13 @@ class BatchSettings(BaseModel):
     interactive: bool = False
     check_endpoints: bool = True
     request: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _named_output(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("give a file name, e.g. batch.output=report.html (or leave it out)")
+        return value
 
     def to_request(self, flow: str) -> BatchRequest:
         """The batch request these options describe; UsageError names any bad value."""

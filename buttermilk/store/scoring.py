@@ -26,6 +26,17 @@ from buttermilk.store.schema import jobs
 STATUSES = {status.value: status for status in JobStatus}
 SCORING_CHUNK = 20_000
 """Jobs read per query (keyset pages over the batch's planned order)."""
+PATH_SAMPLE = 20
+"""Completed jobs whose outputs :meth:`ScoringReads.output_paths` looks at."""
+MAX_PATHS = 30
+
+
+def _leaf_paths(value: Any, prefix: str, found: dict[str, None], depth: int = 6) -> None:
+    if isinstance(value, dict) and value and depth:
+        for key, inner in value.items():
+            _leaf_paths(inner, f"{prefix}.{key}" if prefix else str(key), found, depth - 1)
+    elif prefix:
+        found.setdefault(prefix, None)
 
 
 def label_path(spec: EvaluationSpec) -> tuple[str, list[str]]:
@@ -124,3 +135,22 @@ class ScoringReads(StoreBase):
                 after = seq
             if len(rows) < chunk:
                 return
+
+    def output_paths(self, batch_id: str, *, sample: int = PATH_SAMPLE) -> list[str]:
+        """The dotted paths (AGENT.KEY[.KEY...]) to the values in the outputs of the
+        batch's first ``sample`` completed jobs, in the order found, at most
+        :data:`MAX_PATHS` (for a message about a label path that finds nothing)."""
+        outputs = self._json_at("result", ["outputs"])
+        query = (
+            select(outputs)
+            .where(jobs.c.batch_id == batch_id, jobs.c.status == JobStatus.COMPLETED.value)
+            .order_by(jobs.c.seq)
+            .limit(sample)
+        )
+        with self._read() as conn:
+            texts = conn.execute(query).scalars().all()
+        found: dict[str, None] = {}
+        for text in texts:
+            if text is not None:
+                _leaf_paths(values.loads(text), "", found)
+        return list(found)[:MAX_PATHS]

@@ -36,9 +36,20 @@ async function refreshResults(batch) {
   } catch (error) {
     if (error instanceof NeedsToken || error.status !== 422) throw error;
     noResults(error.message); // nothing declared to score: say so, keep the rest
+    results.done = true; // what the batch declares does not change: never ask again
+    return;
   }
   results.ended = ended;
   results.done = finished;
+}
+
+// "5 (3 failed, 2 no label)": jobs not scored, by reason (as the CLI and the HTML report).
+function missingText(m) {
+  const total = m.not_finished + m.failed + m.no_label + m.no_truth;
+  const parts = [["not finished", m.not_finished], ["failed", m.failed],
+    ["no label", m.no_label], ["no truth", m.no_truth]]
+    .filter(([, n]) => n).map(([name, n]) => `${n} ${name}`);
+  return parts.length ? `${total} (${parts.join(", ")})` : "0";
 }
 
 function noResults(message) {
@@ -55,7 +66,8 @@ function drawResults(view) {
   $("results-note").textContent = (report.live
     ? `Live: scores over the ${report.finished} of ${report.jobs} jobs finished so far. `
     : `${report.finished} of ${report.jobs} jobs finished. `) +
-    `Label ${spec.label} against ${spec.truth} (${spec.kind}).`;
+    `Label ${spec.label} against ${spec.truth} (${spec.kind}).` +
+    (report.notes || []).map((note) => ` Note: ${note}.`).join("");
   for (const id of ["job-disagrees", "job-unstable"]) $(id).disabled = false;
   drawCharts(view.charts, view.config);
   drawScores(report);
@@ -83,9 +95,12 @@ function drawScores(report) {
   const intervalKind = report.evaluate.kind === "interval";
   const axes = [...new Set(report.combinations.flatMap((s) => Object.keys(s.axes)))];
   const several = report.batch_ids.length > 1;
+  const positive = !intervalKind && positiveClass(report) !== null;
+  const named = positive ? ` (${axisValue(positiveClass(report))})` : "";
   const figures = intervalKind
-    ? ["MAE", "RMSE", "Pearson r (95% CI)", "Spearman ρ (95% CI)"]
-    : ["Accuracy (95% CI)", "Macro-F1", "Cohen's κ"];
+    ? ["MAE (95% CI)", "RMSE", "Pearson r (95% CI)", "Spearman ρ (95% CI)"]
+    : ["Accuracy (95% CI)", "Macro-F1", "Cohen's κ",
+      ...(positive ? [`Precision${named}`, `Recall${named}`, `F1${named}`] : [])];
   $("score-head").replaceChildren(el("tr", {},
     ...(several ? [el("th", {}, "Batch")] : []),
     el("th", {}, "Combination"), ...axes.map((a) => el("th", {}, a)),
@@ -93,19 +108,19 @@ function drawScores(report) {
   const scores = [...report.combinations, report.overall];
   if (report.agreement && report.agreement.majority) scores.push(report.agreement.majority);
   $("score-rows").replaceChildren(...scores.map((s) => {
-    const m = s.missing;
-    const missing = m.not_finished + m.failed + m.no_label + m.no_truth;
+    const p = s.positive;
     const cells = intervalKind
-      ? [fixed(s.mae), fixed(s.rmse), interval(s.pearson), interval(s.spearman)]
-      : [interval(s.accuracy), fixed(s.macro_f1), fixed(s.cohen_kappa)];
+      ? [s.mae_interval ? interval(s.mae_interval) : fixed(s.mae), fixed(s.rmse),
+        interval(s.pearson), interval(s.spearman)]
+      : [interval(s.accuracy), fixed(s.macro_f1), fixed(s.cohen_kappa),
+        ...(positive ? [fixed(p?.precision), fixed(p?.recall), fixed(p?.f1)] : [])];
     return el("tr", { "data-variant": s.variant, "data-batch": s.batch_id },
       ...(several ? [el("td", {}, el("code", {}, s.batch_id || "all"))] : []),
       el("td", {}, el("code", {}, s.variant)),
       ...axes.map((a) => el("td", {}, a in s.axes ? axisValue(s.axes[a]) : "")),
       el("td", { class: "num" }, String(s.jobs)),
       el("td", { class: "num" }, String(s.scored)),
-      el("td", { class: "num", title: `not finished ${m.not_finished}, failed ${m.failed}, ` +
-        `no label ${m.no_label}, no truth ${m.no_truth}` }, String(missing)),
+      el("td", { class: "num missing" }, missingText(s.missing)),
       ...cells.map((text, i) => el("td", {
         class: i === 0 ? "num figure" : "num",
         "data-value": i === 0 ? JSON.stringify(intervalKind ? s.mae : s.accuracy?.estimate ?? null)
@@ -114,6 +129,11 @@ function drawScores(report) {
       el("td", { class: "num" }, fixed(s.stability)));
   }));
   $("score-table").hidden = false;
+}
+
+function positiveClass(report) {
+  const value = report.evaluate.positive;
+  return value === undefined ? null : value;
 }
 
 function drawAgreement(report) {
