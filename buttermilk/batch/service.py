@@ -1,91 +1,40 @@
-"""BatchService: every batch operation, shared by the CLI and the HTTP API."""
+"""BatchService: every batch operation, shared by the CLI and the HTTP API.
+
+A façade over the modules that own each part: ``creating`` (check, plan, store and
+publish), ``publishing``, ``summaries`` (reads), ``reports`` (scores), ``requeue`` (retry)
+and ``export``.
+"""
 
 from __future__ import annotations
 
 import builtins
-import itertools
-import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 
-from buttermilk import values
+from buttermilk.batch.creating import (
+    Created,
+    check_record_sizes,
+    create_batch,
+    new_batch_id,
+    unreachable,
+)
 from buttermilk.batch.export import export_jobs
-from buttermilk.batch.grid import (
-    Grid,
-    check_size,
-    grid_for,
-    planned_messages,
-    requeued_messages,
-)
-from buttermilk.batch.planner import Plan, plan_records
-from buttermilk.domain import (
-    BatchInfo,
-    BatchRequest,
-    BatchStatus,
-    BatchSummary,
-    CombinationProgress,
-    JobStatus,
-    combination_progress,
-)
+from buttermilk.batch.grid import Grid, grid_for
+from buttermilk.batch.publishing import PUBLISH_CHUNK
+from buttermilk.batch.reports import batch_record_agreements, batch_report
+from buttermilk.batch.requeue import retry_batch
+from buttermilk.batch.summaries import batch_summary, list_summaries
+from buttermilk.domain import BatchInfo, BatchRequest, BatchStatus, BatchSummary
 from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
-from buttermilk.errors import (
-    DataSourceError,
-    EndpointUnreachableError,
-    EvaluationError,
-    QueueError,
-    VariantError,
-)
-from buttermilk.evaluation.spec import check_request_evaluate, spec_for
+from buttermilk.evaluation.spec import check_request_evaluate
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.runner import FlowRunner
-from buttermilk.flows.sources import check_sources
-from buttermilk.queue.base import JobMessage, Queue
-from buttermilk.records import Record
-from buttermilk.store.concurrency import levels as concurrency_levels
-from buttermilk.store.endpoints import endpoints_down
+from buttermilk.queue.base import Queue
 from buttermilk.store.store import Store
 
-log = logging.getLogger(__name__)
-
-PUBLISH_CHUNK = 5_000
-SAY_SIZE_FROM = 100_000  # jobs: a create this large says what it is storing
-
-
-@dataclass(frozen=True)
-class Created:
-    batch: BatchInfo
-    rows_read: int
-
-
-ID_FIRST_CHARS = "abcdfghjkmnpqrstuvwxyz"  # no "e": "1e5" style ids would parse as numbers
-
-
-def new_batch_id() -> str:
-    """12 characters, starting with a letter so that no command line reads it as a number."""
-    return secrets.choice(ID_FIRST_CHARS) + secrets.token_hex(6)[1:]
-
-
-def check_record_sizes(records: Sequence[Record], limit: int | None, transport: str) -> None:
-    """Refuse a batch whose records cannot travel through the transport (before storing)."""
-    if limit is None:
-        return
-    for record in records:
-        size = len(values.dumps(dict(record.__dict__)))
-        if size > limit:
-            raise DataSourceError(
-                f"record {record.record_id!r} is {size:,} bytes as JSON; the {transport} "
-                f"queue carries records of at most {limit:,} bytes"
-            )
-
-
-async def _raise(exc: BaseException) -> None:
-    raise exc
+__all__ = ["PUBLISH_CHUNK", "BatchService", "Created", "check_record_sizes", "new_batch_id"]
 
 
 class BatchService:
@@ -97,27 +46,6 @@ class BatchService:
         self.flows = flows
 
     # -- create --------------------------------------------------------------------
-
-    def _prepare(self, request: BatchRequest) -> tuple[FlowConfig, Grid, Plan]:
-        flow = self.flows.get(request.flow)
-        check_request_evaluate(request, flow)
-        check_sources(flow, self.store)
-        FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
-        grid = grid_for(flow, request)  # each combination's agents too
-        plan = plan_records(
-            flow,
-            shuffle=request.shuffle,
-            max_records=request.max_records,
-            seed=request.seed,
-            store=self.store,
-            stratify=request.stratify,
-            stratify_mode=request.stratify_mode,
-        )
-        if not plan.records:
-            raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
-        check_size(grid, len(plan.records))
-        check_record_sizes(plan.records, self.queue.max_record_bytes, self.queue.name)
-        return flow, grid, plan
 
     async def check_evaluate(self, request: BatchRequest) -> None:
         """Create's check of ``request.evaluate`` alone (estimate makes it too): raises
@@ -138,104 +66,9 @@ class BatchService:
         to no batch, and workers drop them). If this process dies while publishing, the
         batch stays unpublished and ``retry`` finishes it.
         """
-        flow, grid, plan = await anyio.to_thread.run_sync(self._prepare, request)
-        if check_endpoints:
-            problems = await self._unreachable(flow, grid)
-            if problems:
-                raise EndpointUnreachableError("; ".join(problems))
-        jobs = len(plan.records) * grid.jobs_per_record
-        if jobs >= SAY_SIZE_FROM:
-            log.info(
-                "storing and publishing %s jobs (%s records x %s combinations x %s repeats)",
-                f"{jobs:,}",
-                f"{len(plan.records):,}",
-                f"{len(grid.combinations):,}",
-                f"{grid.repeats:,}",
-            )
-        await self.queue.prepare(interactive=request.interactive)
-        resolved = grid.resolved(request).model_copy(update={"strata": plan.strata})
-        batch_id = new_batch_id()
-
-        def store() -> BatchInfo:
-            return self.store.create_batch(
-                batch_id=batch_id,
-                request=resolved,
-                flow_snapshot=flow.snapshot(),
-                seed=plan.seed,
-                records=plan.records,
-                variants=grid.keys,
-            )
-
-        if not self.queue.publishes_while_storing:
-            batch = await anyio.to_thread.run_sync(store)
-            messages = planned_messages(batch_id, resolved, plan.records, grid.keys)
-            await self._publish_or_delete(batch_id, self._publish(messages))
-        else:
-            messages = planned_messages(
-                batch_id, resolved, plan.records, grid.keys, created_at=time.time()
-            )
-            batch = await self._store_while_publishing(batch_id, store, self._publish(messages))
-        await anyio.to_thread.run_sync(self._published, batch.id)
-        return Created(batch=batch.model_copy(update={"published": True}), rows_read=plan.rows_read)
-
-    async def _publish_or_delete(self, batch_id: str, publishing: Awaitable[None]) -> None:
-        """Publish a stored batch's messages; if that fails, delete the batch and raise."""
-        try:
-            await publishing
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.store.delete_batch, batch_id)
-            if isinstance(exc, Exception) and not isinstance(exc, QueueError):
-                raise QueueError(
-                    f"publishing batch {batch_id} failed, so it was removed: {exc}"
-                ) from exc
-            raise
-
-    async def _store_while_publishing(
-        self, batch_id: str, store: Callable[[], BatchInfo], publishing: Awaitable[None]
-    ) -> BatchInfo:
-        """Store the batch (in a thread) while its messages are published.
-
-        Workers may get a message before the batch is committed: they give it back for a
-        moment (see ``JobMessage.created_at``). If storing fails, publishing stops and
-        the store's error is raised (messages sent by then name no batch; workers set them
-        aside once they are old). If publishing fails or is cancelled, the batch is
-        deleted once stored, and the error raised as in ``create``.
-        """
-        stored: list[BatchInfo] = []
-        errors: dict[str, Exception] = {}
-        publish_scope = anyio.CancelScope()
-
-        def store_and_note() -> None:
-            stored.append(store())  # noted in the thread: a cancelled caller still knows
-
-        async def store_it() -> None:
-            try:
-                await anyio.to_thread.run_sync(store_and_note)
-            except Exception as exc:
-                errors["store"] = exc
-                publish_scope.cancel()  # no point publishing a batch that is not there
-
-        async def publish_it() -> None:
-            try:
-                with publish_scope:
-                    await publishing
-            except Exception as exc:
-                errors["publish"] = exc
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(store_it)
-                tg.start_soon(publish_it)
-            if "store" in errors:
-                raise errors["store"]
-            if "publish" in errors:
-                raise errors["publish"]
-        except BaseException as exc:
-            if stored:
-                await self._publish_or_delete(batch_id, _raise(exc))
-            raise
-        return stored[0]
+        return await create_batch(
+            self.store, self.queue, self.flows, request, check_endpoints=check_endpoints
+        )
 
     async def unreachable_endpoints(self, request: BatchRequest) -> builtins.list[str]:
         """What is wrong with each LLM endpoint the batch ``request`` would use that cannot be
@@ -246,22 +79,7 @@ class BatchService:
             flow = self.flows.get(request.flow)
             return flow, grid_for(flow, request)
 
-        return await self._unreachable(*await anyio.to_thread.run_sync(prepare))
-
-    async def _unreachable(self, flow: FlowConfig, grid: Grid) -> builtins.list[str]:
-        from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints
-
-        endpoints = flow_endpoints(flow, grid.combinations)
-        return [describe(e, problem) for e, problem in await check_endpoints(endpoints)]
-
-    def _published(self, batch_id: str) -> None:
-        self.store.mark_published(batch_id)
-        self.store.complete_if_done(batch_id)  # in case workers finished every job already
-
-    async def _publish(self, messages: Iterator[JobMessage]) -> None:
-        """Hand the queue its messages in chunks (a large batch is never all in memory)."""
-        while chunk := list(itertools.islice(messages, PUBLISH_CHUNK)):
-            await self.queue.publish(chunk)
+        return await unreachable(*await anyio.to_thread.run_sync(prepare))
 
     # -- read ----------------------------------------------------------------------
 
@@ -272,46 +90,7 @@ class BatchService:
         """A batch with its counts and most common errors (``batch_id`` may be a prefix),
         and, with ``per_combination``, its counts per combination (a batch of several
         combinations: one more grouped read of its jobs; callers that poll leave it out)."""
-        return await anyio.to_thread.run_sync(self._summary, batch_id, per_combination)
-
-    def _summary(self, batch_id: str, per_combination: bool = True) -> BatchSummary:
-        full_id = self.store.resolve_id(batch_id)
-        batch = self.store.get_batch(full_id)
-        counts = self.store.job_counts([full_id])[full_id]
-        # A job whose worker was lost on its last try fails now (on Pub/Sub its message is
-        # gone, so no claim would ever end it); the batch may complete with it.
-        live = batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING)
-        if live and counts.get(JobStatus.RUNNING) and self.store.fail_lost_jobs([full_id]):
-            batch = self.store.get_batch(full_id)
-            counts = self.store.job_counts([full_id])[full_id]
-        open_jobs = counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.RUNNING, 0)
-        # Only then a write: status is polled while workers run, and must not take the
-        # writer's lock each time. (A worker died before marking the batch completed.)
-        stale = batch.status == BatchStatus.RUNNING and not open_jobs
-        if stale and self.store.complete_if_done(full_id):
-            batch = self.store.get_batch(full_id)
-        errors = self.store.common_errors(full_id) if counts.get(JobStatus.FAILED) else []
-        combinations = self._per_combination(batch, counts) if per_combination else None
-        live = batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING)
-        return BatchSummary(
-            batch=batch,
-            counts=counts,
-            common_errors=errors,
-            now=time.time(),
-            combinations=combinations,
-            endpoints_down=endpoints_down(self.store, full_id) if live else [],
-            concurrency=concurrency_levels(self.store, full_id) if live else [],
-        )
-
-    def _per_combination(
-        self, batch: BatchInfo, counts: dict[JobStatus, int]
-    ) -> list[CombinationProgress]:
-        planned = batch.combinations()
-        if len(planned) == 1 and batch.request_error is None:
-            by_variant = {planned[0].key: counts}  # its counts are the batch's: no read
-        else:
-            by_variant = self.store.variant_counts(batch.id)
-        return combination_progress(planned, by_variant)
+        return await anyio.to_thread.run_sync(batch_summary, self.store, batch_id, per_combination)
 
     async def list(
         self,
@@ -320,14 +99,11 @@ class BatchService:
         flow: str | None = None,
         limit: int = 20,
         offset: int = 0,
-    ) -> list[BatchSummary]:
+    ) -> builtins.list[BatchSummary]:
         """Batches, newest first, each with its job counts."""
 
-        def work() -> list[BatchSummary]:
-            found = self.store.list_batches(status=status, flow=flow, limit=limit, offset=offset)
-            counts = self.store.job_counts([b.id for b in found])
-            now = time.time()
-            return [BatchSummary(batch=b, counts=counts[b.id], now=now) for b in found]
+        def work() -> builtins.list[BatchSummary]:
+            return list_summaries(self.store, status=status, flow=flow, limit=limit, offset=offset)
 
         return await anyio.to_thread.run_sync(work)
 
@@ -345,37 +121,8 @@ class BatchService:
         agent of the flow, the batches are of different flows, or the labels cannot be
         scored as the kind says; StoreError when the store cannot be read.
         """
-        return await anyio.to_thread.run_sync(self._report, list(batch_ids), evaluate)
-
-    def _batches_and_spec(
-        self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None
-    ) -> tuple[Sequence[BatchInfo], EvaluationSpec]:
-        if not batch_ids:
-            raise EvaluationError("a report needs at least one batch id")
-        full_ids = list(dict.fromkeys(self.store.resolve_id(bid) for bid in batch_ids))
-        batches = [self.store.get_batch(full_id) for full_id in full_ids]
-        flows = sorted({batch.flow for batch in batches})
-        if len(flows) > 1:
-            raise EvaluationError(
-                f"batches of different flows ({', '.join(flows)}) cannot be reported together: "
-                "give batches of one flow"
-            )
-        return batches, spec_for(batches, evaluate)
-
-    def _report(self, batch_ids: Sequence[str], evaluate: EvaluationSpec | None) -> Report:
-        from buttermilk.evaluation.report import build_report, no_label_note
-
-        batches, spec = self._batches_and_spec(batch_ids, evaluate)
-        rows = [job for batch in batches for job in self.store.scored_jobs(batch.id, spec)]
-        found = build_report(batches, spec, rows)
-        completed = [job for job in rows if job.status is JobStatus.COMPLETED]
-        if completed and all(job.label is None for job in completed):
-            paths: dict[str, None] = {}
-            for batch in batches:
-                paths.update(dict.fromkeys(self.store.output_paths(batch.id)))
-            note = no_label_note(spec, list(paths))
-            found = found.model_copy(update={"notes": [*found.notes, note]})
-        return found
+        ids = builtins.list(batch_ids)
+        return await anyio.to_thread.run_sync(batch_report, self.store, ids, evaluate)
 
     async def record_agreements(
         self, batch_id: str, evaluate: EvaluationSpec | None = None
@@ -383,14 +130,9 @@ class BatchService:
         """Each record of the batch (``batch_id`` may be a prefix) with its majority
         answer, its stability across combinations and repeats and whether some answer
         disagrees with its truth, in planned order. Raises as :meth:`report` does."""
-
-        def work() -> builtins.list[RecordAgreement]:
-            from buttermilk.evaluation.report import record_agreements
-
-            batches, spec = self._batches_and_spec([batch_id], evaluate)
-            return record_agreements(spec, list(self.store.scored_jobs(batches[0].id, spec)))
-
-        return await anyio.to_thread.run_sync(work)
+        return await anyio.to_thread.run_sync(
+            batch_record_agreements, self.store, batch_id, evaluate
+        )
 
     # -- change --------------------------------------------------------------------
 
@@ -406,22 +148,7 @@ class BatchService:
         did not complete; returns how many. Raises VariantError for a key the batch lacks
         (naming it as ``option``, the caller's name for it), BatchStateError when there is
         nothing to retry."""
-        full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
-        batch = await anyio.to_thread.run_sync(self.store.get_batch, full_id)
-        if variant is not None:
-            keys = [c.key for c in batch.combinations()]
-            if variant not in keys:
-                raise VariantError(
-                    f"{option}={variant!r}: batch {full_id} has no such combination "
-                    f"(its combinations: {', '.join(keys)})"
-                )
-        await self.queue.prepare(interactive=batch.interactive)
-        requeued = await anyio.to_thread.run_sync(
-            lambda: self.store.requeue(full_id, variant=variant)
-        )
-        await self._publish(requeued_messages(requeued.batch, requeued.jobs))
-        await anyio.to_thread.run_sync(self._published, full_id)
-        return requeued.batch, len(requeued.jobs)
+        return await retry_batch(self.store, self.queue, batch_id, variant=variant, option=option)
 
     async def export(self, batch_id: str, path: Path) -> int:
         """Write the batch's jobs (results and errors) to ``path``; returns the row count."""
