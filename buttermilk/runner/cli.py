@@ -25,7 +25,7 @@ from buttermilk.runner.settings import AppSettings, settings_from_config
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130  # as commands.EXIT_INTERRUPTED, without importing the commands
+EXIT_INTERRUPTED = 130  # as command_app.EXIT_INTERRUPTED, without importing the commands
 
 _task_started = False
 _user_full_error: str | None = None  # HYDRA_FULL_ERROR as the user set it

@@ -22,7 +22,7 @@ from buttermilk.domain.evaluation import EvaluationSpec, Report
 from buttermilk.errors import InvalidOptionError, UsageError
 from buttermilk.evaluation.score_rows import write_csv
 from buttermilk.runner import render
-from buttermilk.runner.commands import EXIT_OK, App, batch_or_newest
+from buttermilk.runner.command_app import EXIT_OK, App, batch_or_newest
 from buttermilk.runner.report_view import report_view, summary_line
 from buttermilk.runner.settings import BatchSettings, describe_validation_error, did_you_mean
 
