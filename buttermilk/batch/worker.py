@@ -23,7 +23,8 @@ from anyio.abc import TaskGroup
 from buttermilk.batch.contexts import BatchContext, VariantRunner
 from buttermilk.batch.messages import Messages
 from buttermilk.batch.outage import GaveUp, Outage
-from buttermilk.batch.retries import MAX_RETRY_DELAY, DueRetries, retry_delay
+from buttermilk.batch.retries import MAX_RETRY_DELAY, DueRetries
+from buttermilk.batch.settle import settle
 from buttermilk.batch.storelink import StoreLink
 from buttermilk.batch.worker_options import WorkerOptions, WorkerStats
 from buttermilk.domain import JobKey, JobStatus
@@ -573,59 +574,15 @@ class Worker:
     async def _settle(
         self, delivery: Delivery, ctx: BatchContext, attempt: int, outcome: Outcome, delay: float
     ) -> None:
-        """Store the outcome, then ack or give the message back (released: in ``delay`` s).
-
-        Raises GaveUp (the message is then given back) if the worker gave up on the store.
-        """
-        try:
-            applied = await self._link.exchange(outcome)
-        except GaveUp:
-            raise
-        except Exception as exc:  # not the store being away: a fault of ours
-            log.error(
-                "could not store the outcome of %s/%s (it runs again later): %s",
-                outcome.batch_id,
-                outcome.key,
-                exc,
-            )
-            return
-        if not applied:
-            # Its lease ran out and another worker claimed it: that one's outcome counts.
-            self.stats.taken_over += 1
-            log.warning(
-                "job %s/%s was taken over by another worker; its outcome here is dropped",
-                outcome.batch_id,
-                outcome.key,
-            )
-            await self._messages.ack(delivery)
-            return
-        if outcome.status == JobStatus.PENDING:
-            if outcome.release:
-                if delay:  # the worker must not idle out before it comes back
-                    self._retries.add(outcome.batch_id, delay)
-                await self._messages.give_back(delivery, delay)
-            else:
-                self.stats.retried += 1
-                delay = retry_delay(ctx.info.request.retry_delay, attempt)
-                self._retries.add(outcome.batch_id, delay)
-                await self._messages.nack(delivery, delay)
-            return
-        self.stats.last_end = time.monotonic()
-        if outcome.status == JobStatus.COMPLETED:
-            self.stats.completed += 1
-        elif outcome.status == JobStatus.FAILED:
-            self.stats.failed += 1
-            log.warning(
-                "job %s/%s failed: %s: %s",
-                outcome.batch_id,
-                outcome.key,
-                outcome.error_type,
-                outcome.error_message,
-            )
-            await self._messages.dead_letter(
-                delivery, f"job failed: {outcome.error_type}: {outcome.error_message}"
-            )
-            return
-        else:
-            self.stats.cancelled += 1
-        await self._messages.ack(delivery)
+        """Store the outcome, then ack or give the message back (see :func:`settle`)."""
+        await settle(
+            self._link,
+            self._messages,
+            self._retries,
+            self.stats,
+            delivery=delivery,
+            retry_delay_setting=ctx.info.request.retry_delay,
+            attempt=attempt,
+            outcome=outcome,
+            delay=delay,
+        )
