@@ -78,7 +78,12 @@ def test_a_record_that_kills_its_worker_fails_after_max_attempts_and_the_batch_e
     )
     assert poison.error_message is not None
     assert poison.error_message.startswith("worker lost while running it 2 times")
-    assert "r00001" in run.stderr and "WorkerLost" in run.stderr
+    # Whoever found the lost job said so: the last worker's log, or (when a status call
+    # swept it first, as on a loaded machine) the batch's errors as status shows them.
+    shown = env.status(batch_id)["common_errors"]
+    assert ("r00001" in run.stderr and "WorkerLost" in run.stderr) or any(
+        e["error_type"] == "WorkerLost" and e["count"] == 1 for e in shown
+    ), (run.stderr, shown)
     assert env.counts(batch_id)["completed"] == 2
     assert tallies(tally) == Counter({"r00000": 1, "r00002": 1})
     requeued = env.ok("batch.command=retry", f"batch.batch_id={batch_id}")
