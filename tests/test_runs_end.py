@@ -67,8 +67,9 @@ def test_a_record_that_kills_its_worker_fails_after_max_attempts_and_the_batch_e
         wait_until(lambda: time.monotonic() > after + 2, 5, "the lease to run out")  # noqa: B023
 
     # Two workers die on it; the next ones end it (on a loaded machine a worker may idle
-    # out before Pub/Sub delivers the message again, and the next one takes it).
-    assert codes[:2] == [SIGKILLED, SIGKILLED] and set(codes[2:]) == {0}, run
+    # out before Pub/Sub delivers the message again, and the next one takes it), or none
+    # is needed: the status call after the second death fails the job lost on its last try.
+    assert codes[:2] == [SIGKILLED, SIGKILLED] and set(codes[2:]) <= {0}, run
     assert env.batch_status(batch_id) == "completed"
     poison = env.store().get_job(batch_id, "r00001")
     assert (poison.status, poison.attempts, poison.error_type) == (
