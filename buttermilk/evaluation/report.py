@@ -70,7 +70,21 @@ def build_report(
     batches: Sequence[BatchInfo], spec: EvaluationSpec, jobs: Sequence[ScoredJob]
 ) -> Report:
     """The report of ``batches`` (one flow) over ``jobs``, their rows as the store holds
-    them now. Raises EvaluationError for labels the kind cannot score."""
+    them now. Raises EvaluationError for labels the kind cannot score.
+
+    scikit-learn's own argument checks are skipped (``skip_parameter_validation``) and
+    its inputs taken as finite (``assume_finite``): the arrays are built here, of finite
+    codes and numbers only (a non-finite interval label counts as no label), and those
+    checks cost more than the metrics on large batches."""
+    import sklearn
+
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        return _build_report(batches, spec, jobs)
+
+
+def _build_report(
+    batches: Sequence[BatchInfo], spec: EvaluationSpec, jobs: Sequence[ScoredJob]
+) -> Report:
     import numpy as np
 
     coded = code_jobs(jobs, spec)
