@@ -114,10 +114,12 @@ class BatchService:
 
         With ``check_endpoints``, every LLM endpoint the flow uses (under each combination)
         is checked first, and EndpointUnreachableError (one line per endpoint, joined)
-        raised, with nothing created, when one cannot be reached or refuses its key.
-        If publishing fails, the batch is deleted again (messages already sent then point
-        to no batch, and workers drop them). If this process dies while publishing, the
-        batch stays unpublished and ``retry`` finishes it.
+        raised, with nothing created, when one cannot be reached or refuses its key; each
+        one that answers has its structured-output modes probed and remembered in this
+        process (:func:`~buttermilk.llm.endpoints.probe_modes`). If publishing fails,
+        the batch is deleted again (messages already sent then point to no batch, and
+        workers drop them). If this process dies while publishing, the batch stays
+        unpublished and ``retry`` finishes it.
         """
         flow, grid, plan = await anyio.to_thread.run_sync(self._prepare, request)
         if check_endpoints:
@@ -169,10 +171,11 @@ class BatchService:
         return await self._unreachable(*await anyio.to_thread.run_sync(prepare))
 
     async def _unreachable(self, flow: FlowConfig, grid: Grid) -> builtins.list[str]:
-        from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints
+        from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints, probe_modes
 
         endpoints = flow_endpoints(flow, grid.combinations)
-        return [describe(e, problem) for e, problem in await check_endpoints(endpoints)]
+        found = await check_endpoints(endpoints, probe=probe_modes)  # and learn their modes
+        return [describe(e, problem) for e, problem in found]
 
     def _published(self, batch_id: str) -> None:
         self.store.mark_published(batch_id)
