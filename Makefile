@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-deps lint bench
+.PHONY: install demo test test-deps test-install lint bench
 
 # setuptools notes every editable install of a package with a mapped folder (conf/ ->
 # buttermilk.conf) as a warning; it is information only, so the install stays quiet.
@@ -34,7 +34,25 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: install test-deps
+# The tests' real model server (the llm-server extra): llama-cpp-python builds from source
+# (about 5 minutes on 2 cores), so its wheel is built once into $(WHEELS), outside the
+# clone, and every later install (a fresh clone, a new .venv) takes it from there.
+# `make install` and `make demo` never build it.
+WHEELS ?= $(HOME)/.cache/buttermilk/wheels
+LLAMA_CPP := 0.3.36
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_CPP) once into $(WHEELS) (about 5 minutes)"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip wheel -q --no-deps -w $(WHEELS) \
+			'llama-cpp-python==$(LLAMA_CPP)'; }
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q --find-links $(WHEELS) \
+		--only-binary llama-cpp-python -e '.[dev,llm-server]'
+	touch $@
+
+test-install: $(VENV)/.installed-test
+
+test: test-install test-deps
 	$(PY) -m pytest
 
 lint: install
