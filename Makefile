@@ -35,18 +35,23 @@ test-deps:
 	fi
 
 # The tests' real model server (the llm-server extra): llama-cpp-python builds from source
-# (about 5 minutes on 2 cores), so its wheel is built once into $(WHEELS), outside the
-# clone, and every later install (a fresh clone, a new .venv) takes it from there.
+# (about 5 minutes of 2 cores), so its wheel is built once into $(LLAMA_WHEELS), outside
+# the clone, and every later install (a fresh clone, a new .venv) takes it from there.
+# Built for AVX2, not -march=native: the native build's AVX-512/AMX kernels crash
+# (SIGSEGV in the first decode) on this kind of VM, whose CPUs report AMX.
 # `make install` and `make demo` never build it.
 WHEELS ?= $(HOME)/.cache/buttermilk/wheels
 LLAMA_CPP := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS := $(WHEELS)/llama-cpp-$(LLAMA_CPP)-avx2
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
-		echo "building llama-cpp-python $(LLAMA_CPP) once into $(WHEELS) (about 5 minutes)"; \
-		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip wheel -q --no-deps -w $(WHEELS) \
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_CPP) once into $(LLAMA_WHEELS) (about 5 minutes)"; \
+		CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(PY) -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
 			'llama-cpp-python==$(LLAMA_CPP)'; }
-	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q --find-links $(WHEELS) \
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q --find-links $(LLAMA_WHEELS) \
 		--only-binary llama-cpp-python -e '.[dev,llm-server]'
 	touch $@
 
