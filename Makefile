@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-deps lint bench
+.PHONY: install demo test test-deps test-install lint bench
 
 # setuptools notes every editable install of a package with a mapped folder (conf/ ->
 # buttermilk.conf) as a warning; it is information only, so the install stays quiet.
@@ -34,7 +34,30 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: install test-deps
+# The tests' real model server (the llm-server extra): llama-cpp-python builds from source
+# (about 5 minutes of 2 cores), so its wheel is built once into $(LLAMA_WHEELS), outside
+# the clone, and every later install (a fresh clone, a new .venv) takes it from there.
+# Built for AVX2, not -march=native: the native build's AVX-512/AMX kernels crash
+# (SIGSEGV in the first decode) on this kind of VM, whose CPUs report AMX.
+# `make install` and `make demo` never build it.
+WHEELS ?= $(HOME)/.cache/buttermilk/wheels
+LLAMA_CPP := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS := $(WHEELS)/llama-cpp-$(LLAMA_CPP)-avx2
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_CPP) once into $(LLAMA_WHEELS) (about 5 minutes)"; \
+		CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(PY) -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
+			'llama-cpp-python==$(LLAMA_CPP)'; }
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q --find-links $(LLAMA_WHEELS) \
+		--only-binary llama-cpp-python -e '.[dev,llm-server]'
+	touch $@
+
+test-install: $(VENV)/.installed-test
+
+test: test-install test-deps
 	$(PY) -m pytest
 
 lint: install

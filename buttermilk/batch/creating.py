@@ -90,11 +90,14 @@ def prepare(
 
 async def unreachable(flow: FlowConfig, grid: Grid) -> list[str]:
     """One line for each LLM endpoint the flow uses (under each combination) that cannot
-    be reached or refuses its key; empty when all answer."""
-    from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints
+    be reached or refuses its key; empty when all answer. Each endpoint that answers has
+    its structured-output modes probed once (``probe_modes``), so no batch call is refused
+    for its ``response_format``."""
+    from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints, probe_modes
 
     endpoints = flow_endpoints(flow, grid.combinations)
-    return [describe(e, problem) for e, problem in await check_endpoints(endpoints)]
+    found = await check_endpoints(endpoints, probe=probe_modes)  # and learn their modes
+    return [describe(e, problem) for e, problem in found]
 
 
 async def create_batch(

@@ -7,6 +7,12 @@ not serve that (404, 405, 501) is sent a one-token chat call instead. Checks are
 
 A check says in one line what is wrong and how to point the flow elsewhere; it never
 shows a key (the key's environment variable is named instead).
+
+:func:`probe_modes` is the check's probe of structured-output modes: for each model and
+answer form an endpoint is asked for (:attr:`Endpoint.asks`), a one-token call in each
+mode until one is taken (:func:`~buttermilk.llm.response_format.probe_mode`), remembered
+in this process, so the calls of a batch that ``create`` works here (``batch.wait``), an
+``estimate`` or a starting worker start in a mode the endpoint takes.
 """
 
 from __future__ import annotations
@@ -24,12 +30,22 @@ from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.variants import flow_for
 from buttermilk.llm.clients import shared_clients
 from buttermilk.llm.completion import COMPLETIONS
-from buttermilk.llm.config import LLMConfig
+from buttermilk.llm.response_format import MODES, Formats, probe_mode, probe_request
 from buttermilk.llm.retry import Failure
 
 CHECK_TIMEOUT = 5.0  # seconds one check may take
 NOT_SERVED = frozenset({404, 405, 501})  # GET /models is not there: try a one-token call
 MODELS = "/models"
+
+
+@dataclass(frozen=True)
+class Ask:
+    """How one agent asks an endpoint for answers: the model, its response modes and the
+    extra request fields (what a probe of its structured-output mode sends)."""
+
+    model: str
+    formats: Formats
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ class Endpoint:
     api_key_env: str | None
     model: str  # a model it is asked for (the one-token call needs one)
     agents: tuple[str, ...] = field(default=(), compare=False)
+    asks: tuple[Ask, ...] = field(default=(), compare=False)  # distinct, first-use order
 
 
 EndpointProbe = Callable[[Endpoint], Awaitable[None]]
@@ -47,7 +64,8 @@ EndpointProbe = Callable[[Endpoint], Awaitable[None]]
 mode it takes); it may raise or remember what it learnt."""
 
 
-def _llm_config(target: str, kwargs: dict[str, Any]) -> LLMConfig | None:
+def _llm_agent(target: str, kwargs: dict[str, Any]) -> tuple[str, str | None, Ask] | None:
+    """(base URL, key variable, how it asks) of an LLM agent; None for other agents."""
     from buttermilk.agents.llm import LLM  # which itself watches endpoints' health
 
     try:
@@ -56,7 +74,10 @@ def _llm_config(target: str, kwargs: dict[str, Any]) -> LLMConfig | None:
         return None
     if not (isinstance(found, type) and issubclass(found, LLM)):
         return None
-    return found(**kwargs).config
+    agent = found(**kwargs)
+    config = agent.config
+    extra = tuple(sorted(config.extra.items()))
+    return config.base_url, config.api_key_env, Ask(config.model, agent.formats, extra)
 
 
 def flow_endpoints(flow: FlowConfig, combinations: Iterable[Combination]) -> list[Endpoint]:
@@ -68,17 +89,18 @@ def flow_endpoints(flow: FlowConfig, combinations: Iterable[Combination]) -> lis
     found: dict[tuple[str, str | None], Endpoint] = {}
     for combination in combinations:
         for agent in flow_for(flow, combination).agents:
-            config = _llm_config(agent.target, agent.kwargs)
-            if config is None:
+            llm = _llm_agent(agent.target, agent.kwargs)
+            if llm is None:
                 continue
-            key = (config.base_url, config.api_key_env)
+            base_url, key_env, ask = llm
+            key = (base_url, key_env)
             seen = found.get(key)
             if seen is None:
-                found[key] = Endpoint(
-                    config.base_url, config.api_key_env, config.model, (agent.name,)
-                )
-            elif agent.name not in seen.agents:
-                found[key] = Endpoint(*key, seen.model, (*seen.agents, agent.name))
+                found[key] = Endpoint(base_url, key_env, ask.model, (agent.name,), (ask,))
+                continue
+            agents = seen.agents if agent.name in seen.agents else (*seen.agents, agent.name)
+            asks = seen.asks if ask in seen.asks else (*seen.asks, ask)
+            found[key] = Endpoint(*key, seen.model, agents, asks)
     return list(found.values())
 
 
@@ -151,3 +173,26 @@ async def check_endpoints(
         for index, endpoint in enumerate(endpoints):
             tg.start_soon(one, index, endpoint)
     return [(e, p) for e, p in zip(endpoints, problems, strict=True) if p is not None]
+
+
+async def probe_modes(endpoint: Endpoint, seconds: float = CHECK_TIMEOUT) -> None:
+    """Learn the structured-output mode of each of ``endpoint``'s asks not known yet: a
+    one-token call per mode, best first, until one is taken (each refusal and the mode that
+    answered are remembered in :data:`~buttermilk.llm.response_format.MODES`, for this
+    process). ``seconds``: how long each call may take. A probe that fails otherwise (no
+    answer, a 5xx naming nothing) teaches nothing, and the agent's first call probes again.
+    Never raises for what the endpoint answers; the probe's few tokens are not billed to
+    any batch.
+    """
+    clients = shared_clients(endpoint.base_url, endpoint.api_key_env, seconds)
+    for ask in endpoint.asks:
+        key = (endpoint.base_url, ask.model)
+        if not ask.formats.negotiated or MODES.start(key, ask.formats)[1]:
+            continue
+        async with MODES.turn(key):  # an agent's own probe of it waits, then finds it known
+            if MODES.start(key, ask.formats)[1]:
+                continue
+            request = probe_request(ask.model, ask.formats, dict(ask.extra))
+            await probe_mode(
+                lambda body: clients.post(COMPLETIONS, body), request, ask.formats, key
+            )
