@@ -188,7 +188,7 @@ def check_source(name: str, source: DataSource, store: Store | None = None) -> N
     elif isinstance(source, TextSource):
         from buttermilk.flows.locations import resolve
 
-        resolve(name, source.path)
+        resolve(name, source.path, source.timeout)
     elif isinstance(source, HuggingFaceSource):
         from buttermilk.flows import source_hf
 
