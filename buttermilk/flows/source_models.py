@@ -212,6 +212,17 @@ class BatchSource(SourceBase):
     type: Literal["batch"]
     batch_id: str = Field(min_length=1, description="An earlier batch's id (a unique prefix).")
 
+    @field_validator("where")
+    @classmethod
+    def _output_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key not in ("status", "variant") and "." not in key:
+                raise ValueError(
+                    f"where: {key!r} is not status, variant or an output path; an output "
+                    "path is AGENT.KEY[.KEY] (as an evaluation's label), e.g. judge.label"
+                )
+        return value
+
 
 def _source_type(value: Any) -> str:
     if isinstance(value, dict):
