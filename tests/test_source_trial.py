@@ -167,3 +167,19 @@ def test_a_postgresql_database_that_does_not_exist_is_bad_input(postgres_url: st
         read(type="sql", url=url.render_as_string(hide_password=False), query="select 1")
     assert type(error.value) is DataSourceError  # the server answered: exit 2, not 1
     assert 'database "no_such_db_here" does not exist' in str(error.value)
+
+
+def test_encoding_errors_of_text_and_url_sources_name_the_source(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9")
+    (tmp_path / "bad.jsonl").write_bytes(b'{"id": "a", "text": "caf\xe9"}\n')
+    cases = {
+        "text": (tmp_path / "bad.txt").as_uri(),
+        "file": (tmp_path / "bad.jsonl").as_uri(),
+    }
+    for kind, url in cases.items():
+        with pytest.raises(DataSourceError) as error:
+            read(type=kind, path=url)
+        assert str(error.value).startswith(f"data source 's': {url}"), kind
+        assert "not valid" in str(error.value)
+    with pytest.raises(DataSourceError, match=r"^data source 's': /.*bad.txt: not valid utf-8"):
+        read(type="text", path=str(tmp_path / "bad.txt"))
