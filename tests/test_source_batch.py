@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import Env
+from pydantic import ValidationError
 
 from buttermilk.batch.planner import plan_records
 from buttermilk.errors import DataSourceError
@@ -130,3 +131,12 @@ def test_a_batch_of_several_combinations_gives_a_record_per_kept_job(env: Env) -
     assert [record.record_id for record in one.records] == ["p1/0", "p1/1", "p2/0", "p2/1"]
     previous = one.records[1].metadata["previous"]
     assert (previous["variant"], previous["repeat"], previous["status"]) == (b, 1, "completed")
+
+
+def test_a_one_segment_where_path_is_refused_as_a_label_path_is() -> None:
+    with pytest.raises(ValidationError) as error:
+        flow_over_batch("b1", {"vader": "x"})
+    assert "where: 'vader' is not status, variant or an output path; an output path is " in (
+        str(error.value)
+    )
+    assert flow_over_batch("b1", {"status": "completed", "judge.label": "x"})  # accepted

@@ -88,6 +88,29 @@ def test_save_to_disk_folders_and_their_splits(tmp_path: Path) -> None:
     )
 
 
+def test_a_saved_single_dataset_refuses_another_split_name_or_revision(tmp_path: Path) -> None:
+    import datasets
+
+    table = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+    datasets.Dataset.from_dict(table).save_to_disk(str(tmp_path / "one"))
+    datasets.Dataset.from_dict(table, split="test").save_to_disk(str(tmp_path / "test"))
+    where = f"data source 'hf' ({tmp_path}/one)"
+    with pytest.raises(DataSourceError) as unknown:
+        records(path=str(tmp_path / "one"), split="validation")
+    assert str(unknown.value) == (
+        f"{where}: no split 'validation' (a saved Dataset has one split: train)"
+    )
+    assert len(records(path=str(tmp_path / "test"), split="test")) == len(ROWS)
+    with pytest.raises(DataSourceError, match=r"no split 'train' \(a saved Dataset has one "):
+        records(path=str(tmp_path / "test"))
+    for option in ("name", "revision"):
+        with pytest.raises(DataSourceError) as ignored:
+            records(path=str(tmp_path / "one"), **{option: "v2"})
+        assert str(ignored.value) == (
+            f"{where}: a folder saved by save_to_disk has no {option}; leave {option}: out"
+        )
+
+
 def test_image_features_arrive_as_bytes(tmp_path: Path) -> None:
     import datasets
     import pyarrow as pa

@@ -61,7 +61,7 @@ def test_an_encoding_is_used_and_undecodable_bytes_are_named_with_their_offset(
     with pytest.raises(DataSourceError) as bad:
         records({"path": str(tmp_path / "win.txt")})
     assert str(bad.value) == (
-        f"{tmp_path}/win.txt: not valid utf-8 at byte offset 3 (byte 0xe9); "
+        f"data source 'essays': {tmp_path}/win.txt: not valid utf-8 at byte offset 3 (byte 0xe9); "
         "set encoding: in the data source"
     )
     with pytest.raises(DataSourceError, match="no file matches"):

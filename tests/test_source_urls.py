@@ -132,7 +132,9 @@ def test_http_urls_from_a_local_server(served: tuple[str, Path]) -> None:
     assert ids("s", {"path": f"{base}/posts.jsonl"}) == ["a1", "a2", "a3"]
     with pytest.raises(DataSourceError) as bad:
         ids("s", {"path": f"{base}/bad.jsonl"})
-    assert str(bad.value).startswith(f"{base}/bad.jsonl:2: not valid UTF-8 (byte 0xff)")
+    assert str(bad.value).startswith(
+        f"data source 's': {base}/bad.jsonl:2: not valid UTF-8 (byte 0xff)"
+    )
     with pytest.raises(DataSourceError, match=f"data source 's': {base}/gone.jsonl: file not"):
         check_sources(flow_over(s={"path": f"{base}/gone.jsonl"}))
 

@@ -140,3 +140,29 @@ def test_status_reports_records_per_group(env: Env) -> None:
     assert batch.request.strata == {"ok": 4, "toxic": 4, "spam": 4} and batch.total == 12
     shown = env.ok("batch.command=status", f"batch.batch_id={created}").stdout
     assert "label (equal): ok 4, toxic 4, spam 4" in shown
+
+
+def test_groups_are_told_apart_by_type_and_value() -> None:
+    """Text "1" and the number 1, text "null", JSON null and a missing field: five groups,
+    each named distinctly (as status shows them)."""
+    values: list[object] = ["1", 1, "null", None, True, "true", 1.0, "ok"]
+    rows = [
+        SourceRow(f"r{i}", {"g": value}, None, None, None, None, f"x:{i}")
+        for i, value in enumerate(values)
+    ]
+    rows.append(SourceRow("gone", {}, None, None, None, None, "x:gone"))
+    _, read, strata = stratified_sample(
+        rows, field="g", max_records=100, mode="equal", rng=random.Random(1), seen=id
+    )
+    assert read == len(rows)
+    assert strata == {
+        '"1"': 1,
+        "1": 1,
+        '"null"': 1,
+        "null": 1,
+        "true": 1,
+        '"true"': 1,
+        "1.0": 1,
+        "ok": 1,
+        "(missing)": 1,
+    }

@@ -16,12 +16,15 @@ from the batch's seeded random generator), so a seed repeats the sample. Memory:
 as 8 bytes for the duplicate check, as without strata.
 
 FIELD names a record field (``ground_truth``, ``content``, ``uri``, ``record_id``), a
-source field, or ``metadata.NAME`` / ``NAME.KEY`` into an object. A row without it is in
-the group ``null``; a FIELD that no row has is refused.
+source field, or ``metadata.NAME`` / ``NAME.KEY`` into an object. Groups are told apart
+by type and value (see :func:`group_key`): text ``"1"`` is not the number 1, and a row
+without the field is in the group ``(missing)``, not ``null``; a FIELD that no row has
+is refused.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -49,11 +52,28 @@ def group_of(row: SourceRow, field: str) -> Any:
     return found
 
 
+MISSING_GROUP = "(missing)"
+
+
 def group_key(value: Any) -> str:
-    """A group's name: text as it is, any other value as its JSON (``1``, ``true``, ``null``)."""
+    """A group's name, one per type and value: a value other than text as its JSON
+    (``1``, ``1.5``, ``true``, ``null``); text as it is, unless it reads as JSON or as
+    ``(missing)`` (then as its JSON: ``"1"``, ``"null"``); a row without the field in
+    ``(missing)``. So text ``"1"``, the number 1, JSON null and a missing field are
+    groups of their own."""
     if value is MISSING:
-        return "null"
-    return value if isinstance(value, str) else values.dumps_text(value)
+        return MISSING_GROUP
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # any size (JSON text would wrap a long one)
+    if not isinstance(value, str):
+        return values.dumps_text(value)
+    if value == MISSING_GROUP:
+        return values.dumps_text(value)
+    try:
+        json.loads(value)
+    except ValueError:
+        return value
+    return values.dumps_text(value)
 
 
 def quotas(sizes: dict[str, int], max_records: int, mode: StratifyMode) -> dict[str, int]:

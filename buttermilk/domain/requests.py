@@ -104,7 +104,9 @@ class BatchRequest(BaseModel):
     )
     strata: dict[str, int] | None = Field(
         default=None,
-        description="Set by create when stratifying: the records planned per group.",
+        description="Set by create when stratifying: the records planned per group (a "
+        "group named by type and value: text as it is or quoted, other values as JSON, "
+        "(missing) for rows without the field).",
     )
 
     @field_validator("parameters", mode="before")

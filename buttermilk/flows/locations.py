@@ -5,7 +5,13 @@ with :func:`open`; a URL (``gs://``, ``s3://``, ``https://``, ``file://``, ``mem
 through :mod:`fsspec`, imported only then, globbed where its filesystem can list. The
 protocol's package is an optional extra named in the error when it is missing.
 Credentials come the way each library takes them (environment, application default
-credentials); none are stored.
+credentials); a password written in a URL (``https://USER:PASSWORD@host/...``) is shown
+as ``***`` in messages, records' ``uri`` and snapshots.
+
+An http(s) server gets ``timeout`` seconds to connect and to send each part of its
+answer. What a server answered decides the error: 404 is "file not found" and 401/403
+"access refused" (a DataSourceError, exit 2); a 5xx answer, a failed TLS handshake, no
+answer in time or an unreachable host is a SourceUnavailableError (exit 1).
 """
 
 from __future__ import annotations
@@ -22,16 +28,36 @@ from pathlib import Path
 from typing import IO, Any
 
 from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
+from buttermilk.flows.source_models import DEFAULT_TIMEOUT
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 """Protocol -> the extra of buttermilk-batch that installs its package."""
 SPOOL_BYTES = 16 * 1024 * 1024
 _CONNECTION_ERRORS = ("ClientConnectorError", "ClientConnectorDNSError", "ConnectionError")
+_TLS_ERRORS = ("ClientConnectorCertificateError", "ClientConnectorSSLError", "ClientSSLError")
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@:]*):([^/@]*)@")
 
 
 def is_url(path: str) -> bool:
     return _URL.match(path) is not None
+
+
+def _password(url: str) -> str | None:
+    found = _USERINFO.match(url)
+    return found.group(3) if found and found.group(3) else None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password (``USER:PASSWORD@``) as ``***``; any other text as it is."""
+    return _USERINFO.sub(r"\1\2:***@", url, count=1) if _password(url) else url
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a message) without the password of ``url``."""
+    password = _password(url)
+    text = text.replace(url, shown_url(url))
+    return text.replace(password, "***") if password else text
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,7 @@ class Location:
     relative: str
     fs: Any  # an fsspec filesystem, or None for a local file
     path: str
+    timeout: float = DEFAULT_TIMEOUT
 
     @contextmanager
     def open(self) -> Iterator[IO[bytes]]:
@@ -55,7 +82,7 @@ class Location:
                 else self.fs.open(self.path)
             )
         except OSError as exc:
-            raise _read_error(self.name, exc) from None
+            raise _read_error(self.name, exc, self.timeout, self.path) from None
         with fh:
             head, rewound = _rewind(fh)
             if rewound:
@@ -69,7 +96,7 @@ class Location:
                     spool.write(head)
                     shutil.copyfileobj(fh, spool)
                 except OSError as exc:
-                    raise _read_error(self.name, exc) from None
+                    raise _read_error(self.name, exc, self.timeout, self.path) from None
                 spool.seek(0)
                 yield spool
 
@@ -88,13 +115,50 @@ def _rewind(fh: IO[bytes]) -> tuple[bytes, bool]:
     return b"", True
 
 
-def _read_error(name: str, exc: OSError) -> DataSourceError | SourceUnavailableError:
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and type(cause).__name__ in _CONNECTION_ERRORS:
-        return SourceUnavailableError(f"{name}: cannot reach its host ({cause})")
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from, in turn."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {kind.__name__ for kind in type(exc).__mro__}
+
+
+def _read_error(
+    name: str, exc: OSError, timeout: float = DEFAULT_TIMEOUT, url: str = ""
+) -> DataSourceError | SourceUnavailableError:
+    """One error for ``exc``, told apart by what the server answered (see the module)."""
+    for cause in _causes(exc):
+        names = _names(cause)
+        said = scrub(" ".join(str(cause).split()), url) if url else " ".join(str(cause).split())
+        if names & set(_TLS_ERRORS) or "SSLError" in names:
+            return SourceUnavailableError(f"{name}: TLS failed ({said})")
+        status = getattr(cause, "status", None)
+        if "ClientResponseError" in names and isinstance(status, int):
+            if status == 404:
+                return DataSourceError(f"{name}: file not found")
+            if status in (401, 403):
+                return DataSourceError(
+                    f"{name}: access refused (HTTP {status}); check the URL's credentials"
+                )
+            if status >= 500:
+                return SourceUnavailableError(f"{name}: the server answered {status}")
+            return DataSourceError(f"{name}: the server answered {status}")
+        if isinstance(cause, TimeoutError) or "ServerTimeoutError" in names:
+            return SourceUnavailableError(
+                f"{name}: no answer within {timeout:g} s (the source's timeout)"
+            )
+        if names & set(_CONNECTION_ERRORS) and cause is not exc:
+            return SourceUnavailableError(f"{name}: cannot reach its host ({said})")
     if isinstance(exc, FileNotFoundError):
         return DataSourceError(f"{name}: file not found")
-    return DataSourceError(f"{name}: cannot read it ({exc.strerror or exc})")
+    said = exc.strerror or str(exc)
+    return DataSourceError(f"{name}: cannot read it ({scrub(said, url) if url else said})")
 
 
 def fixed_part(pattern: str) -> str:
@@ -115,9 +179,10 @@ def _relative(path: str, folder: str) -> str:
     return path[len(folder) :].lstrip("/") if path.startswith(folder) else path
 
 
-def filesystem(name: str, url: str) -> tuple[Any, str]:
-    """The fsspec filesystem of ``url`` and the path in it; a missing package or an
-    unknown protocol is one DataSourceError naming the source."""
+def filesystem(name: str, url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path in it (an http(s) one waits
+    ``timeout`` seconds to connect and for each read); a missing package or an unknown
+    protocol is one DataSourceError naming the source."""
     protocol = _URL.match(url)
     assert protocol is not None
     scheme = protocol.group(1).lower()
@@ -127,8 +192,15 @@ def filesystem(name: str, url: str) -> tuple[Any, str]:
         raise MissingPackageError(
             f"data source {name!r}: {url!r} needs fsspec: pip install fsspec"
         ) from None
+    options: dict[str, Any] = {}
+    if scheme in ("http", "https"):
+        import aiohttp  # fsspec's http filesystem needs it
+
+        options["client_kwargs"] = {
+            "timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
+        }
     try:
-        return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
+        return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
     except ImportError as exc:
         extra = EXTRAS.get(scheme)
         how = f"pip install 'buttermilk-batch[{extra}]'" if extra else str(exc)
@@ -136,29 +208,33 @@ def filesystem(name: str, url: str) -> tuple[Any, str]:
             f"data source {name!r}: {scheme}:// needs a package that is not installed: {how}"
         ) from None
     except ValueError as exc:
-        raise DataSourceError(f"data source {name!r}: {url!r}: {exc}") from None
+        raise DataSourceError(
+            f"data source {name!r}: {shown_url(url)!r}: {scrub(str(exc), url)}"
+        ) from None
 
 
-def resolve(name: str, path: str) -> list[Location]:
+def resolve(name: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> list[Location]:
     """The files of ``path`` (a path, URL or glob), in a stable order; an error when there
-    are none."""
+    are none. Raises DataSourceError, or SourceUnavailableError (see the module)."""
     if not is_url(path):
         return _local(name, path)
-    fs, inner = filesystem(name, path)
+    fs, inner = filesystem(name, path, timeout)
     folder = fixed_part(inner)
     try:
         if glob.has_magic(inner):
             found = sorted(p for p in fs.glob(inner) if fs.isfile(p))
             if not found:
-                raise DataSourceError(f"data source {name!r}: no file matches {path!r}")
+                raise DataSourceError(f"data source {name!r}: no file matches {shown_url(path)!r}")
         else:
             fs.info(inner)  # raises for a file that is not there
             found = [inner]
     except OSError as exc:
-        raise _read_error(f"data source {name!r}: {path}", exc) from None
+        raise _read_error(f"data source {name!r}: {shown_url(path)}", exc, timeout, path) from None
     names = [path] if found == [inner] else [fs.unstrip_protocol(p) for p in found]
     return [
-        Location(name=shown, relative=_relative(p, folder), fs=fs, path=p)
+        Location(
+            name=shown_url(shown), relative=_relative(p, folder), fs=fs, path=p, timeout=timeout
+        )
         for shown, p in zip(names, found, strict=True)
     ]
 

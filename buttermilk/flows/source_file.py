@@ -38,13 +38,13 @@ def file_format(name: str, source: FileSource, location: Location) -> FileFormat
 
 def check(name: str, source: FileSource) -> None:
     """Fail before any reading when the source has no file or an unknown format."""
-    for location in resolve(name, source.path):
+    for location in resolve(name, source.path, source.timeout):
         file_format(name, source, location)
 
 
 def row_groups(name: str, source: FileSource) -> Iterator[tuple[str, Iterator[Row]]]:
     """Per file: its format and its rows (read while the file is open)."""
-    for location in resolve(name, source.path):
+    for location in resolve(name, source.path, source.timeout):
         fmt = file_format(name, source, location)
         yield fmt, _rows(location, fmt, source)
 

@@ -62,6 +62,18 @@ def _load(name: str, source: HuggingFaceSource) -> Any:
     try:
         if _saved(os.path.expanduser(source.path)):
             found = datasets.load_from_disk(os.path.expanduser(source.path))
+            for option in ("name", "revision"):
+                if getattr(source, option) is not None:
+                    raise DataSourceError(
+                        f"{where}: a folder saved by save_to_disk has no {option}; leave "
+                        f"{option}: out"
+                    )
+            if not isinstance(found, datasets.DatasetDict):
+                own = str(found.split) if found.split is not None else "train"
+                if source.split != own:
+                    raise DataSourceError(
+                        f"{where}: no split {source.split!r} (a saved Dataset has one split: {own})"
+                    )
             if isinstance(found, datasets.DatasetDict):
                 if source.split not in found:
                     raise DataSourceError(

@@ -24,6 +24,7 @@ from buttermilk.values import refuse_non_finite
 
 FileFormat = Literal["jsonl", "json", "csv", "parquet"]
 RECORD_FIELDS = ("record_id", "content", "uri", "ground_truth")
+DEFAULT_TIMEOUT = 30.0  # seconds a source's server may take to connect or to answer
 SOURCE_TYPES = ("file", "text", "sql", "huggingface", "batch")
 
 
@@ -105,6 +106,20 @@ class FileSource(SourceBase):
     delimiter: str = Field(
         default=",", description="CSV only: the one character between fields (e.g. ';', '\\t')."
     )
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a server (an http(s) URL, a database) may take to connect "
+        "or to answer before the source is unavailable (exit 1).",
+    )
+
+    @field_serializer("path")
+    def _no_password(self, path: str) -> str:
+        """A batch's flow snapshot keeps a URL without its password."""
+        from buttermilk.flows.locations import shown_url
+
+        return shown_url(path)
 
     @field_validator("encoding")
     @classmethod
@@ -129,6 +144,20 @@ class TextSource(SourceBase):
     type: Literal["text"]
     path: str = Field(description="A glob (``corpus/**/*.txt``), path or fsspec URL.")
     encoding: str = Field(default="utf-8", description="The files' text encoding.")
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a server (an http(s) URL, a database) may take to connect "
+        "or to answer before the source is unavailable (exit 1).",
+    )
+
+    @field_serializer("path")
+    def _no_password(self, path: str) -> str:
+        """A batch's flow snapshot keeps a URL without its password."""
+        from buttermilk.flows.locations import shown_url
+
+        return shown_url(path)
 
     @field_validator("encoding")
     @classmethod
@@ -142,6 +171,13 @@ class SqlSource(SourceBase):
     type: Literal["sql"]
     url: str = Field(description="A SQLAlchemy URL, e.g. ${oc.env:POSTS_DB_URL}.")
     query: str = Field(min_length=1, description="The SELECT whose rows are the records.")
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a server (an http(s) URL, a database) may take to connect "
+        "or to answer before the source is unavailable (exit 1).",
+    )
 
     @field_serializer("url")
     def _no_password(self, url: str) -> str:
@@ -175,6 +211,17 @@ class BatchSource(SourceBase):
 
     type: Literal["batch"]
     batch_id: str = Field(min_length=1, description="An earlier batch's id (a unique prefix).")
+
+    @field_validator("where")
+    @classmethod
+    def _output_paths(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key not in ("status", "variant") and "." not in key:
+                raise ValueError(
+                    f"where: {key!r} is not status, variant or an output path; an output "
+                    "path is AGENT.KEY[.KEY] (as an evaluation's label), e.g. judge.label"
+                )
+        return value
 
 
 def _source_type(value: Any) -> str:

@@ -7,14 +7,21 @@ the driver's values (decimals, dates, bytes kept; see :mod:`buttermilk.values`),
 location ``data source 'NAME' row N`` (1-based). BigQuery works through its dialect
 (``bigquery://PROJECT/DATASET``, ``pip install 'buttermilk-batch[bigquery]'``).
 
-Errors are one line naming the source, with the database's own message and the URL
-without its password: a bad URL or query, or a missing driver, is a DataSourceError
-(exit 2); a database server that cannot be reached is a SourceUnavailableError (exit 1).
+Errors are one line naming the source, with the database's own message (not the
+cursor's ``DECLARE``) and the URL without its password: a bad URL or query, a missing
+driver, a SQLite file that does not exist (never created) or a server that refuses the
+connection (no such database, bad credentials) is a DataSourceError (exit 2); a server
+that cannot be reached, or does not answer within the source's ``timeout`` seconds
+(``connect_timeout`` of PostgreSQL, whole seconds, at least 2), is a
+SourceUnavailableError (exit 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +31,12 @@ from buttermilk.flows.source_models import SqlSource
 
 YIELD_PER = 1_000  # rows fetched from the server-side cursor at a time
 DRIVER_EXTRAS = {"bigquery": "bigquery"}
+# What a PostgreSQL server answers (FATAL, no SQLSTATE at connect in psycopg) when the
+# URL is wrong rather than the server down: the user's to fix.
+_REFUSED = re.compile(
+    r"FATAL: (database \S+ does not exist|role \S+ does not exist|password authentication "
+    r"failed|no pg_hba\.conf entry|permission denied)"
+)
 
 
 def shown_url(url: str) -> str:
@@ -38,9 +51,16 @@ def shown_url(url: str) -> str:
 
 
 def _message(exc: BaseException, url: str) -> str:
-    """The database's own message, on one line, without the URL's password."""
+    """The database's own message, on one line, without the URL's password (PostgreSQL's
+    primary message and detail: its full text quotes the cursor's DECLARE)."""
     orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        detail = getattr(diag, "message_detail", None)
+        text = " ".join(f"{primary}{f' ({detail})' if detail else ''}".split())
+    else:
+        text = " ".join(str(orig).split())
     from sqlalchemy.engine import make_url
 
     try:
@@ -57,12 +77,44 @@ def row_groups(name: str, source: SqlSource) -> Iterator[tuple[str, Iterator[Row
     yield "sql", _rows(name, source)
 
 
+def _connect_args(url: str, timeout: float) -> dict[str, Any]:
+    """The driver's own timeout option for ``url``'s dialect (none for others)."""
+    from sqlalchemy.engine import make_url
+
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        return {"connect_timeout": max(2, math.ceil(timeout))}
+    if backend == "sqlite":
+        return {"timeout": timeout}
+    return {}
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite URL's database file when that file does not exist."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # a URI filename (?uri=true)
+        database = database.removeprefix("file:").split("?", 1)[0]
+    path = os.path.expanduser(database)
+    return None if os.path.isfile(path) else database
+
+
 def _engine(name: str, source: SqlSource) -> Any:
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        return create_engine(source.url)
+        missing = _missing_sqlite_file(source.url)
+        if missing is not None:
+            raise DataSourceError(
+                f"data source {name!r} ({shown_url(source.url)}): the database file does not "
+                f"exist: {missing}"
+            )
+        return create_engine(source.url, connect_args=_connect_args(source.url, source.timeout))
     except NoSuchModuleError as exc:
         dialect = str(exc).rsplit(":", 1)[-1].strip()
         extra = DRIVER_EXTRAS.get(dialect)
@@ -91,7 +143,8 @@ def _rows(name: str, source: SqlSource) -> Iterator[Row]:
             conn = engine.connect()
         except SQLAlchemyError as exc:
             message = f"{where}: cannot connect: {_message(exc, source.url)}"
-            if engine.dialect.name == "sqlite":
+            # The server answered (no such database, bad credentials): exit 2, not 1.
+            if engine.dialect.name == "sqlite" or _REFUSED.search(message):
                 raise DataSourceError(message) from None
             raise SourceUnavailableError(message) from None
         with conn:

@@ -19,7 +19,7 @@ from buttermilk.flows.source_models import TextSource
 
 def row_groups(name: str, source: TextSource) -> Iterator[tuple[str, Iterator[Row]]]:
     """One group: every file of the source, a row each, in path order."""
-    yield "text", _rows(resolve(name, source.path), source.encoding)
+    yield "text", _rows(resolve(name, source.path, source.timeout), source.encoding)
 
 
 def _rows(locations: list[Location], encoding: str) -> Iterator[Row]:

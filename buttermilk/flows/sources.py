@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from buttermilk import values
 from buttermilk.errors import DataSourceError
+from buttermilk.flows.locations import is_url
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.readers import Row
 from buttermilk.flows.source_models import (
@@ -188,7 +189,7 @@ def check_source(name: str, source: DataSource, store: Store | None = None) -> N
     elif isinstance(source, TextSource):
         from buttermilk.flows.locations import resolve
 
-        resolve(name, source.path)
+        resolve(name, source.path, source.timeout)
     elif isinstance(source, HuggingFaceSource):
         from buttermilk.flows import source_hf
 
@@ -209,18 +210,33 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
     fields = FieldMap.for_source(source)
     found: set[str] = set()
     filtered = bool(source.where) and not isinstance(source, BatchSource)
-    for fmt, group in _row_groups(name, source, store):
-        rows = kept_rows(source, group, found) if filtered else group
-        # Closed when left early (a planned sample that needs no more rows): a file,
-        # cursor or connection is let go now, not when the garbage collector comes.
-        with closed_after(group), closed_after(rows):
-            yield from _mapped(rows, fields, fmt)
+    try:
+        for fmt, group in _row_groups(name, source, store):
+            rows = kept_rows(source, group, found) if filtered else group
+            # Closed when left early (a planned sample that needs no more rows): a file,
+            # cursor or connection is let go now, not when the garbage collector comes.
+            with closed_after(group), closed_after(rows):
+                yield from _mapped(rows, fields, fmt)
+    except DataSourceError as exc:
+        raise _named(name, source, exc) from None
     missing = sorted(set(source.where) - found) if filtered else []
     if missing:
         raise DataSourceError(
             f"data source {name!r}: where: no row has the field {missing[0]!r} "
             "(a field name, or NAME.KEY into an object)"
         )
+
+
+def _named(name: str, source: DataSource, exc: DataSourceError) -> DataSourceError:
+    """``exc`` named by its source when its location does not tell it: a text source's
+    file (its record), a file source's URL. A local file's ``PATH:LINE`` stands alone."""
+    prefix = f"data source {name!r}"
+    located = isinstance(source, TextSource) or (
+        isinstance(source, FileSource) and is_url(source.path)
+    )
+    if not located or str(exc).startswith(prefix):
+        return exc
+    return type(exc)(f"{prefix}: {exc}")
 
 
 def _mapped(rows: Iterator[Row], fields: FieldMap, fmt: str) -> Iterator[SourceRow]:
