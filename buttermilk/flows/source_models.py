@@ -89,7 +89,34 @@ class SourceBase(BaseModel):
         return value
 
 
-class FileSource(SourceBase):
+class PathSource(SourceBase):
+    """What sources read from files at a path or URL share: the path (its password never
+    stored), the text encoding and how long a server may take."""
+
+    path: str
+    encoding: str = "utf-8"
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a server (an http(s) URL, a database) may take to connect "
+        "or to answer before the source is unavailable (exit 1).",
+    )
+
+    @field_serializer("path")
+    def _no_password(self, path: str) -> str:
+        """A batch's flow snapshot keeps a URL without its password."""
+        from buttermilk.flows.locations import shown_url
+
+        return shown_url(path)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return check_encoding(value)
+
+
+class FileSource(PathSource):
     """Records read from files: JSONL, JSON (array), CSV or Parquet, at a local path or
     any fsspec URL (``gs://``, ``s3://``, ``https://``, ``file://``, ``memory://``)."""
 
@@ -106,25 +133,6 @@ class FileSource(SourceBase):
     delimiter: str = Field(
         default=",", description="CSV only: the one character between fields (e.g. ';', '\\t')."
     )
-    timeout: float = Field(
-        default=DEFAULT_TIMEOUT,
-        gt=0,
-        allow_inf_nan=False,
-        description="Seconds a server (an http(s) URL, a database) may take to connect "
-        "or to answer before the source is unavailable (exit 1).",
-    )
-
-    @field_serializer("path")
-    def _no_password(self, path: str) -> str:
-        """A batch's flow snapshot keeps a URL without its password."""
-        from buttermilk.flows.locations import shown_url
-
-        return shown_url(path)
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return check_encoding(value)
 
     @field_validator("delimiter")
     @classmethod
@@ -137,32 +145,13 @@ class FileSource(SourceBase):
         return value
 
 
-class TextSource(SourceBase):
+class TextSource(PathSource):
     """One record per file of a glob: id = the path relative to the glob's fixed folder,
     content = the file's text, ``uri`` = its path (or URL)."""
 
     type: Literal["text"]
     path: str = Field(description="A glob (``corpus/**/*.txt``), path or fsspec URL.")
     encoding: str = Field(default="utf-8", description="The files' text encoding.")
-    timeout: float = Field(
-        default=DEFAULT_TIMEOUT,
-        gt=0,
-        allow_inf_nan=False,
-        description="Seconds a server (an http(s) URL, a database) may take to connect "
-        "or to answer before the source is unavailable (exit 1).",
-    )
-
-    @field_serializer("path")
-    def _no_password(self, path: str) -> str:
-        """A batch's flow snapshot keeps a URL without its password."""
-        from buttermilk.flows.locations import shown_url
-
-        return shown_url(path)
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return check_encoding(value)
 
 
 class SqlSource(SourceBase):
