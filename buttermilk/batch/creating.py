@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import anyio
 
 from buttermilk import values
-from buttermilk.batch.grid import Grid, check_size, grid_for, planned_messages
-from buttermilk.batch.planner import Plan, plan_records
+from buttermilk.batch.grid import Grid, plan_batch, planned_messages
+from buttermilk.batch.planner import Plan
 from buttermilk.batch.publishing import (
     mark_published,
     publish,
@@ -24,8 +24,6 @@ from buttermilk.errors import DataSourceError, EndpointUnreachableError
 from buttermilk.evaluation.spec import check_request_evaluate
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import FlowConfig
-from buttermilk.flows.runner import FlowRunner
-from buttermilk.flows.sources import check_sources
 from buttermilk.queue.base import Queue
 from buttermilk.records import Record
 from buttermilk.store.store import Store
@@ -69,21 +67,7 @@ def prepare(
     before storing anything (raises what ``BatchService.create`` raises for them)."""
     flow = flows.get(request.flow)
     check_request_evaluate(request, flow)
-    check_sources(flow, store)
-    FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
-    grid = grid_for(flow, request)  # each combination's agents too
-    plan = plan_records(
-        flow,
-        shuffle=request.shuffle,
-        max_records=request.max_records,
-        seed=request.seed,
-        store=store,
-        stratify=request.stratify,
-        stratify_mode=request.stratify_mode,
-    )
-    if not plan.records:
-        raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
-    check_size(grid, len(plan.records))
+    grid, plan = plan_batch(flow, request, store)
     check_record_sizes(plan.records, queue.max_record_bytes, queue.name)
     return flow, grid, plan
 

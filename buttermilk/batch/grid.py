@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from buttermilk.batch.planner import Plan, plan_records
 from buttermilk.domain import BatchInfo, BatchRequest, JobKey
 from buttermilk.domain.variants import Axes, Combination, combinations
-from buttermilk.errors import VariantError
+from buttermilk.errors import DataSourceError, VariantError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
+from buttermilk.flows.sources import check_sources
 from buttermilk.flows.variants import check_axes_of, flow_for
 from buttermilk.queue.base import JobMessage
 from buttermilk.records import Record
+
+if TYPE_CHECKING:
+    from buttermilk.store.store import Store
 
 MAX_JOBS = 100_000_000
 """Most jobs one batch may hold (records x combinations x repeats)."""
@@ -109,3 +115,29 @@ def requeued_messages(batch: BatchInfo, keys: Sequence[JobKey]) -> Iterator[JobM
             repeat=key.repeat,
             interactive=batch.interactive,
         )
+
+
+def plan_batch(
+    flow: FlowConfig, request: BatchRequest, store: Store | None = None
+) -> tuple[Grid, Plan]:
+    """``flow``'s grid and planned records as ``request`` asks, after the checks a batch
+    needs (its sources, every agent of every combination, a size the store can hold):
+    what ``create`` stores and ``estimate`` prices. ``store``: where ``type: batch``
+    sources read earlier batches. Raises DataSourceError (bad or empty sources),
+    VariantError and the agents' set-up errors."""
+    check_sources(flow, store)
+    FlowRunner(flow)  # fail now, not on every worker, if an agent cannot be set up
+    grid = grid_for(flow, request)  # each combination's agents too
+    plan = plan_records(
+        flow,
+        shuffle=request.shuffle,
+        max_records=request.max_records,
+        seed=request.seed,
+        store=store,
+        stratify=request.stratify,
+        stratify_mode=request.stratify_mode,
+    )
+    if not plan.records:
+        raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
+    check_size(grid, len(plan.records))
+    return grid, plan

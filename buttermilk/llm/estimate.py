@@ -24,14 +24,11 @@ from pkgutil import resolve_name
 from typing import TYPE_CHECKING, Any
 
 from buttermilk.agents.llm import ANSWER_TOKENS_GUESS, LLM
-from buttermilk.batch.grid import check_size, grid_for
-from buttermilk.batch.planner import plan_records
+from buttermilk.batch.grid import plan_batch
 from buttermilk.domain import BatchRequest
-from buttermilk.errors import DataSourceError
 from buttermilk.flows.catalog import FlowCatalog
 from buttermilk.flows.models import AgentConfig, FlowConfig
-from buttermilk.flows.runner import FlowRunner, merge_parameters
-from buttermilk.flows.sources import check_sources
+from buttermilk.flows.runner import merge_parameters
 from buttermilk.flows.variants import flow_for
 from buttermilk.llm.estimate_rows import AgentEstimate, CombinationEstimate, Estimate
 from buttermilk.llm.image_tokens import count_images
@@ -119,21 +116,7 @@ def estimate_batch(
     combination (blocking: run it in a thread). Raises what create raises for an unusable
     flow, axes or data. ``store``: where ``type: batch`` sources read earlier batches."""
     flow: FlowConfig = flows.get(request.flow)
-    check_sources(flow, store)
-    FlowRunner(flow)  # every agent can be set up, as create checks
-    grid = grid_for(flow, request)  # and each combination's agents
-    plan = plan_records(
-        flow,
-        shuffle=request.shuffle,
-        max_records=request.max_records,
-        seed=request.seed,
-        store=store,
-        stratify=request.stratify,
-        stratify_mode=request.stratify_mode,
-    )
-    if not plan.records:
-        raise DataSourceError(f"flow {flow.name!r}: its data sources hold no records")
-    check_size(grid, len(plan.records))
+    grid, plan = plan_batch(flow, request, store)  # as create plans it
     found = Estimate(
         flow=flow.name,
         records=len(plan.records),
