@@ -8,10 +8,8 @@ counted in ``model_lists`` rather than ``requests``. ``stop()`` closes the port 
 that went away) and ``restart()`` opens it again. A step is a :class:`Reply`, or a function of the
 request returning one. Every request is recorded with its arrival time, so a test can
 measure the waits between calls. Like a real server, it may refuse a ``response_format``
-type (:meth:`FakeOpenAI.refuse`) before any step is taken. The one-token probes an agent
-sends to learn which ``response_format`` an endpoint takes are kept apart
-(:attr:`FakeOpenAI.probes`) and answered at once (``{}``, at ``probe_usage`` tokens), so
-a script and ``requests`` are about real calls. Used through the ``fake_openai`` fixture::
+type (:meth:`FakeOpenAI.refuse`) before any step is taken (the refused request is in
+``requests``). Used through the ``fake_openai`` fixture::
 
     def test_x(fake_openai: FakeOpenAI) -> None:
         fake_openai.script(error(429, headers={"Retry-After": "1"}), answer("hi"))
@@ -34,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from buttermilk.llm.response_format import MODES, PROBE_MESSAGES
+from buttermilk.llm.response_format import MODES
 
 COMPLETIONS = "/v1/chat/completions"
 MODELS = "/v1/models"
@@ -124,8 +122,6 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.default: Step = Reply()
         self._refused: dict[str, Callable[[str], Reply]] = {}
-        self._probes: list[Seen] = []
-        self.probe_usage: tuple[int, int] = (0, 0)  # what a probe costs (prompt, answer)
         self._script: deque[Step] = deque()
         self._requests: list[Seen] = []
         self._changed = threading.Condition()
@@ -158,16 +154,9 @@ class FakeOpenAI:
         (the request is recorded; no step of the script is taken)."""
         self._refused[kind] = how
 
-    @property
-    def probes(self) -> list[Seen]:
-        """The probes received (not in :attr:`requests`)."""
-        with self._changed:
-            return list(self._probes)
-
     def refusals(self) -> list[Seen]:
-        """The requests and probes refused for their response_format."""
-        every = [*self.probes, *self.requests]
-        return [seen for seen in every if _format_type(seen) in self._refused]
+        """The requests refused for their response_format."""
+        return [seen for seen in self.requests if _format_type(seen) in self._refused]
 
     def always(self, step: Step) -> None:
         """Answer with ``step`` once the script is used up."""
@@ -221,14 +210,11 @@ class FakeOpenAI:
 
     def _received(self, seen: Seen) -> Step:
         with self._changed:
-            probe = _is_probe(seen)
-            (self._probes if probe else self._requests).append(seen)
+            self._requests.append(seen)
             self._changed.notify_all()
             refused = self._refused.get(_format_type(seen) or "")
             if refused is not None:
                 return refused(_format_type(seen) or "")
-            if probe:
-                return Reply("{}", usage=self.probe_usage, finish_reason="length")
             return self._script.popleft() if self._script else self.default
 
     def _track(self, conn: socket.socket, alive: bool) -> None:
@@ -310,11 +296,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client gave up (a timeout test)
             self.close_connection = True
-
-
-def _is_probe(seen: Seen) -> bool:
-    body = seen.body if isinstance(seen.body, dict) else {}
-    return body.get("messages") == list(PROBE_MESSAGES) and body.get("max_tokens") == 1
 
 
 def _format_type(seen: Seen) -> str | None:

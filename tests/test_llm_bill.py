@@ -28,6 +28,7 @@ from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchInfo, BatchRequest, JobInfo, JobStatus
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
+from buttermilk.llm.response_format import JSON_SCHEMA, MODES
 from buttermilk.llm.usage import Price, count_tokens
 from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
@@ -179,6 +180,9 @@ def test_calls_of_timed_out_and_retried_attempts_are_counted(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.always(answer(LABEL, usage=(100, 20), delay=0.6))
+    # The endpoint's mode is known (as after a batch's first call): the attempts call at
+    # once instead of waiting behind a first call, which outlives every job's timeout.
+    MODES.answered((fake_openai.base_url, "gpt-4.1"), JSON_SCHEMA)
 
     batch = run_batch(
         tmp_path, judge(fake_openai, DEAR), 2, job_timeout=0.2, max_attempts=2, retry_delay=0

@@ -1,9 +1,10 @@
-"""The endpoint check learns each endpoint's structured-output mode: ``create``, ``estimate``
-and a starting worker probe it once, at the check, so no batch call is refused for it.
+"""Every call an endpoint answers is on a batch's bill: the endpoint checks of ``create``,
+``estimate`` and a starting worker send no chat call (``GET /models`` only), and the
+structured-output mode is found by the batch's first call to the endpoint, while its
+other calls wait: one refusal per endpoint and mode, no call spending an attempt on it.
 
 Against the fake OpenAI server refusing ``json_schema`` as llama-cpp-python 0.3's server
-does (HTTP 500 naming ``response_format``); its probes (one-token calls) are kept apart
-from the batch's calls.
+does (HTTP 500 naming ``response_format``).
 """
 
 from __future__ import annotations
@@ -76,60 +77,40 @@ def work(service: BatchService, batch_id: str) -> list[dict[str, Any]]:
     return [job.result["outputs"]["judge"] for job in jobs if job.result]
 
 
-def probe_kinds(fake: FakeOpenAI) -> list[tuple[str, str]]:
-    return [(p.body["model"], p.body["response_format"]["type"]) for p in fake.probes]
+def format_types(fake: FakeOpenAI) -> list[str]:
+    return [seen.body["response_format"]["type"] for seen in fake.requests]
 
 
-def test_create_learns_the_mode_at_its_check_and_no_batch_call_is_refused(
+def test_create_checks_with_no_chat_call_and_the_first_batch_call_finds_the_mode(
     service: BatchService, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.always(answer(json.dumps({"label": "positive"}), usage=(30, 5)))
     request = BatchRequest(flow="m")
     created = anyio.run(lambda: service.create(request, check_endpoints=True))
 
-    learnt = probe_kinds(fake_openai)
-    assert learnt == [("t-model", "json_schema"), ("t-model", "json_object")]
-    assert fake_openai.requests == []  # only the probes, before any job
+    assert fake_openai.requests == [] and fake_openai.model_lists == 1
 
-    outputs = work(service, created.batch.id)
+    outputs = work(service, created.batch.id)  # its worker checks again: GET /models
+    assert fake_openai.model_lists == 2
     assert [o["response_mode"] for o in outputs] == ["json_object"] * RECORDS
-    assert probe_kinds(fake_openai) == learnt  # the worker's check found it known
-    sent = [seen.body["response_format"]["type"] for seen in fake_openai.requests]
-    assert sent == ["json_object"] * RECORDS  # no call refused, none sent twice
-    assert [o["attempts"] for o in outputs] == [1] * RECORDS
+    # The first call was refused once, sent again at once; the others waited for it.
+    assert format_types(fake_openai) == ["json_schema"] + ["json_object"] * RECORDS
+    assert len(fake_openai.refusals()) == 1
+    assert sorted(o["attempts"] for o in outputs) == [1] * (RECORDS - 1) + [2]
+    # Every call the endpoint answered is on the bill, and nothing else was sent.
+    assert sum(o["usage"]["input_tokens"] for o in outputs) == 30 * RECORDS
+    summary = anyio.run(service.summary, created.batch.id)
+    assert summary.batch.input_tokens == 30 * RECORDS
 
 
-def test_a_starting_worker_learns_the_mode_at_its_check_before_any_job_calls(
-    service: BatchService, fake_openai: FakeOpenAI
-) -> None:
-    fake_openai.probe_usage = (9, 1)
-    fake_openai.always(answer(json.dumps({"label": "positive"}), usage=(30, 5)))
-    created = anyio.run(lambda: service.create(BatchRequest(flow="m")))  # no check
-    assert fake_openai.probes == []
-
-    outputs = work(service, created.batch.id)
-
-    assert probe_kinds(fake_openai) == [("t-model", "json_schema"), ("t-model", "json_object")]
-    first_call = min(seen.at for seen in fake_openai.requests)
-    assert max(p.at for p in fake_openai.probes) < first_call
-    assert [o["response_mode"] for o in outputs] == ["json_object"] * RECORDS
-    assert [o["attempts"] for o in outputs] == [1] * RECORDS
-    # The check's probe is billed to no job: each record paid for its one call only.
-    assert [o["usage"]["input_tokens"] for o in outputs] == [30] * RECORDS
-
-
-def test_the_check_probes_each_model_of_an_endpoint_once_and_only_what_is_unknown(
+def test_the_check_of_many_models_sends_no_chat_call(
     service: BatchService, fake_openai: FakeOpenAI
 ) -> None:
     request = BatchRequest(flow="m", variants={"judge.model": ["a", "b"]})
 
     first = anyio.run(service.unreachable_endpoints, request)  # what estimate checks
+    fake_openai.models_status = 404  # a server without GET /models has answered too
     again = anyio.run(service.unreachable_endpoints, request)
 
     assert first == again == []
-    assert sorted(probe_kinds(fake_openai)) == [
-        ("a", "json_object"),
-        ("a", "json_schema"),
-        ("b", "json_object"),
-        ("b", "json_schema"),
-    ]
     assert fake_openai.requests == []

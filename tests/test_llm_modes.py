@@ -4,8 +4,8 @@ the estimate before a batch and in ``status`` after it.
 
 Against the fake OpenAI server (``tests/fake_openai.py``), which refuses a
 ``response_format`` type as OpenAI does (HTTP 400 naming it) or as llama-cpp-python 0.3's
-server does (HTTP 500 "Input should be 'text' or 'json_object'"), and keeps the agents'
-one-token probes apart from their real calls.
+server does (HTTP 500 "Input should be 'text' or 'json_object'"); a refused request is
+recorded with the others.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from typing import Any
 import anyio
 import pytest
 from conftest import write_records
-from fake_openai import FakeOpenAI, Reply, Seen, answer, llama_cpp_refusal, openai_refusal
+from fake_openai import (
+    FakeOpenAI,
+    Reply,
+    Seen,
+    answer,
+    error,
+    llama_cpp_refusal,
+    openai_refusal,
+)
 from fake_openai import fake_openai as fake_openai  # the fixture
 from rich.console import Console as RichConsole
 
@@ -103,22 +111,21 @@ def sent_formats(fake: FakeOpenAI) -> list[Any]:
 # -- the mode an endpoint takes --------------------------------------------------------------
 
 
-def test_an_endpoint_that_takes_json_schema_is_probed_once_then_asked_strictly(
+def test_an_endpoint_that_takes_json_schema_is_asked_strictly_the_first_call_alone(
     fake_openai: FakeOpenAI,
 ) -> None:
-    fake_openai.always(answer(GOOD))
+    fake_openai.always(answer(GOOD, delay=0.2))
 
     results = ask_all([make_llm(fake_openai)], 5)
 
     assert [r["response_mode"] for r in results] == ["json_schema"] * 5
-    [probe] = fake_openai.probes  # one for the endpoint, before the calls
-    assert probe.body["response_format"]["type"] == "json_schema"
     expected = {
         "type": "json_schema",
         "json_schema": {"name": "answer", "schema": SENTIMENT, "strict": True},
     }
     assert sent_formats(fake_openai) == [expected] * 5
-    assert probe.at < min(seen.at for seen in fake_openai.requests)
+    first, *others = fake_openai.requests  # the others waited for its answer
+    assert min(seen.at for seen in others) >= first.at + 0.2
 
 
 def test_a_400_naming_response_format_falls_back_to_json_object_once_per_endpoint(
@@ -130,12 +137,15 @@ def test_a_400_naming_response_format_falls_back_to_json_object_once_per_endpoin
 
     results = ask_all(agents, 6)
 
-    # 12 calls at once by two agents of one endpoint: one refusal, by the probe.
-    assert len(fake_openai.refusals()) == 1 and fake_openai.refusals()[0] in fake_openai.probes
+    # 12 calls at once by two agents of one endpoint: one refusal, of the first call,
+    # sent again at once (its second attempt) while the others waited.
+    assert len(fake_openai.refusals()) == 1
     assert [r["response_mode"] for r in results] == ["json_object"] * 12
-    assert [r["attempts"] for r in results] == [1] * 12
+    assert sorted(r["attempts"] for r in results) == [1] * 11 + [2]
     # llama-cpp-python's form: json_object with the schema beside it.
-    assert sent_formats(fake_openai) == [{"type": "json_object", "schema": SENTIMENT}] * 12
+    refused, *asked = sent_formats(fake_openai)
+    assert refused["type"] == "json_schema"
+    assert asked == [{"type": "json_object", "schema": SENTIMENT}] * 12
 
 
 def test_llama_cpps_500_naming_response_format_is_a_refusal_not_a_server_error_to_retry(
@@ -148,11 +158,7 @@ def test_llama_cpps_500_naming_response_format_is_a_refusal_not_a_server_error_t
     [result] = ask_all([agent], 1)
 
     assert result["response_mode"] == "json_object"
-    assert [p.body["response_format"]["type"] for p in fake_openai.probes] == [
-        "json_schema",
-        "json_object",
-    ]
-    assert len(fake_openai.requests) == 1
+    assert [f["type"] for f in sent_formats(fake_openai)] == ["json_schema", "json_object"]
 
 
 def test_an_endpoint_refusing_both_json_modes_is_asked_with_instructions_only(
@@ -166,28 +172,29 @@ def test_an_endpoint_refusing_both_json_modes_is_asked_with_instructions_only(
 
     assert [r["response_mode"] for r in results] == ["instructions"] * 3
     assert [r["answer"] for r in results] == [json.loads(GOOD)] * 3  # still checked
-    assert sent_formats(fake_openai) == [None] * 3
-    assert "JSON Schema" in fake_openai.requests[0].text("system")  # the schema is told
-    assert len(fake_openai.refusals()) == 2  # one per mode, both by the probe
+    assert "JSON Schema" in fake_openai.requests[-1].text("system")  # the schema is told
+    assert len(fake_openai.refusals()) == 2  # one per mode, both of the first call
+    assert sent_formats(fake_openai)[2:] == [None] * 3
 
 
 def test_a_refusal_of_a_real_call_falls_back_at_once_and_is_remembered(
     fake_openai: FakeOpenAI,
 ) -> None:
-    # The probe passes, the first real call is refused (a schema this endpoint cannot
+    # json_schema answered once, then a call is refused (a schema this endpoint cannot
     # compile, say): sent again at once in the next mode; later calls start there.
-    fake_openai.script(openai_refusal("json_schema"))
+    fake_openai.script(answer(GOOD), openai_refusal("json_schema"))
     fake_openai.always(answer(GOOD))
     agent = make_llm(fake_openai)
 
-    first = ask_all([agent], 1)
-    later = ask_all([agent], 2)
+    [first] = ask_all([agent], 1)
+    [refused] = ask_all([agent], 1)
+    [later] = ask_all([agent], 1)
 
-    assert [r["response_mode"] for r in first + later] == ["json_object"] * 3
-    assert first[0]["attempts"] == 2  # the refused call and the answered one
+    modes = [r["response_mode"] for r in (first, refused, later)]
+    assert modes == ["json_schema", "json_object", "json_object"]
+    assert refused["attempts"] == 2  # the refused call and the answered one
     types = [f["type"] for f in sent_formats(fake_openai)]
-    assert types == ["json_schema", "json_object", "json_object", "json_object"]
-    assert len(fake_openai.probes) == 1
+    assert types == ["json_schema", "json_schema", "json_object", "json_object"]
 
 
 def test_each_model_of_a_base_url_is_its_own_endpoint(fake_openai: FakeOpenAI) -> None:
@@ -200,35 +207,33 @@ def test_each_model_of_a_base_url_is_its_own_endpoint(fake_openai: FakeOpenAI) -
     assert refused == ["a", "b"]
 
 
-def test_the_probe_is_paid_for_and_counted_on_the_first_record(fake_openai: FakeOpenAI) -> None:
-    fake_openai.probe_usage = (9, 1)
+def test_the_calls_found_the_mode_with_are_on_the_bill_and_refusals_cost_nothing(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.refuse("json_schema", llama_cpp_refusal)
     fake_openai.always(answer(GOOD, usage=(30, 5)))
     agent = make_llm(fake_openai, price={"input": 1.0, "output": 2.0})
 
-    [first] = ask_all([agent], 1)
-    [second] = ask_all([agent], 1)
+    results = ask_all([agent], 4)
 
-    assert first["usage"]["input_tokens"] == 39 and first["usage"]["output_tokens"] == 6
-    assert first["cost"] == pytest.approx((39 + 2 * 6) / 1e6)
-    assert second["usage"]["input_tokens"] == 30  # the endpoint is known: no probe
+    assert [r["usage"]["input_tokens"] for r in results] == [30] * 4
+    assert [r["cost"] for r in results] == [pytest.approx((30 + 2 * 5) / 1e6)] * 4
+    assert len(fake_openai.requests) == 5  # 4 answered (each on its record's bill), 1 refused
 
 
-def test_a_probe_that_fails_otherwise_lets_the_calls_go_and_learn_from_refusals(
+def test_a_first_call_that_fails_otherwise_lets_the_calls_go_and_learn_from_refusals(
     fake_openai: FakeOpenAI,
 ) -> None:
-    # A proxy refusing max_tokens=1 (a reasoning model wants max_completion_tokens): the
-    # probe teaches nothing, the call is sent in the best mode and falls back itself.
-    def picky(seen: Seen) -> Reply:
-        if seen.body.get("max_tokens") == 1:
-            return Reply(status=400, body={"error": {"message": "use max_completion_tokens"}})
-        if seen.body.get("response_format", {}).get("type") == "json_schema":
-            return openai_refusal("json_schema")
-        return answer(GOOD)
+    # The first call is answered 503 (a transient error, retried): it teaches nothing,
+    # so the calls that waited go ahead in the best mode and fall back themselves.
+    fake_openai.script(error(503, "overloaded"))
+    fake_openai.refuse("json_schema")
+    fake_openai.always(answer(GOOD))
 
-    fake_openai.always(picky)
-    [result] = ask_all([make_llm(fake_openai)], 1)
+    results = ask_all([make_llm(fake_openai)], 3)
 
-    assert result["response_mode"] == "json_object" and result["answer"] == json.loads(GOOD)
+    assert [r["response_mode"] for r in results] == ["json_object"] * 3
+    assert [r["answer"] for r in results] == [json.loads(GOOD)] * 3
 
 
 def test_json_mode_without_a_schema_asks_for_json_object_and_a_plain_prompt_for_text(
@@ -251,7 +256,7 @@ def test_a_response_format_given_in_extra_is_sent_as_it_is(fake_openai: FakeOpen
     [result] = ask_all([make_llm(fake_openai, extra={"response_format": fixed})], 1)
 
     assert result["response_mode"] == "extra"
-    assert sent_formats(fake_openai) == [fixed] and fake_openai.probes == []
+    assert sent_formats(fake_openai) == [fixed]
 
 
 # -- strict mode ----------------------------------------------------------------------------
@@ -321,7 +326,7 @@ def test_the_cache_key_carries_the_mode_and_a_new_process_finds_answers_of_any_m
 
     assert (asked["cached"], again["cached"]) == (False, True)
     assert again["response_mode"] == "json_object" and again["answer"] == asked["answer"]
-    assert len(fake_openai.requests) == 1 and len(fake_openai.probes) == 2
+    assert len(fake_openai.requests) == 2 and len(fake_openai.refusals()) == 1
 
 
 # -- what schema retries cost ------------------------------------------------------------------
@@ -405,7 +410,7 @@ def test_a_batch_counts_its_schema_retry_calls_and_status_shows_them(
     jobs = list(store.iter_jobs(batch.id))
     assert {j.result["outputs"]["judge"]["response_mode"] for j in jobs} == {"json_object"}
     assert all(j.result["usage"]["schema_retry_calls"] == 1 for j in jobs)
-    assert len(fake_openai.refusals()) == 1  # the worker's probe, not every call
+    assert len(fake_openai.refusals()) == 1  # the first call's, not every call's
     shown = io.StringIO()
     RichConsole(file=shown, width=200).print(status_view(summary))
     assert "schema retries  6 calls asked again for an answer that fits the schema" in (

@@ -92,7 +92,7 @@ class Setup:
 def setup(
     tmp_path: Path, llama_server: LlamaServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Setup]:
-    MODES.forget()  # learn the server's mode at this test's check
+    MODES.forget()  # the batch's first call learns the server's mode
     flow = shipped_flow(llama_server.base_url, monkeypatch)
     store = Store(f"sqlite:///{tmp_path}/batches.db")
     queue = LocalQueue(tmp_path / "queue.db", lease_seconds=60)

@@ -51,13 +51,11 @@ from buttermilk.llm.limits import (
 from buttermilk.llm.prompts import PromptTemplate
 from buttermilk.llm.response_format import (
     MODES,
-    PROBE_MESSAGES,
     Formats,
     instructions,
     kept_modes,
-    probe_mode,
+    negotiate,
     refuses_format,
-    settle,
 )
 from buttermilk.llm.retry import Failure, LLMRefusedError, LLMUnavailableError, backoff
 from buttermilk.llm.schema import (
@@ -368,22 +366,15 @@ class LLM:
 
     async def _call_once(self, messages: Messages, tally: _Tally) -> tuple[str, int] | Failure:
         """The answer's text and the tokens spent on it, or why there is none. Asked in
-        the best response mode the endpoint takes, probed first when none is known yet
-        (and sent again at once in the next mode when it refuses one; see
-        :mod:`buttermilk.llm.response_format`)."""
-        config = self.config
-
-        async def post(request: dict[str, Any]) -> Posted | Failure:
-            return await self._post(request, tally)
-
-        probed = await settle(post, config.model, self.formats, self.mode_key, config.extra)
-        self._count_posted(probed, list(PROBE_MESSAGES), tally)  # the probe is paid too
+        the best response mode the endpoint takes (the first call to an endpoint finds it,
+        sent again at once in the next mode when it refuses one, while the others wait;
+        see :mod:`buttermilk.llm.response_format`)."""
 
         async def send(request: dict[str, Any]) -> Posted | Failure:
             tally.calls += 1
-            return await post(request)
+            return await self._post(request, tally)
 
-        tally.mode, posted = await probe_mode(
+        tally.mode, posted = await negotiate(
             send, lambda mode: self._request(messages, mode), self.formats, self.mode_key
         )
         if isinstance(posted, Failure):

@@ -74,13 +74,11 @@ def prepare(
 
 async def unreachable(flow: FlowConfig, grid: Grid) -> list[str]:
     """One line for each LLM endpoint the flow uses (under each combination) that cannot
-    be reached or refuses its key; empty when all answer. Each endpoint that answers has
-    its structured-output modes probed once (``probe_modes``), so no batch call is refused
-    for its ``response_format``."""
-    from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints, probe_modes
+    be reached or refuses its key; empty when all answer."""
+    from buttermilk.llm.endpoints import check_endpoints, describe, flow_endpoints
 
     endpoints = flow_endpoints(flow, grid.combinations)
-    found = await check_endpoints(endpoints, probe=probe_modes)  # and learn their modes
+    found = await check_endpoints(endpoints)
     return [describe(e, problem) for e, problem in found]
 
 

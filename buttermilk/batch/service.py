@@ -61,9 +61,8 @@ class BatchService:
 
         With ``check_endpoints``, every LLM endpoint the flow uses (under each combination)
         is checked first, and EndpointUnreachableError (one line per endpoint, joined)
-        raised, with nothing created, when one cannot be reached or refuses its key; each
-        one that answers has its structured-output modes probed and remembered in this
-        process (:func:`~buttermilk.llm.endpoints.probe_modes`). If publishing fails,
+        raised, with nothing created, when one cannot be reached or refuses its key. If
+        publishing fails,
         the batch is deleted again (messages already sent then point to no batch, and
         workers drop them). If this process dies while publishing, the batch stays
         unpublished and ``retry`` finishes it.

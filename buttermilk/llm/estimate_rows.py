@@ -26,8 +26,7 @@ NOTES = (
     f"Tokens are estimated at about {CHARS_PER_TOKEN} characters each; servers count their own.",
     "From one call per job and agent up to schema_retries + 1 where an answer may not fit "
     "the schema (a retry also sends the unusable answer and what was wrong with it); "
-    "retries of failed calls, the one-token probe of each endpoint, and answers a response "
-    "cache already holds are not counted.",
+    "retries of failed calls and answers a response cache already holds are not counted.",
 )
 
 

@@ -29,7 +29,7 @@ import anyio
 
 from buttermilk.errors import AgentError
 from buttermilk.flows.agents import current_job
-from buttermilk.llm.endpoints import Endpoint, check_endpoint, check_endpoints, probe_modes
+from buttermilk.llm.endpoints import Endpoint, check_endpoint, check_endpoints
 from buttermilk.llm.retry import Failure
 from buttermilk.store import endpoints as published
 from buttermilk.store.store import Store
@@ -143,12 +143,11 @@ class EndpointHealth:
     # -- when a worker starts on a batch ---------------------------------------------
 
     async def check(self, endpoints: list[Endpoint], batch_id: str) -> None:
-        """Check the endpoints a batch uses that this worker has not checked yet, learning
-        each one's structured-output modes (:func:`~buttermilk.llm.endpoints.probe_modes`);
-        mark each that cannot be reached down at once (one log line each): its jobs wait."""
+        """Check the endpoints a batch uses that this worker has not checked yet; mark each
+        that cannot be reached down at once (one log line each): its jobs wait."""
         fresh = [e for e in endpoints if e not in self._checked and not self.is_down(e.base_url)]
         self._checked.update(fresh)
-        for endpoint, problem in await check_endpoints(fresh, probe=probe_modes):
+        for endpoint, problem in await check_endpoints(fresh):
             state = self._states.setdefault(endpoint.base_url, _State(endpoint))
             state.batches.add(batch_id)
             state.failures = self.down_after

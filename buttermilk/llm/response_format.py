@@ -20,12 +20,14 @@ llama-cpp-python 0.3 answers json_schema with: "Input should be 'text' or
 'json_object'"), with a body naming ``response_format``. That is not a transient error:
 the call is sent again at once in the next mode, and the endpoint (base URL and model)
 is remembered in this process (:data:`MODES`) as unable to take it, so every later call
-starts at a mode it takes. :func:`probe_mode` is that negotiation. Before an agent's first
-call to an endpoint, :func:`settle` runs it once with a one-token request
-(:func:`probe_request`) while the agent's other calls to that endpoint wait (one refusal
-per endpoint and mode, not one per call); an endpoint check may call :func:`probe_mode`
-itself. A probe that fails otherwise (the endpoint down, a refusal of something else)
-teaches nothing: calls then go ahead and learn from their own refusals.
+starts at a mode it takes. :func:`probe_mode` is that negotiation, and :func:`negotiate`
+runs it so that, until a mode is known to answer at an endpoint, its calls from one event
+loop ask one at a time: the first call is the probe, and the calls that waited start in
+the mode it found (one refusal per endpoint and mode, not one per call). There is no
+separate probe call: a refused call is not billed (it is refused before any token is
+generated), and the call that answers is a batch call, counted and paid like any other.
+A first call that fails otherwise (the endpoint down, a refusal of something else)
+teaches nothing: the calls then go ahead and learn from their own refusals.
 """
 
 from __future__ import annotations
@@ -274,46 +276,23 @@ async def probe_mode(
         mode = fallback
 
 
-#: The messages of a probe (:func:`probe_request`).
-PROBE_MESSAGES = ({"role": "user", "content": "Answer with a JSON value."},)
-
-
-def probe_request(
-    model: str, formats: Formats, extra: Mapping[str, Any] | None = None
-) -> Callable[[str], dict[str, Any]]:
-    """A one-token request per mode (with the agent's ``extra`` fields), for
-    :func:`probe_mode`."""
-
-    def request(mode: str) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            **(extra or {}),
-            "model": model,
-            "messages": list(PROBE_MESSAGES),
-            "max_tokens": 1,
-        }
-        body = formats.body(mode)
-        if body is not None:
-            found["response_format"] = body
-        return found
-
-    return request
-
-
-async def settle(
-    send: Send, model: str, formats: Formats, endpoint: Endpoint, extra: Mapping[str, Any]
-) -> Posted | None:
-    """Before a call of ``formats`` to ``endpoint``: unless one of their modes is known to
-    answer there, probe it, one call of this loop at a time (a call that waited finds it
-    known). Returns the probe's answer, which is paid for (None when none was sent or it
-    failed)."""
-    if MODES.start(endpoint, formats)[1]:
-        return None
-    async with MODES.turn(endpoint):
-        if MODES.start(endpoint, formats)[1]:
-            return None
-        request = probe_request(model, formats, extra)
-        _, outcome = await probe_mode(send, request, formats, endpoint)
-        if isinstance(outcome, Failure):
-            MODES.probed(endpoint)
-            return None
-        return outcome
+async def negotiate(
+    send: Send,
+    request: Callable[[str], dict[str, Any]],
+    formats: Formats,
+    endpoint: Endpoint,
+    modes: EndpointModes = MODES,
+) -> tuple[str, Posted | Failure]:
+    """:func:`probe_mode`, one call of this event loop at a time while no mode of
+    ``formats`` is known to answer at ``endpoint`` (a call that waited finds it known and
+    goes ahead in that mode). A first call that fails for another reason marks the
+    endpoint probed (:meth:`EndpointModes.probed`): the calls then go ahead at once.
+    Returns the last mode tried and its outcome, as :func:`probe_mode` does."""
+    if not modes.start(endpoint, formats)[1]:
+        async with modes.turn(endpoint):
+            if not modes.start(endpoint, formats)[1]:
+                mode, outcome = await probe_mode(send, request, formats, endpoint, modes)
+                if isinstance(outcome, Failure):
+                    modes.probed(endpoint)
+                return mode, outcome
+    return await probe_mode(send, request, formats, endpoint, modes)
