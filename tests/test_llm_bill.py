@@ -10,6 +10,7 @@ real SQLite store and local queue, a real worker) against the fake OpenAI server
 from __future__ import annotations
 
 import json
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from buttermilk.llm.response_format import JSON_SCHEMA, MODES
 from buttermilk.llm.usage import Price, count_tokens
 from buttermilk.queue.local import LocalQueue
 from buttermilk.records import Record
+from buttermilk.stopping import hard_stop
 from buttermilk.store.store import Store
 
 LABEL = json.dumps({"label": "negative"})
@@ -210,3 +212,26 @@ def test_a_call_still_unanswered_after_the_grace_counts_its_estimated_prompt(
     assert (job.status, job.error_type) == (JobStatus.FAILED, "JobTimeoutError")
     assert (batch.input_tokens, batch.output_tokens) == (prompt, 0)
     assert batch.cost == pytest.approx(prompt * DEAR["input"] / 1e6)
+
+
+def test_a_hard_stop_ends_the_wait_for_a_cancelled_calls_answer_at_once(
+    fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A graceful stop waits up to ANSWER_GRACE (10 s) for the answer of a cancelled call;
+    # a hard stop (the second Ctrl-C) does not: the call counts its estimated prompt.
+    fake_openai.always(answer(LABEL, usage=(100, 20), delay=8))
+    agent = LLM(**options(fake_openai, DEAR))
+
+    async def stop_hard() -> float:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent, Record(record_id="q1", content="it broke"), {}, {})
+            await anyio.to_thread.run_sync(fake_openai.wait_for_requests, 1)
+            tg.cancel_scope.cancel()
+            hard_stop()
+            stopped = time.monotonic()
+        return time.monotonic() - stopped
+
+    took = anyio.run(stop_hard)
+
+    assert took < llm_agent.ANSWER_GRACE / 2  # not the grace, nor the 8 s answer
+    assert "got no answer" in caplog.text

@@ -18,6 +18,7 @@ number of combinations or batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import threading
@@ -31,6 +32,7 @@ import anyio
 import orjson
 
 from buttermilk.llm.retry import Failure, classify, status_failure
+from buttermilk.stopping import giving_way
 
 PLACEHOLDER_KEY = "unused"  # sent when there is no key: local servers still want one
 USER_AGENT = "buttermilk-batch"
@@ -182,17 +184,19 @@ class LoopClients:
     ) -> Posted | Failure:
         """:meth:`post`, for a call the endpoint bills: cancelled once it went out, it still
         waits up to ``grace`` seconds for the answer, hands it to ``late`` (None when none
-        came by then), and only then lets the cancellation go on."""
+        came by then), and only then lets the cancellation go on. A hard stop
+        (:func:`~buttermilk.stopping.hard_stop`) ends that wait at once (``late`` gets None)."""
         task = asyncio.ensure_future(self.post(path, body))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                try:
-                    found: Posted | Failure | None = await asyncio.wait_for(task, grace)
-                except TimeoutError:
-                    found = None
-                late(found)
+            found: Posted | Failure | None = None
+            waiting = anyio.CancelScope(shield=True)
+            with waiting, giving_way(waiting), contextlib.suppress(TimeoutError):
+                found = await asyncio.wait_for(task, grace)
+            if not task.done():
+                task.cancel()
+            late(found)
             raise
 
     async def aclose(self) -> None:

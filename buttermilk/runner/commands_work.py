@@ -23,6 +23,7 @@ from buttermilk.runner.command_app import (
     export_output,
     show_summary,
 )
+from buttermilk.stopping import hard_stop as end_shielded_waits
 
 if TYPE_CHECKING:
     from buttermilk.batch.worker_options import WorkerStats
@@ -44,6 +45,7 @@ async def _watch_signals(on_first: Callable[[], None], hard_stop: anyio.CancelSc
             else:
                 log.warning("%s again: stopping now", name)
                 hard_stop.cancel()
+                end_shielded_waits()  # e.g. calls of cancelled jobs awaiting paid answers
                 return
 
 
