@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.runner import FlowRunner
 from buttermilk.llm.estimate import estimate_agent
 from buttermilk.llm.estimate_rows import CombinationEstimate, Estimate
-from buttermilk.llm.image_tokens import tile_formula, tile_tokens
+from buttermilk.llm.image_tokens import patch_multiplier, patch_tokens, tile_formula, tile_tokens
 from buttermilk.llm.images import ImageError
 from buttermilk.llm.usage import count_tokens
 from buttermilk.records import Record
@@ -271,10 +272,28 @@ def test_image_tokens_follow_openais_tile_formula(
     assert tile_tokens(*size, detail, *formula) == tokens
 
 
+@pytest.mark.parametrize(
+    ("size", "model", "tokens"),
+    [
+        ((1024, 1024), "gpt-4.1-mini", math.ceil(1024 * 1.62)),  # the guide's examples
+        ((1800, 2400), "gpt-4.1-nano", math.ceil(1452 * 2.46)),  # scaled to 1056 x 1408
+        ((100, 33), "o4-mini-2025-04-16", math.ceil(4 * 2 * 1.72)),  # patches cover it
+        ((32 * 48, 32 * 32), "openai/gpt-5-mini", math.ceil(1536 * 1.62)),  # just fits
+        ((4000, 4000), "gpt-5-nano", math.ceil(39 * 39 * 2.46)),  # at most 1536 patches
+    ],
+)
+def test_image_tokens_follow_openais_patch_formula(
+    size: tuple[int, int], model: str, tokens: int
+) -> None:
+    multiplier = patch_multiplier(model)
+    assert multiplier is not None and tile_formula(model) is None
+    assert patch_tokens(*size, multiplier) == tokens
+
+
 def test_no_formula_is_claimed_for_other_model_families() -> None:
-    assert [tile_formula(m) for m in ["llama3.2", "gpt-4o1", "gpt-4.1-mini", "gemma3"]] == [
-        None
-    ] * 4
+    others = ["llama3.2", "gpt-4o1", "gemma3", "gpt-4.1x"]
+    assert [(tile_formula(m), patch_multiplier(m)) for m in others] == [(None, None)] * 4
+    assert tile_formula("gpt-4.1-2025-04-14") == (85, 170)
 
 
 def test_the_estimate_adds_image_tokens_where_known_and_says_why_not_otherwise(

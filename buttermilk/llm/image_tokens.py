@@ -13,10 +13,19 @@ whose worked examples the tests repeat):
   on gpt-4o; 2048 x 4096 is scaled to 768 x 1536, 6 tiles: 1105.
 
 gpt-4o-mini counts the same tiles at 2833 base and 5667 per tile (the guide's table: its
-tokens are cheaper). Other models (other providers, local servers, OpenAI's patch-counted
-gpt-4.1-mini/nano and o4-mini) have no formula here: their images are reported as not
-counted, with the reason, never as 0. An image given by URL is not fetched, so its size,
-and its tokens, are unknown.
+tokens are cheaper); gpt-4.1 as gpt-4o.
+
+gpt-4.1-mini, gpt-4.1-nano, o4-mini, gpt-5-mini and gpt-5-nano count 32 x 32 pixel patches
+(same guide): the patches covering the image, ``ceil(w/32) * ceil(h/32)``; over 1536,
+the image is first scaled by ``r = sqrt(32**2 * 1536 / (w * h))``, shrunk further so a
+whole number of patches spans its width or height, and the patches counted again (1536
+at most); the count times the model's multiplier (1.62, 2.46, 1.72, 1.62, 2.46) is its
+tokens, rounded up. A 1024 x 1024 image is 1024 patches; 1800 x 2400 is scaled to
+1056 x 1408: 1452 patches.
+
+Other models (other providers, local servers) have no formula here: their images are
+reported as not counted, with the reason, never as 0. An image given by URL is not
+fetched, so its size, and its tokens, are unknown.
 
 Image sizes are read with Pillow, imported only when an estimate counts an image.
 """
@@ -25,7 +34,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +43,8 @@ from buttermilk.llm.images import decode_data_uri, image_parts
 TILE = 512
 FIT = 2048
 SHORT_SIDE = 768
+PATCH = 32
+MAX_PATCHES = 1536
 
 #: Base and per-tile tokens by model family (OpenAI's table); longest prefix wins.
 TILE_TOKENS: dict[str, tuple[int, int]] = {
@@ -41,15 +52,56 @@ TILE_TOKENS: dict[str, tuple[int, int]] = {
     "chatgpt-4o": (85, 170),
     "gpt-4-turbo": (85, 170),
     "gpt-4o-mini": (2833, 5667),
+    "gpt-4.1": (85, 170),
+}
+
+#: Multipliers of the patch-counted models (OpenAI's table); longest prefix wins.
+PATCH_MULTIPLIERS: dict[str, float] = {
+    "gpt-4.1-mini": 1.62,
+    "gpt-4.1-nano": 2.46,
+    "o4-mini": 1.72,
+    "gpt-5-mini": 1.62,
+    "gpt-5-nano": 2.46,
 }
 
 
-def tile_formula(model: str) -> tuple[int, int] | None:
-    """(base, per tile) tokens of ``model`` (a dated or ``provider/`` prefixed name works:
-    ``openai/gpt-4o-2024-08-06``), or None when no formula is known for it."""
+def _family(model: str, families: Iterable[str]) -> str | None:
+    """The longest of ``families`` that ``model`` is (a dated or ``provider/`` prefixed
+    name works: ``openai/gpt-4o-2024-08-06``)."""
     name = model.rsplit("/", 1)[-1].lower()
-    known = [p for p in TILE_TOKENS if name == p or name.startswith(p + "-")]
-    return TILE_TOKENS[max(known, key=len)] if known else None
+    known = [f for f in families if name == f or name.startswith(f + "-")]
+    return max(known, key=len) if known else None
+
+
+def tile_formula(model: str) -> tuple[int, int] | None:
+    """(base, per tile) tokens of ``model``, or None when it is not tile-counted (a
+    patch-counted model is not, even when a tile-counted name is its prefix)."""
+    found = _family(model, [*TILE_TOKENS, *PATCH_MULTIPLIERS])
+    return TILE_TOKENS.get(found) if found else None
+
+
+def patch_multiplier(model: str) -> float | None:
+    """The multiplier of a patch-counted ``model``, or None when it is not one."""
+    found = _family(model, [*TILE_TOKENS, *PATCH_MULTIPLIERS])
+    return PATCH_MULTIPLIERS.get(found) if found else None
+
+
+def patch_tokens(width: int, height: int, multiplier: float) -> int:
+    """Prompt tokens of a ``width`` x ``height`` pixel image by OpenAI's patch formula (see
+    the module doc). Raises ValueError for a size that is not positive."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"an image of {width} x {height} pixels")
+
+    def cover(w: float, h: float) -> int:  # patches; a hair of float error is not a patch
+        return math.ceil(w / PATCH - 1e-9) * math.ceil(h / PATCH - 1e-9)
+
+    patches = cover(width, height)
+    if patches > MAX_PATCHES:
+        r = math.sqrt(PATCH**2 * MAX_PATCHES / (width * height))
+        across, down = width * r / PATCH, height * r / PATCH
+        r *= min(math.floor(across) / across, math.floor(down) / down)
+        patches = min(cover(width * r, height * r), MAX_PATCHES)
+    return math.ceil(patches * multiplier - 1e-9)
 
 
 def tile_tokens(width: int, height: int, detail: str | None, base: int, tile: int) -> int:
@@ -97,13 +149,13 @@ class ImageCount:
 def count_images(messages: Sequence[Mapping[str, Any]], model: str) -> ImageCount:
     """The prompt tokens of the images in chat ``messages`` sent to ``model``."""
     found = ImageCount()
-    formula = tile_formula(model)
+    formula, multiplier = tile_formula(model), patch_multiplier(model)
     for part in image_parts(messages):
         found.images += 1
         image = part.get("image_url") or {}
         url = str(image.get("url", ""))
-        if formula is None:
-            known = ", ".join(sorted(TILE_TOKENS))
+        if formula is None and multiplier is None:
+            known = ", ".join(sorted([*TILE_TOKENS, *PATCH_MULTIPLIERS]))
             found.skip(
                 f"no published image token formula is known here for model {model!r} "
                 f"(known: {known})"
@@ -118,5 +170,8 @@ def count_images(messages: Sequence[Mapping[str, Any]], model: str) -> ImageCoun
         except ValueError as exc:
             found.skip(str(exc))
             continue
-        found.tokens += tile_tokens(width, height, image.get("detail"), *formula)
+        if formula is not None:
+            found.tokens += tile_tokens(width, height, image.get("detail"), *formula)
+        elif multiplier is not None:
+            found.tokens += patch_tokens(width, height, multiplier)
     return found
