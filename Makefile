@@ -14,11 +14,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job on the embedded default: create a batch of the example flow over the
-# bundled reviews, work it in this process, print its status, export the results, and
-# score them against the reviews' labels.
+# The main job on the embedded default: create a batch of the example comparison (the
+# sentiment flow under two VADER thresholds) over the bundled reviews, work it in this
+# process, print its status, export the results, and score each threshold against the
+# reviews' labels.
 demo: install
-	$(PY) -m buttermilk.runner.cli ui=batch flow=sentiment batch.wait=true batch.output=results.jsonl
+	$(PY) -m buttermilk.runner.cli ui=batch flow=sentiment_thresholds batch.wait=true batch.output=results.jsonl
 	$(PY) -m buttermilk.runner.cli ui=batch batch.command=report
 
 # What the tests need beyond Python packages: headless Chromium and its driver (Debian's

@@ -22,6 +22,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 from pydantic import ValidationError
 
+from buttermilk.batch.grid import plan_batch
 from buttermilk.batch.planner import plan_records
 from buttermilk.domain import BatchRequest
 from buttermilk.errors import UsageError
@@ -202,6 +203,25 @@ def test_every_shipped_flow_composes_builds_every_agent_and_runs_one_record(
 
     result = contextvars.copy_context().run(run_one)  # the job context stays in this test
     assert list(result["outputs"]) == [a.name for a in flow.agents]
+
+
+@pytest.mark.usefixtures("hydra")
+def test_the_sentiment_example_plans_one_job_per_record_and_sentiment_thresholds_two() -> None:
+    plain = flow_from(compose("config", overrides=["+flows=sentiment"]), "sentiment")
+    name = "sentiment_thresholds"
+    compared = flow_from(compose("config", overrides=[f"+flows={name}"]), name)
+
+    jobs: dict[str, tuple[list[str], int]] = {}
+    for flow in (plain, compared):
+        grid, plan = plan_batch(flow, BatchRequest(flow=flow.name, max_records=50, seed=1))
+        jobs[flow.name] = (grid.keys, len(plan.records) * grid.jobs_per_record)
+
+    # batch.max_records=50 of the plain example is 50 jobs; the comparison doubles them.
+    assert jobs == {"sentiment": (["default"], 50), name: (["0.05", "0.3"], 100)}
+    # The comparison is the example itself under one axis: same data, agents and scoring.
+    same = {"data", "agents", "parameters", "repeats", "evaluate"}
+    assert compared.model_dump(include=same) == plain.model_dump(include=same)
+    assert plain.evaluate is not None and plain.evaluate.label == "vader.label"
 
 
 @pytest.mark.usefixtures("hydra")

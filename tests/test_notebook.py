@@ -20,6 +20,7 @@ from buttermilk.errors import UnknownBatchError, UsageError
 from buttermilk.store.store import Store
 from buttermilk.values import dumps_text
 
+FLOW = "sentiment_thresholds"  # the sentiment example under two VADER thresholds
 RECORDS, REPEATS, THRESHOLDS = 12, 2, 2
 
 
@@ -50,10 +51,10 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def worked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, batches.Batch]]:
-    """A sentiment batch of 12 reviews x 2 thresholds x 2 repeats, worked here (once for
-    the module's tests, which only read it)."""
+    """A sentiment_thresholds batch of 12 reviews x 2 thresholds x 2 repeats, worked here
+    (once for the module's tests, which only read it)."""
     with private_home(tmp_path_factory.mktemp("home")) as folder:
-        b = batches.create("sentiment", max_records=RECORDS, repeats=REPEATS, seed=3)
+        b = batches.create(FLOW, max_records=RECORDS, repeats=REPEATS, seed=3)
         summary = b.wait(progress=False)
         assert summary.batch.status == BatchStatus.COMPLETED
         yield folder, b
@@ -74,7 +75,7 @@ def test_a_batch_created_and_waited_on_here_is_completed_in_the_store(
         counts = store.job_counts([done.id])[done.id]
     assert counts == {JobStatus.COMPLETED: jobs}
     assert done.status().done == jobs
-    assert done.info().flow == "sentiment"
+    assert done.info().flow == FLOW
 
 
 def test_results_are_the_exports_rows_as_a_dataframe(
@@ -145,7 +146,7 @@ def test_report_is_the_services_report_object(done: batches.Batch) -> None:
     found = done.report()
     jobs = RECORDS * REPEATS * THRESHOLDS
 
-    assert found.batch_ids == [done.id] and found.flow == "sentiment" and not found.live
+    assert found.batch_ids == [done.id] and found.flow == FLOW and not found.live
     assert found.overall.jobs == found.overall.scored == jobs
     assert [s.variant for s in found.combinations] == ["0.05", "0.3"]
     assert found.overall.accuracy is not None

@@ -1,8 +1,9 @@
-"""``batch.command=report`` end to end: the real CLI on real batches of the sentiment flow
-(embedded queue and SQLite store; the report reads the store only, so one backend is
-enough). Its JSON equals the service's Report (through the notebook API, the same
-service), its figures what scikit-learn computes from the exported rows, its CSV those
-figures; bad input is one ``error:`` line and exit 2."""
+"""``batch.command=report`` end to end: the real CLI on real batches of the
+sentiment_thresholds flow (the sentiment example under two VADER thresholds; embedded
+queue and SQLite store; the report reads the store only, so one backend is enough). Its
+JSON equals the service's Report (through the notebook API, the same service), its
+figures what scikit-learn computes from the exported rows, its CSV those figures; bad
+input is one ``error:`` line and exit 2."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ def one_line_error(env: Env, *args: str) -> str:
 
 
 def sentiment_batch(env: Env, *args: str) -> str:
-    """A batch of the sentiment flow over 20 of the bundled reviews; returns its id."""
+    """A batch of the sentiment_thresholds flow (two combinations, 0.05 and 0.3) over 20
+    of the bundled reviews; returns its id."""
     reviews = env.data / "reviews.jsonl"
     if not reviews.exists():
         reviews.write_bytes((files("buttermilk.examples") / "reviews.jsonl").read_bytes())
-    env.ok("flow=sentiment", f"batch.max_records={RECORDS}", "batch.seed=5", *args)
+    env.ok("flow=sentiment_thresholds", f"batch.max_records={RECORDS}", "batch.seed=5", *args)
     return env.store().list_batches(limit=1)[0].id
 
 
@@ -83,6 +85,16 @@ def test_report_as_table_json_and_csv_of_a_real_batch(
         assert score["scored"] == len(mine) == RECORDS
         assert score["accuracy"]["estimate"] == pytest.approx(accuracy_score(truth, labels))
         assert score["cohen_kappa"] == pytest.approx(cohen_kappa_score(truth, labels))
+    # Paired: both thresholds scored the same records; the stricter one never labels more
+    # reviews positive or negative.
+    scored = {key: {r["record_id"] for r in rows if r["variant"] == key} for key in by_key}
+    assert scored["0.05"] == scored["0.3"]
+    assert all(r["axes"] == {"vader.threshold": float(r["variant"])} for r in rows)
+    polar = {
+        key: sum(r["outputs"]["vader"]["label"] != "neutral" for r in rows if r["variant"] == key)
+        for key in by_key
+    }
+    assert polar["0.3"] <= polar["0.05"]
 
     out = tmp_path / "scores" / "report.csv"
     result = env.ok("batch.command=report", f"batch.batch_id={batch_id}", f"batch.output={out}")

@@ -58,7 +58,7 @@ def nominal_report(live: bool = False) -> Report:
     majority = nominal_score("majority", {}, 0.7)
     return Report(
         batch_ids=["b1"],
-        flow="sentiment",
+        flow="sentiment_thresholds",
         evaluate=EvaluationSpec(label="vader.label", positive="positive"),
         live=live,
         jobs=20,
