@@ -205,7 +205,9 @@ def test_an_invalid_answer_is_asked_again_with_what_was_wrong_then_accepted(
         "input_tokens": 60,
         "output_tokens": 18,
         "total_tokens": 78,
-        "schema_retry_calls": 2,  # the calls that asked again
+        "schema_retry_calls": 2,  # the calls that asked again, and what they spent
+        "schema_retry_input_tokens": 50,
+        "schema_retry_output_tokens": 16,
     }
     first, second, third = fake_openai.requests
     assert len(first.messages) == 2

@@ -235,3 +235,30 @@ def test_a_hard_stop_ends_the_wait_for_a_cancelled_calls_answer_at_once(
 
     assert took < llm_agent.ANSWER_GRACE / 2  # not the grace, nor the 8 s answer
     assert "got no answer" in caplog.text
+
+
+def test_a_schema_retry_out_when_its_job_times_out_counts_as_a_schema_retry(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # The first answer does not fit at once; the retry answers 2 s later, after the job's
+    # timeout cancelled it: only the job's meter saw that call.
+    def late_retry(seen: Seen) -> Reply:
+        if len(seen.messages) < 3:
+            return answer("not json", usage=(100, 20))
+        return answer(LABEL, usage=(150, 30), delay=2.0)
+
+    fake_openai.always(late_retry)
+
+    batch = run_batch(tmp_path, judge(fake_openai, DEAR), 1, job_timeout=1.0, max_attempts=1)
+
+    [job] = jobs_of(tmp_path, batch.id)
+    assert (job.status, job.error_type) == (JobStatus.FAILED, "JobTimeoutError")
+    assert len(fake_openai.requests) == 2
+    assert (batch.input_tokens, batch.output_tokens) == (250, 50)
+    assert batch.schema_retry_calls == 1
+    assert (batch.schema_retry_input_tokens, batch.schema_retry_output_tokens) == (150, 30)
+    assert batch.cost == pytest.approx(300 / 1000)
+    assert batch.schema_retry_cost == pytest.approx(180 / 1000)
+    assert job.result is not None and job.result["usage"]["schema_retry_cost"] == pytest.approx(
+        0.18
+    )

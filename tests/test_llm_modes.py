@@ -33,7 +33,7 @@ from rich.console import Console as RichConsole
 from buttermilk.agents.llm import LLM
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
-from buttermilk.domain import BatchRequest
+from buttermilk.domain import BatchRequest, JobStatus
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.llm.estimate import estimate_batch, retry_tokens
@@ -355,9 +355,13 @@ def flow_of(data: Path, base_url: str, **judge: Any) -> FlowConfig:
 
 
 def wrong_first(seen: Seen) -> Reply:
-    """An unusable answer to each record's first call, a good one when asked again."""
-    asked_again = "cannot be used" in seen.text("user")
-    return answer(GOOD if asked_again else "positive, I think", usage=(50, 10))
+    """An unusable answer to each record's first call (50 + 10 tokens); asked again (a
+    longer prompt: 80 + 12 tokens), a good one for a record that loves it, else unusable
+    again."""
+    if "cannot be used" not in seen.text("user"):
+        return answer("positive, I think", usage=(50, 10))
+    loves_it = "love it" in seen.messages[-3]["content"]  # the record's prompt
+    return answer(GOOD if loves_it else "still no", usage=(80, 12))
 
 
 def test_the_estimate_shows_a_range_up_to_every_schema_retry_and_covers_real_retries(
@@ -390,13 +394,13 @@ def test_the_estimate_shows_a_range_up_to_every_schema_retry_and_covers_real_ret
     )
 
 
-def test_a_batch_counts_its_schema_retry_calls_and_status_shows_them(
+def test_a_batch_counts_what_schema_retries_cost_also_of_failed_jobs_and_status_shows_it(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.refuse("json_schema", llama_cpp_refusal)
     fake_openai.always(wrong_first)
-    write_records(tmp_path / "records.jsonl", 6)
-    flow = flow_of(tmp_path, fake_openai.base_url)
+    write_records(tmp_path / "records.jsonl", 6)  # every other record loves it
+    flow = flow_of(tmp_path, fake_openai.base_url, schema_retries=2)
     store = Store(f"sqlite:///{tmp_path}/batches.db")
     queue = LocalQueue(tmp_path / "queue.db", lease_seconds=30)
     service = BatchService(store, queue, StaticFlowCatalog({"modes": flow}))
@@ -405,15 +409,33 @@ def test_a_batch_counts_its_schema_retry_calls_and_status_shows_them(
 
     summary = anyio.run(service.summary, created.batch.id)
     batch = summary.batch
-    assert (batch.status, batch.schema_retry_calls) == ("completed", 6)
-    assert (batch.input_tokens, batch.output_tokens) == (12 * 50, 12 * 10)  # 2 calls a record
-    jobs = list(store.iter_jobs(batch.id))
-    assert {j.result["outputs"]["judge"]["response_mode"] for j in jobs} == {"json_object"}
-    assert all(j.result["usage"]["schema_retry_calls"] == 1 for j in jobs)
+    assert summary.counts == {JobStatus.COMPLETED: 3, JobStatus.FAILED: 3}
+    # Each record's first call: 50 + 10 tokens; each retry: 80 + 12; at $1 and $2 per 1M
+    # input and output tokens. 3 records fit on their one retry, 3 fail after two: 9 retries.
+    assert batch.schema_retry_calls == 9
+    assert (batch.input_tokens, batch.output_tokens) == (6 * 50 + 9 * 80, 6 * 10 + 9 * 12)
+    assert (batch.schema_retry_input_tokens, batch.schema_retry_output_tokens) == (720, 108)
+    assert batch.cost == pytest.approx(6 * 70e-6 + 9 * 104e-6)
+    assert batch.schema_retry_cost == pytest.approx(9 * 104e-6)
+    jobs = {j.record_id: j for j in store.iter_jobs(batch.id)}
+    for rid, job in jobs.items():
+        retries = 1 if job.status == JobStatus.COMPLETED else 2
+        assert job.error_type in (None, "InvalidAnswerError"), rid
+        usage = job.result["usage"]
+        assert usage["schema_retry_calls"] == retries, rid
+        assert usage["schema_retry_input_tokens"] == 80 * retries
+        assert usage["schema_retry_output_tokens"] == 12 * retries
+        assert usage["schema_retry_cost"] == pytest.approx(104e-6 * retries)
+    done = jobs["r00001"].result["outputs"]["judge"]
+    assert (done["response_mode"], done["schema_retry_cost"]) == ("json_object", 104e-6)
     assert len(fake_openai.refusals()) == 1  # the first call's, not every call's
     shown = io.StringIO()
     RichConsole(file=shown, width=200).print(status_view(summary))
-    assert "schema retries  6 calls asked again for an answer that fits the schema" in (
-        shown.getvalue()
-    )
-    assert summary.as_json()["schema_retry_calls"] == 6
+    assert (
+        "schema retries  9 calls asked again for an answer that fits the schema: "
+        "720 of 1,020 input and 108 of 168 output tokens, cost $0.000936 of $0.00136"
+    ) in shown.getvalue()
+    as_json = summary.as_json()
+    assert (as_json["schema_retry_calls"], as_json["schema_retry_input_tokens"]) == (9, 720)
+    assert as_json["schema_retry_output_tokens"] == 108
+    assert as_json["schema_retry_cost"] == pytest.approx(9 * 104e-6)

@@ -373,6 +373,9 @@ def test_a_failed_run_still_says_what_its_calls_spent(fake_openai: FakeOpenAI) -
         "cost": pytest.approx((110 * 1 + 2 * 220 * 2) / 1_000_000),
         "input_tokens": 100 + 2 * 200,
         "output_tokens": 10 + 2 * 20,
-        "schema_retry_calls": 1,  # the critic asked once more
+        "schema_retry_calls": 1,  # the critic asked once more, and what that cost
+        "schema_retry_input_tokens": 200,
+        "schema_retry_output_tokens": 20,
+        "schema_retry_cost": pytest.approx(220 * 2 / 1_000_000),
     }
     assert spent_by(ValueError("spent nothing")) is None

@@ -836,6 +836,39 @@ def test_outcomes_keep_their_spending_on_the_job_and_add_it_to_the_batch(store: 
     assert (job.cost, job.input_tokens, job.output_tokens) == (None, None, None)
 
 
+def retried(cost: float | None, calls: int, retry_cost: float | None) -> dict[str, Any]:
+    """A run's result whose usage says ``calls`` schema retries spent 40 + 4 tokens each."""
+    result = spent(cost)
+    result["usage"].update(
+        schema_retry_calls=calls,
+        schema_retry_input_tokens=40 * calls,
+        schema_retry_output_tokens=4 * calls,
+    )
+    if retry_cost is not None:
+        result["usage"]["schema_retry_cost"] = retry_cost
+    return result
+
+
+def test_what_schema_retries_spent_adds_up_per_batch_and_stays_null_until_priced(
+    store: Store,
+) -> None:
+    make_batch(store, 3)
+    unpriced = claimed(store, rid(0))
+    store.finish([unpriced.outcome(JobStatus.COMPLETED, result=retried(None, 1, None))])
+    batch = store.get_batch("b1")
+    assert (batch.schema_retry_calls, batch.schema_retry_input_tokens) == (1, 40)
+    assert (batch.schema_retry_output_tokens, batch.schema_retry_cost) == (4, None)
+
+    for i, (calls, cost) in enumerate([(2, 0.125), (0, None)], start=1):
+        got = claimed(store, rid(i))
+        store.finish([got.outcome(JobStatus.FAILED, result=retried(0.5, calls, cost))])
+
+    batch = store.get_batch("b1")
+    assert (batch.schema_retry_calls, batch.schema_retry_input_tokens) == (3, 120)
+    assert batch.schema_retry_output_tokens == 12
+    assert (batch.schema_retry_cost, batch.cost) == (pytest.approx(0.125), pytest.approx(1.0))
+
+
 def test_a_lost_claim_still_adds_what_its_calls_cost_but_not_its_result(store: Store) -> None:
     make_batch(store, 1)
     stale = claimed(store, rid(0), lease=0.2)

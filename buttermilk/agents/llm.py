@@ -111,7 +111,10 @@ class LLM:
     :meth:`~buttermilk.llm.usage.Usage.cost`), ``cached`` and ``response_mode`` (how the
     answer was asked for: ``json_schema``, ``json_object``, ``instructions`` or ``text``;
     see :mod:`buttermilk.llm.response_format`). ``usage.schema_retry_calls`` counts the
-    answered calls that asked again after an answer did not fit the schema. In a batch job
+    answered calls that asked again after an answer did not fit the schema,
+    ``usage.schema_retry_input_tokens`` and ``usage.schema_retry_output_tokens`` the part
+    of the tokens they spent, and ``schema_retry_cost`` (USD, null without a price; only
+    when some) the part of ``cost``. In a batch job
     every answered call is also added to the job's :class:`~buttermilk.flows.meter.Meter`,
     so a job cancelled or timed out still reports what its calls cost.
 
@@ -285,10 +288,11 @@ class LLM:
         return result
 
     def _spent(self, tally: _Tally) -> dict[str, Any]:
-        return {
-            "usage": tally.usage.as_dict(),
-            "cost": tally.usage.cost(self.price_of(tally.model or None)),
-        }
+        price = self.price_of(tally.model or None)
+        spent = {"usage": tally.usage.as_dict(), "cost": tally.usage.cost(price)}
+        if tally.usage.schema_retry_calls:  # what asking again cost, of that
+            spent["schema_retry_cost"] = tally.usage.schema_retries().cost(price)
+        return spent
 
     async def _answer(
         self, messages: Messages, tally: _Tally, limiter: RateLimiter
@@ -426,15 +430,21 @@ class LLM:
         returns its tokens."""
         tally.model = answer.model or self.config.model
         tally.finish_reason = answer.finish_reason
-        call = Usage(schema_retry_calls=int(tally.retrying))
+        call = Usage()
         if answer.usage is not None:
             call.add(
                 *answer.usage,
                 cached_input_tokens=answer.cached_tokens,
                 reasoning_tokens=answer.reasoning_tokens,
+                schema_retry=tally.retrying,
             )
         else:
-            call.add(count_tokens(messages), count_text(answer.text), estimated=True)
+            call.add(
+                count_tokens(messages),
+                count_text(answer.text),
+                estimated=True,
+                schema_retry=tally.retrying,
+            )
         self._add(call, tally)
         return call.total_tokens
 

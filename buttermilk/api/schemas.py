@@ -204,6 +204,17 @@ class BatchView(BaseModel):
         description="Calls its LLM agents made to ask again for an answer that did not fit "
         "the schema (what schema retries cost, in calls).",
     )
+    schema_retry_input_tokens: int = Field(
+        default=0, description="Of the prompt tokens, those the schema retry calls spent."
+    )
+    schema_retry_output_tokens: int = Field(
+        default=0, description="Of the answer tokens, those the schema retry calls spent."
+    )
+    schema_retry_cost: float | None = Field(
+        default=None,
+        description="USD: of the cost, what the schema retry calls cost (null until one had "
+        "a price).",
+    )
     max_job_cost: float | None = Field(
         default=None, description="USD: the most one job attempt has cost so far."
     )

@@ -39,6 +39,12 @@ class BatchInfo(BaseModel):
     """Of ``output_tokens``, those a reasoning model spent thinking."""
     schema_retry_calls: int = 0
     """Calls of its LLM agents that asked again because an answer did not fit the schema."""
+    schema_retry_input_tokens: int = 0
+    """Of ``input_tokens``, those the schema retry calls spent."""
+    schema_retry_output_tokens: int = 0
+    """Of ``output_tokens``, those the schema retry calls spent."""
+    schema_retry_cost: float | None = None
+    """USD: of ``cost``, what the schema retry calls cost (None until one had a price)."""
     max_job_cost: float | None = None
     """USD: the most one job attempt of it has cost so far (None until one had a price)."""
     request_error: str | None = None
@@ -180,6 +186,9 @@ class BatchSummary(BaseModel):
             "cached_input_tokens": b.cached_input_tokens,
             "reasoning_tokens": b.reasoning_tokens,
             "schema_retry_calls": b.schema_retry_calls,
+            "schema_retry_input_tokens": b.schema_retry_input_tokens,
+            "schema_retry_output_tokens": b.schema_retry_output_tokens,
+            "schema_retry_cost": b.schema_retry_cost,
             "max_job_cost": b.max_job_cost,
             "in_flight_cost": self.in_flight_cost,
             "published": b.published,

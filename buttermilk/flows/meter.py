@@ -19,9 +19,15 @@ from typing import Any
 
 #: Counts a usage summary adds up: input and output tokens always, the details (parts of
 #: them: cached prompt tokens, reasoning tokens; and the calls that asked again because an
-#: answer did not fit its schema) when some were reported.
+#: answer did not fit its schema, with the tokens they spent) when some were reported.
 TOKEN_KEYS = ("input_tokens", "output_tokens")
-DETAIL_KEYS = ("cached_input_tokens", "reasoning_tokens", "schema_retry_calls")
+DETAIL_KEYS = (
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "schema_retry_calls",
+    "schema_retry_input_tokens",
+    "schema_retry_output_tokens",
+)
 
 
 def _count(value: Any) -> int:
@@ -30,13 +36,19 @@ def _count(value: Any) -> int:
     return int(value)
 
 
-def summary(cost: float | None, tokens: Mapping[str, int]) -> dict[str, Any]:
+def summary(
+    cost: float | None, tokens: Mapping[str, int], schema_retry_cost: float | None = None
+) -> dict[str, Any]:
     """A usage summary: ``cost`` (USD, rounded to 1e-10; None when no call had a price),
-    ``input_tokens`` and ``output_tokens``, and ``cached_input_tokens``,
-    ``reasoning_tokens`` and ``schema_retry_calls`` when not 0."""
+    ``input_tokens`` and ``output_tokens``; ``cached_input_tokens``, ``reasoning_tokens``,
+    ``schema_retry_calls``, ``schema_retry_input_tokens`` and ``schema_retry_output_tokens``
+    when not 0; and ``schema_retry_cost`` (USD, the part of ``cost`` schema retry calls
+    spent) when some call asked again and had a price."""
     found: dict[str, Any] = {"cost": None if cost is None else round(cost, 10)}
     found.update({key: int(tokens.get(key, 0)) for key in TOKEN_KEYS})
     found.update({key: int(tokens[key]) for key in DETAIL_KEYS if tokens.get(key)})
+    if schema_retry_cost is not None and tokens.get("schema_retry_calls"):
+        found["schema_retry_cost"] = round(schema_retry_cost, 10)
     return found
 
 
@@ -47,16 +59,22 @@ class Meter:
     calls: int = 0
     cost: float | None = None
     tokens: dict[str, int] = field(default_factory=dict)
+    schema_retry_cost: float | None = None  # USD: the part of cost schema retry calls spent
 
     def add(self, cost: float | None, usage: Mapping[str, Any]) -> None:
         """Count one answered call: ``cost`` in USD (None without a price) and ``usage``
-        shaped like an LLM output's (``input_tokens``, ``output_tokens``, ...)."""
+        shaped like an LLM output's (``input_tokens``, ``output_tokens``, ...; with
+        ``schema_retry_calls`` when the call asked again for an answer fitting a schema)."""
         self.calls += 1
         if cost is not None:
             self.cost = (self.cost or 0.0) + cost
+            if _count(usage.get("schema_retry_calls")):
+                self.schema_retry_cost = (self.schema_retry_cost or 0.0) + cost
         for key in (*TOKEN_KEYS, *DETAIL_KEYS):
             self.tokens[key] = self.tokens.get(key, 0) + _count(usage.get(key))
 
     def summary(self) -> dict[str, Any] | None:
         """What the calls spent, as :func:`summary` shapes it (None when no call counted)."""
-        return summary(self.cost, self.tokens) if self.calls else None
+        if not self.calls:
+            return None
+        return summary(self.cost, self.tokens, self.schema_retry_cost)

@@ -101,10 +101,12 @@ def _number(value: Any) -> float | None:
 def usage_summary(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a run spent: ``cost`` (USD: the sum of the outputs' numeric ``cost``, None when
     none has one), ``input_tokens`` and ``output_tokens`` (the sums of the outputs'
-    ``usage``; an answer from a cache spent none), and ``cached_input_tokens`` and
-    ``reasoning_tokens`` when some were reported (see :func:`buttermilk.flows.meter.summary`).
-    None when no output reports either."""
+    ``usage``; an answer from a cache spent none), the details (cached prompt and reasoning
+    tokens, schema retry calls and their tokens) when some were reported, and
+    ``schema_retry_cost`` (the sum of the outputs' ``schema_retry_cost``; see
+    :func:`buttermilk.flows.meter.summary`). None when no output reports either."""
     cost: float | None = None
+    retry_cost: float | None = None
     tokens = dict.fromkeys((*TOKEN_KEYS, *DETAIL_KEYS), 0)
     reported = False
     for output in outputs.values():
@@ -121,9 +123,12 @@ def usage_summary(outputs: Mapping[str, Any]) -> dict[str, Any] | None:
                 continue
             for key in tokens:
                 tokens[key] += int(_number(usage.get(key)) or 0)
+            retried = _number(output.get("schema_retry_cost"))
+            if retried is not None:
+                retry_cost = (retry_cost or 0.0) + retried
     if not reported:
         return None
-    return summary(cost, tokens)
+    return summary(cost, tokens, retry_cost)
 
 
 class FlowRunner:

@@ -69,7 +69,9 @@ class Usage:
     prompt cache, ``reasoning_tokens`` the part of ``output_tokens`` a reasoning model spent
     thinking (OpenAI's ``completion_tokens_details.reasoning_tokens``; billed as output).
     Both are 0 when the endpoint does not report them. ``schema_retry_calls`` counts the
-    calls among them that asked again because an answer did not fit the schema.
+    calls among them that asked again because an answer did not fit the schema, and the
+    ``schema_retry_*`` tokens are the part of the totals those calls spent (what schema
+    retries cost: :meth:`schema_retries`).
     """
 
     input_tokens: int = 0
@@ -78,6 +80,9 @@ class Usage:
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
     schema_retry_calls: int = 0
+    schema_retry_input_tokens: int = 0  # part of input_tokens
+    schema_retry_cached_input_tokens: int = 0  # part of cached_input_tokens
+    schema_retry_output_tokens: int = 0  # part of output_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -91,24 +96,45 @@ class Usage:
         estimated: bool = False,
         cached_input_tokens: int = 0,
         reasoning_tokens: int = 0,
+        schema_retry: bool = False,
     ) -> None:
+        """Add one call's tokens; ``schema_retry``: the call asked again because an answer
+        did not fit the schema (it counts in ``schema_retry_calls`` and its tokens in the
+        ``schema_retry_*`` parts too)."""
+        # Never more than the prompt: a server's odd report cannot make a cost negative.
+        cached = min(max(cached_input_tokens, 0), max(input_tokens, 0))
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.estimated = self.estimated or estimated
-        # Never more than the prompt: a server's odd report cannot make a cost negative.
-        self.cached_input_tokens += min(max(cached_input_tokens, 0), max(input_tokens, 0))
+        self.cached_input_tokens += cached
         self.reasoning_tokens += max(reasoning_tokens, 0)
+        if schema_retry:
+            self.schema_retry_calls += 1
+            self.schema_retry_input_tokens += input_tokens
+            self.schema_retry_cached_input_tokens += cached
+            self.schema_retry_output_tokens += output_tokens
 
     def merge(self, other: Usage) -> None:
         """Add ``other``'s counts to these."""
-        self.add(
-            other.input_tokens,
-            other.output_tokens,
-            estimated=other.estimated,
-            cached_input_tokens=other.cached_input_tokens,
-            reasoning_tokens=other.reasoning_tokens,
-        )
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.estimated = self.estimated or other.estimated
+        self.cached_input_tokens += other.cached_input_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.schema_retry_calls += other.schema_retry_calls
+        self.schema_retry_input_tokens += other.schema_retry_input_tokens
+        self.schema_retry_cached_input_tokens += other.schema_retry_cached_input_tokens
+        self.schema_retry_output_tokens += other.schema_retry_output_tokens
+
+    def schema_retries(self) -> Usage:
+        """The part of these that calls asking again for an answer fitting the schema
+        spent (price it with :meth:`cost`)."""
+        return Usage(
+            input_tokens=self.schema_retry_input_tokens,
+            output_tokens=self.schema_retry_output_tokens,
+            estimated=self.estimated,
+            cached_input_tokens=self.schema_retry_cached_input_tokens,
+        )
 
     def cost(self, price: Price | None) -> float | None:
         """USD for these tokens at ``price`` (per 1M tokens: uncached prompt tokens at
@@ -127,8 +153,9 @@ class Usage:
 
     def as_dict(self) -> dict[str, Any]:
         """``input_tokens``, ``output_tokens``, ``total_tokens``; ``cached_input_tokens`` and
-        ``reasoning_tokens`` when the endpoint reported some; ``schema_retry_calls`` when
-        some; ``estimated`` when true."""
+        ``reasoning_tokens`` when the endpoint reported some; ``schema_retry_calls`` and
+        the ``schema_retry_input_tokens`` and ``schema_retry_output_tokens`` they spent
+        when some; ``estimated`` when true."""
         found: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -140,6 +167,8 @@ class Usage:
             found["reasoning_tokens"] = self.reasoning_tokens
         if self.schema_retry_calls:
             found["schema_retry_calls"] = self.schema_retry_calls
+            found["schema_retry_input_tokens"] = self.schema_retry_input_tokens
+            found["schema_retry_output_tokens"] = self.schema_retry_output_tokens
         if self.estimated:
             found["estimated"] = True
         return found

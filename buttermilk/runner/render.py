@@ -107,11 +107,22 @@ def spending(b: BatchInfo) -> str:
 
 
 def schema_retries(b: BatchInfo) -> str:
-    """What asking again for answers that did not fit a schema cost, in calls."""
+    """What asking again for answers that did not fit a schema cost, beside the batch's
+    totals: ``6 calls asked again for an answer that fits the schema: 480 of 1,080 input
+    and 60 of 120 output tokens, cost $0.0006 of $0.0013``."""
     calls = b.schema_retry_calls
-    return (
+    text = (
         f"{calls:,} call{'s' if calls != 1 else ''} asked again for an answer that fits the schema"
     )
+    if not calls:
+        return text
+    text += (
+        f": {b.schema_retry_input_tokens:,} of {b.input_tokens:,} input and "
+        f"{b.schema_retry_output_tokens:,} of {b.output_tokens:,} output tokens"
+    )
+    if b.schema_retry_cost is not None:
+        text += f", cost {money(b.schema_retry_cost)} of {money(b.cost)}"
+    return text
 
 
 def in_flight(s: BatchSummary) -> str | None:

@@ -36,6 +36,9 @@ def batch_info(row: RowMapping) -> BatchInfo:
         cached_input_tokens=row.get("cached_input_tokens") or 0,
         reasoning_tokens=row.get("reasoning_tokens") or 0,
         schema_retry_calls=row.get("schema_retry_calls") or 0,
+        schema_retry_input_tokens=row.get("schema_retry_input_tokens") or 0,
+        schema_retry_output_tokens=row.get("schema_retry_output_tokens") or 0,
+        schema_retry_cost=row.get("schema_retry_cost"),
         max_job_cost=row.get("max_job_cost"),
     )
 

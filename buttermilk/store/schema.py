@@ -33,7 +33,8 @@ from sqlalchemy.schema import CreateColumn
 # 4: jobs.variant and jobs.repeat, in the primary key (a job is a record x combination x repeat).
 # 5: batches.cached_input_tokens, reasoning_tokens and max_job_cost (the real bill).
 # 6: batches.schema_retry_calls (calls that asked again for an answer fitting a schema).
-SCHEMA_VERSION = 6
+# 7: batches.schema_retry_input_tokens, schema_retry_output_tokens and schema_retry_cost.
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -69,8 +70,12 @@ batches = Table(
     # Parts of those: prompt tokens read from the provider's cache, reasoning tokens.
     Column("cached_input_tokens", BigInteger, nullable=False, server_default="0"),
     Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
-    # Calls that asked again because an answer did not fit its schema (what retries cost).
+    # Calls that asked again because an answer did not fit its schema, and what they cost
+    # (parts of the tokens and cost above; the cost NULL until such a call had a price).
     Column("schema_retry_calls", BigInteger, nullable=False, server_default="0"),
+    Column("schema_retry_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("schema_retry_output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("schema_retry_cost", Float),
     # The most one job attempt has cost (USD): what each running job may still add.
     Column("max_job_cost", Float),
     Index("ix_batches_created_at", "created_at"),
@@ -182,6 +187,9 @@ ADDED_COLUMNS = {
         "reasoning_tokens",
         "max_job_cost",
         "schema_retry_calls",
+        "schema_retry_input_tokens",
+        "schema_retry_output_tokens",
+        "schema_retry_cost",
     ),
     "jobs": ("cost", "input_tokens", "output_tokens", "last_try", "lost"),
 }

@@ -31,6 +31,9 @@ class Spent:
     cached_input_tokens: int = 0  # part of input_tokens
     reasoning_tokens: int = 0  # part of output_tokens
     schema_retry_calls: int = 0  # calls that asked again for an answer that did not fit
+    schema_retry_input_tokens: int = 0  # part of input_tokens: those calls'
+    schema_retry_output_tokens: int = 0  # part of output_tokens: those calls'
+    schema_retry_cost: float | None = None  # part of cost: those calls' (None: no price)
 
 
 def _number(value: Any) -> float | None:
@@ -51,6 +54,9 @@ def spent_in(result: Mapping[str, Any] | None) -> Spent | None:
         cached_input_tokens=int(_number(usage.get("cached_input_tokens")) or 0),
         reasoning_tokens=int(_number(usage.get("reasoning_tokens")) or 0),
         schema_retry_calls=int(_number(usage.get("schema_retry_calls")) or 0),
+        schema_retry_input_tokens=int(_number(usage.get("schema_retry_input_tokens")) or 0),
+        schema_retry_output_tokens=int(_number(usage.get("schema_retry_output_tokens")) or 0),
+        schema_retry_cost=_number(usage.get("schema_retry_cost")),
     )
 
 
@@ -60,10 +66,15 @@ _TOKENS = (
     "cached_input_tokens",
     "reasoning_tokens",
     "schema_retry_calls",
+    "schema_retry_input_tokens",
+    "schema_retry_output_tokens",
 )
 _ADD_TOKENS = {name: batches.c[name] + bindparam(f"p_{name}") for name in _TOKENS}
 _MOST = func.coalesce(batches.c.max_job_cost, 0.0)
 _COST = bindparam("p_cost", type_=Float)
+# NULL (no schema retry had a price yet) stays NULL unless this run's retries had one.
+_RETRY_COST = bindparam("p_retry_cost", type_=Float)
+_OLD_RETRY_COST = batches.c.schema_retry_cost
 _CHARGE = (
     update(batches)
     .where(batches.c.id == bindparam("p_batch"))
@@ -71,6 +82,9 @@ _CHARGE = (
         **_ADD_TOKENS,
         cost=func.coalesce(batches.c.cost, 0.0) + _COST,
         max_job_cost=case((_COST > _MOST, _COST), else_=_MOST),
+        schema_retry_cost=func.coalesce(
+            _OLD_RETRY_COST + _RETRY_COST, _RETRY_COST, _OLD_RETRY_COST
+        ),
     )
     .returning(batches.c.cost, batches.c.max_cost)
 )
@@ -92,7 +106,8 @@ def charge(conn: Connection, batch_id: str, spent: Spent) -> str | None:
     if spent.cost is None:
         row = conn.execute(_COUNT_TOKENS, params).first()
     else:
-        row = conn.execute(_CHARGE, {**params, "p_cost": spent.cost}).first()
+        params.update(p_cost=spent.cost, p_retry_cost=spent.schema_retry_cost)
+        row = conn.execute(_CHARGE, params).first()
     if row is None:
         return None
     cost, cap = row
