@@ -226,6 +226,46 @@ function fact(name, value) {
   return [el("dt", {}, name), el("dd", {}, value)];
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+// What asking again for answers that did not fit a schema cost, beside the batch's totals
+// (null when no call asked again).
+function schemaRetries(batch) {
+  const calls = batch.schema_retry_calls || 0;
+  if (!calls) return null;
+  const cost = batch.schema_retry_cost === null || batch.schema_retry_cost === undefined
+    ? ""
+    : `, ${usd(batch.schema_retry_cost)} of ${usd(batch.cost)}`;
+  return `${plural(calls, "call")}: ${batch.schema_retry_input_tokens} of ` +
+    `${batch.input_tokens} in, ${batch.schema_retry_output_tokens} of ` +
+    `${batch.output_tokens} out tokens${cost}`;
+}
+
+// The LLM endpoints of a live batch, as status shows them: each one workers found down
+// (highlighted), and the adaptive level of calls in flight per model and endpoint.
+function renderEndpoints(batch) {
+  const down = batch.endpoints_down || [];
+  const levels = batch.concurrency || [];
+  const now = Date.now() / 1000;
+  $("endpoints").hidden = down.length === 0 && levels.length === 0;
+  $("endpoint-rows").replaceChildren(
+    ...down.map((e) =>
+      el("li", { class: "down", "data-endpoint": e.endpoint, "data-since": e.since },
+        el("code", {}, e.endpoint),
+        ` down since ${when(e.since)} (${plural(e.workers, "worker")}): ${e.error}; ` +
+          "its jobs wait")),
+    ...levels.map((c) =>
+      el("li", { class: "level", "data-endpoint": c.endpoint, "data-model": c.model },
+        `${c.model} @ `, el("code", {}, c.endpoint),
+        `: ${c.level} in flight at most (of ${c.ceiling}, ${plural(c.workers, "worker")})`,
+        c.paused_until && c.paused_until > now
+          ? `; paused ${(c.paused_until - now).toFixed(1)}s more (Retry-After)`
+          : "")),
+  );
+}
+
 function renderBatch(batch) {
   document.title = `Batch ${batch.batch_id} · Buttermilk`;
   $("batch-id").textContent = batch.batch_id;
@@ -251,6 +291,7 @@ function renderBatch(batch) {
       (batch.cached_input_tokens ? ` (${batch.cached_input_tokens} cached)` : "") +
       `, ${batch.output_tokens ?? 0} out` +
       (batch.reasoning_tokens ? ` (${batch.reasoning_tokens} reasoning)` : "")),
+    ...(schemaRetries(batch) ? fact("Schema retries", schemaRetries(batch)) : []),
     ...fact("Elapsed", duration(elapsed)),
     ...fact("Created", when(batch.created_at)),
     ...fact("Started", when(batch.started_at)),
@@ -261,6 +302,7 @@ function renderBatch(batch) {
     ...fact("Combinations", String(batch.combination_count)),
     ...fact("Repeats", String(batch.repeats)),
   );
+  renderEndpoints(batch);
   renderCombinations(batch);
   fillVariantFilter(batch);
   $("counts").replaceChildren(
