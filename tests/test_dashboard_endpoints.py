@@ -33,7 +33,7 @@ from buttermilk.queue.local import LocalQueue
 from buttermilk.store.store import Store
 
 CLOSED = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
-RECORDS = 40
+RECORDS = 24
 GOOD = json.dumps({"label": "positive"})
 FAILED_RED = "rgb(207, 34, 46)"  # --failed in style.css
 SHOWN = """
