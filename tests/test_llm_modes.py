@@ -439,3 +439,18 @@ def test_a_batch_counts_what_schema_retries_cost_also_of_failed_jobs_and_status_
     assert (as_json["schema_retry_calls"], as_json["schema_retry_input_tokens"]) == (9, 720)
     assert as_json["schema_retry_output_tokens"] == 108
     assert as_json["schema_retry_cost"] == pytest.approx(9 * 104e-6)
+
+
+def test_an_answer_from_the_cache_cost_nothing_including_its_schema_retries(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(answer("positive, I think"))  # unusable: asked again
+    fake_openai.always(answer(GOOD))
+    price = {"input": 1.0, "output": 2.0}
+    agent = make_llm(fake_openai, cache=True, response_cache=MemoryCache(), price=price)
+
+    [asked] = ask_all([agent], 1)
+    [again] = ask_all([agent], 1)
+
+    assert asked["schema_retry_cost"] > 0 and asked["cost"] > asked["schema_retry_cost"]
+    assert (again["cached"], again["cost"], again["schema_retry_cost"]) == (True, 0.0, 0.0)

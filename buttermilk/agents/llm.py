@@ -257,13 +257,16 @@ class LLM:
         for mode in kept:
             hit = None if cache is None else await cache.get(self.cache_key(messages, mode))
             if hit is not None:
-                return {
+                found = {
                     **hit,
                     "latency": round(time.perf_counter() - started, 6),
                     "attempts": 0,
                     "cost": None if hit.get("cost") is None else 0.0,
                     "cached": True,
                 }
+                if found.get("schema_retry_cost") is not None:  # nothing was asked again
+                    found["schema_retry_cost"] = 0.0
+                return found
         tally = _Tally()
         try:
             answer, raw = await self._answer(messages, tally, self.rate_limiter())
