@@ -394,6 +394,24 @@ def test_the_estimate_shows_a_range_up_to_every_schema_retry_and_covers_real_ret
     )
 
 
+def test_the_estimate_of_an_agent_without_max_tokens_shows_no_output_bound(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    write_records(tmp_path / "records.jsonl", 5)
+    flow = flow_of(tmp_path, fake_openai.base_url, max_tokens=None)
+
+    found = estimate_batch(StaticFlowCatalog({"modes": flow}), BatchRequest(flow="modes"))
+
+    [row] = found.agents()
+    total = found.total()
+    assert (row["max_output_tokens"], row["max_cost"]) == (None, None)
+    assert (total["max_output_tokens"], total["max_cost"]) == (None, None)
+    shown = io.StringIO()
+    RichConsole(file=shown, width=200).print(estimate_view(found))
+    [agent_line] = [line for line in shown.getvalue().splitlines() if "judge" in line]
+    assert agent_line.split()[-3:] == ["-", "-", "0"]  # max output tokens, max cost, unrenderable
+
+
 def test_a_batch_counts_what_schema_retries_cost_also_of_failed_jobs_and_status_shows_it(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:

@@ -132,7 +132,7 @@ def _sum(values: Sequence[float | None]) -> float | None:
 
 def sum_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Sums of agents' estimates (their ``as_json``): costs count the priced ones only, and
-    ``max_cost`` is known only when every one has it."""
+    ``max_cost`` and ``max_output_tokens`` are known only when every one has them."""
     return {
         "calls": sum(r["calls"] for r in rows),
         "max_calls": sum(r["max_calls"] for r in rows),
@@ -140,7 +140,9 @@ def sum_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "max_input_tokens": sum(r["max_input_tokens"] for r in rows),
         "input_cost": _sum([r["input_cost"] for r in rows]),
         "max_input_cost": _sum([r["max_input_cost"] for r in rows]),
-        "max_output_tokens": sum(r["max_output_tokens"] or 0 for r in rows),
+        "max_output_tokens": sum(r["max_output_tokens"] for r in rows)
+        if all(r["max_output_tokens"] is not None for r in rows)
+        else None,  # an agent without max_tokens has no bound
         "max_cost": _sum([r["max_cost"] for r in rows])
         if all(r["max_cost"] is not None for r in rows)
         else None,
