@@ -34,6 +34,7 @@ from buttermilk.errors import EndpointUnreachableError
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.llm.endpoints import Endpoint, check_endpoint
+from buttermilk.llm.retry import status_failure
 from buttermilk.queue.local import LocalQueue
 from buttermilk.runner import render
 from buttermilk.store import endpoints as published
@@ -234,7 +235,11 @@ def test_a_server_stopped_mid_batch_and_started_again_fails_no_job_and_spends_no
     console = Console(width=400, record=True)
     console.print(render.status_view(summary(setup, batch_id)))
     assert f"{fake_openai.base_url} down since" in console.export_text()
-    assert summary(setup, batch_id).as_json()["endpoints_down"][0]["endpoint"] == shown.endpoint
+    while_down = summary(setup, batch_id)
+    assert while_down.as_json()["endpoints_down"][0]["endpoint"] == shown.endpoint
+    assert while_down.eta is None  # its jobs wait for the endpoint: no countdown
+    [listed] = anyio.run(lambda: setup.service.list(limit=5))
+    assert listed.as_json()["endpoints_down"] is None  # not read for a list: not "none"
     fake_openai.restart()
     working.join()
 
@@ -296,3 +301,15 @@ def test_endpoints_down_are_shown_per_batch_merged_across_workers_and_forgotten_
         assert [e.endpoint for e in published.endpoints_down(store, "k2", now)] == [b]
     finally:
         store.close()
+
+
+def test_failure_reasons_leave_out_aiohttps_tls_note_and_a_servers_traceback() -> None:
+    closed = Endpoint("http://127.0.0.1:9/v1", None, "t-model")  # port 9: nothing listens
+    problem = anyio.run(check_endpoint, closed)
+    assert problem is not None and problem.startswith("cannot be reached: connection failed")
+    assert "ssl:" not in problem and "127.0.0.1:9" in problem
+
+    message = "Input should be 'text' or 'json_object'\nTraceback (most recent call last):\n"
+    message += '  File "/venv/llama_cpp/server/app.py", line 80, in create_chat_completion'
+    refused = status_failure(500, {}, {"error": {"message": message}})
+    assert refused.reason == "HTTP 500: Input should be 'text' or 'json_object'"

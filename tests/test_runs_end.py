@@ -134,7 +134,8 @@ def test_a_worker_stays_for_a_retry_due_after_its_idle_timeout(env: Env) -> None
     assert run.returncode == 0, str(run)
     assert env.batch_status(batch_id) == "completed"
     assert run.json()["retried"] == 1 and run.json()["failed"] == 1
-    assert f"batch {batch_id} has a job due for a retry in" in run.stderr
+    assert f"batch {batch_id} has a job coming back in" in run.stderr
+    assert "(a retry): waiting for it" in run.stderr
     job = env.store().get_job(batch_id, "r00001")
     assert job.status == JobStatus.FAILED and job.attempts == 2
 

@@ -240,15 +240,17 @@ class BatchView(BaseModel):
         description="Progress per combination, in planned order (null in GET /api/batches: "
         "GET /api/batches/{batch_id} has it)."
     )
-    endpoints_down: list[EndpointDownView] = Field(
-        default_factory=list,
+    endpoints_down: list[EndpointDownView] | None = Field(
+        default=None,
         description="LLM endpoints workers found down while running it (its jobs wait for "
-        "them, released without spending an attempt); empty once they are back or it ended.",
+        "them, released without spending an attempt); empty once they are back or it ended "
+        "(null in GET /api/batches: GET /api/batches/{batch_id} has it).",
     )
-    concurrency: list[ConcurrencyView] = Field(
-        default_factory=list,
+    concurrency: list[ConcurrencyView] | None = Field(
+        default=None,
         description="Adaptive concurrency per model and endpoint its jobs call: it shrinks on "
-        "429 and grows back on success (empty when it is not live or no LLM call is running).",
+        "429 and grows back on success (empty when it is not live or no LLM call is running; "
+        "null in GET /api/batches).",
     )
 
 

@@ -26,13 +26,17 @@ class DueRetries:
 
     def __init__(self) -> None:
         self._due: dict[str, float] = {}
+        self._why: dict[str, str] = {}  # what the latest due job of each batch waits for
         self._told: float | None = None  # the due time last said to keep the worker
 
-    def add(self, batch_id: str, delay: float) -> None:
-        """A job of the batch was given back, to be retried in ``delay`` seconds."""
+    def add(self, batch_id: str, delay: float, why: str = "a retry") -> None:
+        """A job of the batch was given back, to come back in ``delay`` seconds; ``why``
+        says what for (the worker's log line when it stays for it)."""
         now = time.monotonic()
         self._due = {b: t for b, t in self._due.items() if t > now}  # forget past ones
-        self._due[batch_id] = max(self._due.get(batch_id, 0.0), now + delay)
+        if now + delay >= self._due.get(batch_id, 0.0):
+            self._due[batch_id] = now + delay
+            self._why[batch_id] = why
 
     def forget(self, batch_id: str) -> None:
         """The batch has ended: its retries will not run."""
@@ -59,8 +63,9 @@ class DueRetries:
         if due != self._told:
             self._told = due
             log.info(
-                "queue empty, but batch %s has a job due for a retry in %.0fs: waiting for it",
+                "queue empty, but batch %s has a job coming back in %.0fs (%s): waiting for it",
                 batch_id,
                 max(due - now, 0.0),
+                self._why.get(batch_id, "a retry"),
             )
         return True

@@ -60,7 +60,7 @@ async def settle(
     if outcome.status == JobStatus.PENDING:
         if outcome.release:
             if delay:  # the worker must not idle out before it comes back
-                retries.add(outcome.batch_id, delay)
+                retries.add(outcome.batch_id, delay, "waiting for its LLM endpoint to be back")
             await messages.give_back(delivery, delay)
         else:
             stats.retried += 1

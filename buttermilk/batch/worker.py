@@ -388,7 +388,7 @@ class Worker:
             # Published while its batch was being stored: not visible yet, not unknown.
             self.stats.not_yet_visible += 1
             delay = not_visible_delay(age)
-            self._retries.add(message.batch_id, delay)  # do not idle out before it returns
+            self._retries.add(message.batch_id, delay, "its batch not visible yet")
             await self._messages.give_back(delivery, delay)
             return
         if ctx is None:

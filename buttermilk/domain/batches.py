@@ -100,11 +100,12 @@ class BatchSummary(BaseModel):
     now: float
     combinations: list[CombinationProgress] | None = None
     """Counts per combination in planned order (None: not read, as in ``list``)."""
-    endpoints_down: list[EndpointDown] = Field(default_factory=list)
-    """LLM endpoints workers have found down (read for a live batch's ``status`` only)."""
-    concurrency: list[ConcurrencyLevel] = Field(default_factory=list)
+    endpoints_down: list[EndpointDown] | None = None
+    """LLM endpoints workers have found down (empty for an ended batch; None: not read, as
+    in ``list``)."""
+    concurrency: list[ConcurrencyLevel] | None = None
     """The adaptive levels of calls in flight to the LLM models its jobs call, per model and
-    endpoint (read for a live batch's ``status`` only)."""
+    endpoint (empty for an ended batch; None: not read, as in ``list``)."""
 
     @property
     def done(self) -> int:
@@ -155,9 +156,12 @@ class BatchSummary(BaseModel):
 
     @property
     def eta(self) -> float | None:
-        """Seconds until every job has ended, at the current rate."""
+        """Seconds until every job has ended, at the current rate (None: no rate yet, or an
+        LLM endpoint it calls is down, so its jobs wait for it rather than run)."""
         if self.batch.status.ended:
             return 0.0
+        if self.endpoints_down:
+            return None
         rate = self.rate
         if not rate:
             return None
@@ -204,6 +208,10 @@ class BatchSummary(BaseModel):
             "combinations": None
             if self.combinations is None
             else [c.as_json() for c in self.combinations],
-            "endpoints_down": [e.model_dump() for e in self.endpoints_down],
-            "concurrency": [c.model_dump() for c in self.concurrency],
+            "endpoints_down": None
+            if self.endpoints_down is None
+            else [e.model_dump() for e in self.endpoints_down],
+            "concurrency": None
+            if self.concurrency is None
+            else [c.model_dump() for c in self.concurrency],
         }

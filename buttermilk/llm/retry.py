@@ -140,6 +140,17 @@ def _server_message(body: Any) -> str:
     return _one_line(str(body), 300) if body else ""
 
 
+# What says nothing to a reader: aiohttp's note of the default TLS setting in a failed
+# connection ("Cannot connect to host h:1 ssl:default [...]"), and the traceback a server
+# (llama-cpp-python's) puts in its error message after the error itself.
+_NOISE = (
+    re.compile(r" ssl:(?:default|None|True|False)\b"),
+    re.compile(r" ?(?:Traceback \(most|File \").*"),
+)
+
+
 def _one_line(text: str, limit: int) -> str:
     flat = re.sub(r"\s+", " ", text).strip()
+    for noise in _NOISE:
+        flat = noise.sub("", flat)
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -194,11 +194,11 @@ def status_view(s: BatchSummary) -> Group:
     if b.compares:
         info.add_row("variants", axes_text(b.request.variants))
         info.add_row("repeats", str(b.repeats))
-    for down in s.endpoints_down:
+    for down in s.endpoints_down or []:
         workers = f"{down.workers} worker{'s' if down.workers != 1 else ''}"
         line = f"{down.endpoint} down since {when(down.since)} ({workers}): {down.error}"
         info.add_row("endpoint", Text(line + "; its jobs wait", style="red"))
-    for level in s.concurrency:
+    for level in s.concurrency or []:
         info.add_row("llm calls", concurrency_line(level, s.now))
     if b.error:
         info.add_row("error", Text(b.error, style="red"))
