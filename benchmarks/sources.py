@@ -5,12 +5,15 @@ rows: a smoke test). ``--no-postgres`` skips the PostgreSQL row. Each source is 
 in a fresh child process (``plan_records`` with shuffling on, so every row is read: a
 reservoir sample plus the duplicate check's 8 bytes per id). The child prints its peak
 resident memory (VmHWM of /proc/self/status; ``ru_maxrss`` would start at the parent's
-peak) and its resident memory after the imports, before planning. Sources: a SQLite
-table and a PostgreSQL table (``type: sql``, a server-side cursor), and a local Hugging
-Face dataset (``type: huggingface``, the ``parquet`` builder over one file, streamed).
-Goal: peak under 200 MB. The ``datasets`` library's import alone (pandas, pyarrow,
-huggingface_hub) takes about 190 MB here, so each source also has a row for what
-planning added over its imports. See benchmarks/README.md.
+peak) and its resident memory after the imports, before planning (``check_sources``:
+SQLAlchemy's dialect; a Hugging Face source no longer imports ``datasets`` there, so
+what its reader imports counts as planning). Sources: a SQLite table and a PostgreSQL
+table (``type: sql``, a server-side cursor), a local Parquet file (``type: file``), and
+a local Hugging Face dataset (``type: huggingface``, streamed): the ``parquet`` builder
+over that file and a ``save_to_disk`` folder of the same rows, both read through pyarrow
+alone, and the ``json`` builder over the same rows as JSON Lines, read through the
+``datasets`` library (whose import alone takes about 190 MB; not in ``--quick``). Goal:
+peak under 200 MB. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def status_kib(key):
             return int(line.split()[1])
 
 flow = FlowConfig.model_validate(json.loads(sys.argv[1]))
-check_sources(flow)  # the source's own imports (datasets, SQLAlchemy's dialect) happen here
+check_sources(flow)  # a source's own imports (SQLAlchemy's dialect) happen here
 before = status_kib("VmRSS")
 start = time.perf_counter()
 plan = plan_records(flow, shuffle=True, max_records=int(sys.argv[2]), seed=1)
@@ -173,8 +176,28 @@ def hf_source(folder: Path, rows: int) -> dict[str, Any]:
     return {"type": "huggingface", "path": "parquet", "data_files": str(path), "split": "train"}
 
 
+def hf_saved_source(folder: Path, rows: int) -> dict[str, Any]:
+    """The same rows as a folder written by ``save_to_disk`` (several Arrow files)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    parquet = hf_source(folder, rows)["data_files"]
+    saved = folder / "saved"
+    datasets.Dataset(pq.read_table(parquet)).save_to_disk(str(saved), max_shard_size="20MB")
+    return {"type": "huggingface", "path": str(saved), "split": "train"}
+
+
+def hf_json_source(folder: Path, rows: int) -> dict[str, Any]:
+    """The same rows as JSON Lines, read by the ``json`` builder (through ``datasets``)."""
+    path = folder / "posts.jsonl"
+    with path.open("w") as out:
+        for i in range(rows):
+            out.write(json.dumps({"id": i, "text": f"post number {i} about the weather"}) + "\n")
+    return {"type": "huggingface", "path": "json", "data_files": str(path), "split": "train"}
+
+
 def benchmarks(
-    postgres: bool,
+    postgres: bool, quick: bool = False
 ) -> list[tuple[str, Callable[[Sizes, Path, dict[str, str]], list[Row]]]]:
     found: list[tuple[str, Callable[[Sizes, Path, dict[str, str]], list[Row]]]] = [
         (
@@ -182,14 +205,44 @@ def benchmarks(
             lambda s, d, env: plan_in_child("sql (sqlite)", sqlite_source(d, s.rows), s.rows, env),
         ),
         (
+            "file (local parquet)",
+            lambda s, d, env: plan_in_child(
+                "file (local parquet)",
+                {"path": hf_source(d, s.rows)["data_files"]},
+                s.rows,
+                env,
+            ),
+        ),
+        (
             "huggingface (local parquet, streamed)",
             lambda s, d, env: plan_in_child(
                 "huggingface (local parquet, streamed)", hf_source(d, s.rows), s.rows, env
             ),
         ),
+        (
+            "huggingface (save_to_disk folder, streamed)",
+            lambda s, d, env: plan_in_child(
+                "huggingface (save_to_disk folder, streamed)",
+                hf_saved_source(d, s.rows),
+                s.rows,
+                env,
+            ),
+        ),
     ]
     if postgres:
         found.insert(1, ("sql (postgres)", bench_postgres))
+    if not quick:  # the library's own reader, for comparison (its import alone: ~5 s)
+        found.append(
+            (
+                "huggingface (local jsonl, json builder through datasets, streamed)",
+                lambda s, d, env: plan_in_child(
+                    "huggingface (local jsonl, json builder through datasets, streamed)",
+                    hf_json_source(d, s.rows),
+                    s.rows,
+                    env,
+                ),
+            )
+        )
     return found
 
 
@@ -212,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="buttermilk-bench-") as tmp:
         env = dict(os.environ, HF_HOME=f"{tmp}/hf", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        for name, bench in benchmarks(not args.no_postgres):
+        for name, bench in benchmarks(not args.no_postgres, sizes.quick):
             folder = Path(tmp) / name.split()[0]
             folder.mkdir(exist_ok=True)
             try:

@@ -104,7 +104,13 @@ def test_the_quick_report_benchmark_times_a_report_on_both_stores(tmp_path: Path
 
 SOURCE_ROWS = tuple(
     f"{figure}, {source}"
-    for source in ("sql (sqlite)", "sql (postgres)", "huggingface (local parquet, streamed)")
+    for source in (
+        "sql (sqlite)",
+        "sql (postgres)",
+        "file (local parquet)",
+        "huggingface (local parquet, streamed)",
+        "huggingface (save_to_disk folder, streamed)",
+    )
     for figure in ("planning peak RSS", "planning growth over imports")
 )
 

@@ -102,7 +102,7 @@ def test_a_uri_that_is_not_text_is_refused_at_read_naming_file_line_and_field(
         list(iter_source("src", source))
 
     message = str(caught.value)
-    assert message.startswith(f"{path}:2: the uri in field 'link' is {shown}")
+    assert message.startswith(f"data source 'src': {path}:2: the uri in field 'link' is {shown}")
     assert "a uri must be text" in message
 
 

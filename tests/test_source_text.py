@@ -50,19 +50,19 @@ def test_one_record_per_file_with_its_path_relative_to_the_glob_folder(tmp_path:
     assert prefixed[0].record_id == "e/2024/b.txt"
 
 
-def test_an_encoding_is_used_and_undecodable_bytes_are_named_with_their_offset(
+def test_an_encoding_is_used_and_undecodable_bytes_are_named_with_their_line(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "win.txt").write_bytes("caf\xe9 cr\xe8me".encode("cp1252"))
+    (tmp_path / "win.txt").write_bytes("a title\r\ncaf\xe9 cr\xe8me".encode("cp1252"))
 
     assert records({"path": str(tmp_path / "win.txt"), "encoding": "cp1252"})[0].content == (
-        "café crème"
+        "a title\r\ncafé crème"
     )
     with pytest.raises(DataSourceError) as bad:
         records({"path": str(tmp_path / "win.txt")})
     assert str(bad.value) == (
-        f"data source 'essays': {tmp_path}/win.txt: not valid utf-8 at byte offset 3 (byte 0xe9); "
-        "set encoding: in the data source"
+        f"data source 'essays': {tmp_path}/win.txt:2: not valid UTF-8 (byte 0xe9); "
+        "set encoding: in the data source (e.g. encoding: cp1252) or save the file as UTF-8"
     )
     with pytest.raises(DataSourceError, match="no file matches"):
         records({"path": str(tmp_path / "*.md")})

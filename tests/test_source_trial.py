@@ -181,5 +181,5 @@ def test_encoding_errors_of_text_and_url_sources_name_the_source(tmp_path: Path)
             read(type=kind, path=url)
         assert str(error.value).startswith(f"data source 's': {url}"), kind
         assert "not valid" in str(error.value)
-    with pytest.raises(DataSourceError, match=r"^data source 's': /.*bad.txt: not valid utf-8"):
+    with pytest.raises(DataSourceError, match=r"^data source 's': /.*bad.txt:1: not valid UTF-8"):
         read(type="text", path=str(tmp_path / "bad.txt"))

@@ -281,7 +281,7 @@ def test_a_row_with_neither_an_id_nor_a_content_field_is_refused_naming_its_fiel
         records(path)
 
     assert str(caught.value) == (
-        f"{path}:2: no field 'content' or 'text' (fields: 'a', 'b'); "
+        f"data source 'src': {path}:2: no field 'content' or 'text' (fields: 'a', 'b'); "
         "map the content field: columns: {content: NAME}"
     )
 
@@ -304,7 +304,7 @@ def test_a_csv_read_with_the_wrong_delimiter_is_refused_with_the_likely_one(
         records(path)
 
     assert str(caught.value) == (
-        f"{path}:1: no field 'content' or 'text' (fields: {header!r}); {guess}; "
+        f"data source 'src': {path}:1: no field 'content' or 'text' (fields: {header!r}); {guess}; "
         "or map the content field: columns: {content: NAME}"
     )
 
@@ -452,8 +452,8 @@ def test_a_file_in_another_encoding_read_as_utf8_names_the_line_and_byte(tmp_pat
         records(path)
 
     assert str(caught.value) == (
-        f"{path}:2: not valid UTF-8 (byte 0xe9); set encoding: in the data source "
-        "(e.g. encoding: cp1252) or save the file as UTF-8"
+        f"data source 'src': {path}:2: not valid UTF-8 (byte 0xe9); set encoding: in the data "
+        "source (e.g. encoding: cp1252) or save the file as UTF-8"
     )
 
 

@@ -128,8 +128,8 @@ def test_a_parquet_date_beyond_year_9999_is_refused_naming_row_and_column(
     pq.write_table(pa.table({"text": ["a", "b"], "when": pa.array([0, value], arrow_type)}), path)
 
     assert refusal(path) == (
-        f"{path}[1]: column 'when' cannot be read exactly (a date outside the years 1 to "
-        "9999, which Python cannot hold); cast the column to text first"
+        f"data source 'src': {path}[1]: column 'when' cannot be read exactly (a date outside "
+        "the years 1 to 9999, which Python cannot hold); cast the column to text first"
     )
 
 
@@ -204,7 +204,9 @@ def test_a_file_whose_first_bytes_show_another_encoding_is_refused_with_it(
     path = tmp_path / f"d.{fmt}"
     path.write_bytes(data)
 
-    assert refusal(path, encoding=declared) == f"{path}:1: {message} in the data source"
+    assert refusal(path, encoding=declared) == (
+        f"data source 'src': {path}:1: {message} in the data source"
+    )
 
 
 def test_a_byte_another_encoding_cannot_read_has_no_stray_colon_in_its_hint(
@@ -214,7 +216,8 @@ def test_a_byte_another_encoding_cannot_read_has_no_stray_colon_in_its_hint(
     path.write_bytes(b"id,text\n1,caf\xe9\n")
 
     assert refusal(path, encoding="ascii") == (
-        f"{path}:2: not valid ascii (byte 0xe9); check the data source's encoding"
+        f"data source 'src': {path}:2: not valid ascii (byte 0xe9); "
+        "check the data source's encoding"
     )
 
 
@@ -255,14 +258,16 @@ def test_a_number_python_cannot_hold_is_refused_saying_so(
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n{"text": "b", "n": ' + number + "}\n")
 
-    assert refusal(path) == f"{path}:2: {message}; write it as text"
+    assert refusal(path) == f"data source 'src': {path}:2: {message}; write it as text"
 
 
 def test_whole_file_json_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_bytes(b'[\n{"text": "a"},\n{"text": "caf\xe9"}\n]')
 
-    assert refusal(path).startswith(f"{path}:3: not valid UTF-8 (byte 0xe9); set encoding:")
+    assert refusal(path).startswith(
+        f"data source 'src': {path}:3: not valid UTF-8 (byte 0xe9); set encoding:"
+    )
 
 
 # -- 11 and 12. ids -----------------------------------------------------------------------
@@ -304,6 +309,6 @@ def test_id_prefix_counts_in_the_id_length_limit(tmp_path: Path) -> None:
 
     assert len(rows(path, id_prefix="p" * 12)[0]["id"]) == 500  # 512 in all: allowed
     assert refusal(path, id_prefix="p" * 13) == (
-        f"{path}:1: the record id in field 'id' is 513 characters long with its id_prefix "
-        "(13); at most 512"
+        f"data source 'src': {path}:1: the record id in field 'id' is 513 characters long "
+        "with its id_prefix (13); at most 512"
     )

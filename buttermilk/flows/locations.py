@@ -36,6 +36,7 @@ EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 SPOOL_BYTES = 16 * 1024 * 1024
 _CONNECTION_ERRORS = ("ClientConnectorError", "ClientConnectorDNSError", "ConnectionError")
 _TLS_ERRORS = ("ClientConnectorCertificateError", "ClientConnectorSSLError", "ClientSSLError")
+_RECEIVED = re.compile(r"received \d+ of \d+ bytes")  # in aiohttp's ContentLengthError
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@:]*):([^/@]*)@")
 
 
@@ -73,32 +74,57 @@ class Location:
 
     @contextmanager
     def open(self) -> Iterator[IO[bytes]]:
-        """The file as a binary stream. Raises DataSourceError (SourceUnavailableError
-        when its host cannot be reached)."""
+        """The file as a binary stream. A failure to get its bytes, while opening it or
+        while the caller reads it (a connection cut mid-file, a 5xx answer to a later
+        range request, no answer in time), is one DataSourceError or
+        SourceUnavailableError naming the file (see the module)."""
         try:
             fh: IO[bytes] = (
                 open(self.path, "rb")  # noqa: SIM115 (closed below, after the yield)
                 if self.fs is None
                 else self.fs.open(self.path)
             )
-        except OSError as exc:
+        except Exception as exc:
+            if not is_read_failure(exc):
+                raise
             raise _read_error(self.name, exc, self.timeout, self.path) from None
         with fh:
-            head, rewound = _rewind(fh)
-            if rewound:
-                yield fh
-                return
-            # A stream that cannot seek (HTTP read as it comes): the readers look at a
-            # file's start, then read it from the start again, and find a bad byte's line
-            # by reading it once more; a spooled copy (on disk past 16 MB) can seek.
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-                try:
+            try:
+                head, rewound = _rewind(fh)
+                if rewound:
+                    yield fh
+                    return
+                # A stream that cannot seek (HTTP read as it comes): the readers look at a
+                # file's start, then read it from the start again, and find a bad byte's
+                # line by reading it once more; a spooled copy (on disk past 16 MB) can.
+                with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
                     spool.write(head)
                     shutil.copyfileobj(fh, spool)
-                except OSError as exc:
-                    raise _read_error(self.name, exc, self.timeout, self.path) from None
-                spool.seek(0)
-                yield spool
+                    spool.seek(0)
+                    yield spool
+            except Exception as exc:  # raised here, or by the caller reading the file
+                if not is_read_failure(exc):
+                    raise
+                raise _read_error(self.name, exc, self.timeout, self.path) from None
+
+
+def is_read_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to get a file's bytes: an OSError (a local disk, a
+    timeout) or an HTTP client's error (aiohttp's are not OSErrors: a connection cut
+    before the file's end, a 5xx answer to a range request)."""
+    return isinstance(exc, OSError) or any("ClientError" in _names(cause) for cause in _causes(exc))
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the connection to a file's server (as opposed to
+    bad bytes in the file): a reader lets it pass for :meth:`Location.open` to name."""
+    for cause in _causes(exc):
+        names = _names(cause)
+        if "ClientError" in names or "ConnectionError" in names:
+            return True
+        if isinstance(cause, TimeoutError) or "ServerTimeoutError" in names:
+            return True
+    return False
 
 
 def _rewind(fh: IO[bytes]) -> tuple[bytes, bool]:
@@ -130,7 +156,7 @@ def _names(exc: BaseException) -> set[str]:
 
 
 def _read_error(
-    name: str, exc: OSError, timeout: float = DEFAULT_TIMEOUT, url: str = ""
+    name: str, exc: BaseException, timeout: float = DEFAULT_TIMEOUT, url: str = ""
 ) -> DataSourceError | SourceUnavailableError:
     """One error for ``exc``, told apart by what the server answered (see the module)."""
     for cause in _causes(exc):
@@ -155,9 +181,17 @@ def _read_error(
             )
         if names & set(_CONNECTION_ERRORS) and cause is not exc:
             return SourceUnavailableError(f"{name}: cannot reach its host ({said})")
+        if "ClientPayloadError" in names:  # fewer bytes came than the server announced
+            counted = _RECEIVED.search(said)
+            return SourceUnavailableError(
+                f"{name}: the connection broke before the whole file arrived "
+                f"({counted.group(0) if counted else said})"
+            )
+        if "ClientError" in names:  # aiohttp's others: a connection reset or closed
+            return SourceUnavailableError(f"{name}: the connection failed ({said})")
     if isinstance(exc, FileNotFoundError):
         return DataSourceError(f"{name}: file not found")
-    said = exc.strerror or str(exc)
+    said = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     return DataSourceError(f"{name}: cannot read it ({scrub(said, url) if url else said})")
 
 

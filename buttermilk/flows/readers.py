@@ -27,7 +27,16 @@ from typing import IO, Any
 import orjson
 
 from buttermilk.errors import DataSourceError
+from buttermilk.flows.locations import is_transport_failure
 from buttermilk.flows.parquet import iter_parquet
+from buttermilk.flows.text_codecs import (
+    UTF8_HINT,
+    check_start,
+    drop_bom,
+    encoding_error,
+    is_utf8,
+    text_encoding,
+)
 from buttermilk.values import MAX_DEPTH, depth_exceeds
 
 Row = tuple[str, Any]  # (location, the parsed row)
@@ -38,15 +47,6 @@ _LONG_NUMBER = re.compile(rb"\d{19}")
 _LONG_NUMBER_TEXT = re.compile(r"\d{19}")
 
 csv.field_size_limit(sys.maxsize)  # no cap: a document for an LLM may be megabytes
-
-
-def _is_utf8(encoding: str) -> bool:
-    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
-
-
-def _text_encoding(encoding: str) -> str:
-    """The codec to open a text file with: UTF-8 drops a byte-order mark (Excel writes one)."""
-    return "utf-8-sig" if _is_utf8(encoding) else encoding
 
 
 def _open_error(path: str, exc: OSError) -> DataSourceError:
@@ -64,119 +64,7 @@ def _text(fh: IO[bytes], encoding: str, newline: str) -> io.TextIOWrapper:
     return _Kept(fh, encoding=encoding, newline=newline)
 
 
-# -- byte-order marks and UTF-16 ---------------------------------------------------------
-
-_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
-    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 (little-endian)"),
-    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32 (big-endian)"),
-    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 (little-endian)"),
-    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 (big-endian)"),
-)
-_SNIFF_BYTES = 4096
-
-
-def _codec(encoding: str) -> str:
-    name = codecs.lookup(encoding).name
-    return "utf-8" if name == "utf-8-sig" else name
-
-
-def _own_boms(codec: str) -> tuple[bytes, ...]:
-    """The byte-order marks a file in ``codec`` may start with."""
-    if codec in ("utf-16", "utf-32"):  # either byte order; the mark tells which
-        return tuple(bom for bom, name, _ in _BOMS if name.startswith(codec))
-    return tuple(bom for bom, name, _ in _BOMS if name == codec)
-
-
-def drops_bom_itself(encoding: str) -> bool:
-    """Whether decoding with ``encoding`` (as the readers open it) drops a byte-order mark;
-    otherwise the readers drop a decoded U+FEFF at the start (UTF-16-LE and the like)."""
-    return _codec(encoding) in ("utf-8", "utf-16", "utf-32")
-
-
-def check_start(fh: IO[bytes], path: str, encoding: str) -> None:
-    """Refuse a text file whose first bytes show it is not in ``encoding``: a byte-order
-    mark of another encoding, or UTF-16 read byte by byte (a NUL beside every character).
-    Such a file may decode without an error, into other text than it holds."""
-    try:
-        head = fh.read(_SNIFF_BYTES)
-        fh.seek(0)
-    except OSError as exc:
-        raise _open_error(path, exc) from None
-    codec = _codec(encoding)
-    shown = "UTF-8" if codec == "utf-8" else encoding
-    if head.startswith(_own_boms(codec)):
-        return
-    for bom, name, label in _BOMS:
-        if head.startswith(bom):
-            family = name.removesuffix("-le").removesuffix("-be")
-            raise DataSourceError(
-                f"{path}:1: starts with a {label} byte-order mark, so it is not {shown}; "
-                f"set encoding: {family} in the data source"
-            )
-    if "\n".encode(encoding) != b"\n" or len(head) < 4:
-        return  # UTF-16 or UTF-32 declared: NUL bytes are expected
-    even, odd = head[0::2], head[1::2]
-    for nuls, other, order in ((odd, even, "le"), (even, odd, "be")):
-        if nuls.count(0) * 10 >= len(nuls) * 3 and other.count(0) * 20 < len(other):
-            raise DataSourceError(
-                f"{path}:1: looks like UTF-16 text (a NUL byte beside every character), not "
-                f"{shown}; set encoding: utf-16-{order} in the data source"
-            )
-
-
-def drop_bom(text: str, encoding: str) -> str:
-    """``text`` (the start of a file) without the byte-order mark its codec kept."""
-    return text if drops_bom_itself(encoding) else text.removeprefix("\ufeff")
-
-
-# -- encodings ---------------------------------------------------------------------------
-
-
-def _bad_byte_line(fh: IO[bytes], encoding: str, universal: bool) -> tuple[int, int] | None:
-    """The line (1-based) of the first byte sequence not valid in ``encoding``, and that
-    byte; None when lines cannot be told apart in the raw bytes (UTF-16, UTF-32).
-
-    ``universal``: a lone carriage return ends a line too (as the csv module counts).
-    """
-    if "\n".encode(encoding) != b"\n":
-        return None
-    decoder = codecs.getincrementaldecoder(_text_encoding(encoding))()
-    lineno = 1
-    fh.seek(0)
-    for piece in fh:  # up to and with each b"\n"
-        try:
-            decoder.decode(piece)
-        except UnicodeDecodeError as exc:
-            before = piece[: exc.start]
-            return lineno + (_lone_returns(before) if universal else 0), piece[exc.start]
-        lineno += 1 + (_lone_returns(piece) if universal else 0)
-    return None
-
-
-def _lone_returns(piece: bytes) -> int:
-    """Carriage returns not followed by a line feed (each one ends a line)."""
-    return piece.count(b"\r") - piece.count(b"\r\n")
-
-
-def encoding_error(
-    fh: IO[bytes], path: str, encoding: str, exc: UnicodeDecodeError, *, universal: bool
-) -> DataSourceError:
-    """One line naming the file, the line and the byte that ``encoding`` cannot read."""
-    name = "UTF-8" if _is_utf8(encoding) else encoding
-    found = _bad_byte_line(fh, encoding, universal)
-    if found is None:
-        where, byte = f"{path} (near byte {exc.start})", exc.object[exc.start]
-    else:
-        where, byte = f"{path}:{found[0]}", found[1]
-    hint = UTF8_HINT if _is_utf8(encoding) else "check the data source's encoding"
-    return DataSourceError(f"{where}: not valid {name} (byte 0x{byte:02x}); {hint}")
-
-
 # -- JSON --------------------------------------------------------------------------------
-
-
-UTF8_HINT = "set encoding: in the data source (e.g. encoding: cp1252) or save the file as UTF-8"
 
 
 class _FloatOverflow(Exception):
@@ -253,7 +141,7 @@ def iter_jsonl(fh: IO[bytes], path: str, encoding: str = "utf-8") -> Iterator[Ro
     """One JSON object per line; blank lines are skipped; a byte-order mark is dropped."""
     check_start(fh, path, encoding)
     lines: Iterator[tuple[int, bytes | str]]
-    if _is_utf8(encoding):
+    if is_utf8(encoding):
         lines = enumerate(fh, start=1)
     else:  # JSON Lines end with \n only
         lines = enumerate(_text(fh, encoding, "\n"), start=1)
@@ -277,9 +165,11 @@ def iter_json(fh: IO[bytes], path: str, encoding: str = "utf-8") -> Iterator[Row
     try:
         raw = fh.read()
     except OSError as exc:
+        if is_transport_failure(exc):
+            raise  # the server's failure, not the file's: Location.open names it
         raise _open_error(path, exc) from None
     try:  # decoded first, so that a bad byte is reported with its line
-        text = drop_bom(raw.decode(_text_encoding(encoding)), encoding)
+        text = drop_bom(raw.decode(text_encoding(encoding)), encoding)
     except UnicodeDecodeError as exc:
         raise encoding_error(fh, path, encoding, exc, universal=False) from None
     data = parse_json(text, str(path))
@@ -307,7 +197,7 @@ def iter_csv(
     closed, and fields may be of any length. Every value is text, as written.
     """
     check_start(fh, path, encoding)
-    text = _text(fh, _text_encoding(encoding), "")
+    text = _text(fh, text_encoding(encoding), "")
     start = 1  # the physical line the row being read starts on
     reader = csv.reader(_without_bom(text, encoding), delimiter=delimiter, strict=True)
     try:

@@ -4,9 +4,12 @@
 a builder such as ``json``/``csv``/``parquet`` with ``data_files``, or a local folder),
 or a folder written by ``save_to_disk`` (read with :func:`datasets.load_from_disk`).
 Rows are read as Arrow tables and turned into values exactly as Parquet's are
-(:func:`buttermilk.flows.parquet.iter_arrow`); an image or audio feature arrives as its
-file's bytes. ``streaming: true`` (the default) reads rows as they come, without copying
-the dataset into the cache first. The library is an optional extra:
+(:func:`buttermilk.flows.parquet.iter_arrow`); features apply as
+:mod:`buttermilk.flows.hf_features` says (images and audio as bytes, ``class_labels``).
+``streaming: true`` (the default) reads rows as they come, without copying the dataset
+into the cache first; a ``save_to_disk`` folder and the ``parquet`` builder over local
+files then stream through pyarrow alone (:mod:`buttermilk.flows.hf_local`), without
+importing the library. The library is an optional extra:
 ``pip install 'buttermilk-batch[hf]'``.
 
 Location of a row: ``PATH[NAME]/SPLIT[index]`` (0-based).
@@ -14,26 +17,45 @@ Location of a row: ``PATH[NAME]/SPLIT[index]`` (0-based).
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
+from buttermilk.flows import hf_json, hf_local
+from buttermilk.flows.hf_features import RowFeatures, schema_features
+from buttermilk.flows.hf_local import LocalSplit
 from buttermilk.flows.readers import Row
 from buttermilk.flows.source_models import HuggingFaceSource
 
 BATCH_ROWS = 1_000
-_MEDIA = ("Image", "Audio")
+
+
+def _missing(name: str) -> MissingPackageError:
+    return MissingPackageError(
+        f"data source {name!r}: type: huggingface needs the datasets library: "
+        "pip install 'buttermilk-batch[hf]'"
+    )
+
+
+def _installed(name: str) -> None:
+    """Raise MissingPackageError unless the library is installed (not importing it)."""
+    if "datasets" in sys.modules:
+        found = sys.modules["datasets"] is not None
+    else:
+        found = importlib.util.find_spec("datasets") is not None
+    if not found:
+        raise _missing(name)
 
 
 def _datasets(name: str) -> Any:
     try:
         import datasets
     except ImportError:
-        raise MissingPackageError(
-            f"data source {name!r}: type: huggingface needs the datasets library: "
-            "pip install 'buttermilk-batch[hf]'"
-        ) from None
+        raise _missing(name) from None
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     return datasets
@@ -41,7 +63,7 @@ def _datasets(name: str) -> Any:
 
 def check(name: str, source: HuggingFaceSource) -> None:
     """Fail before reading when the library is missing."""
-    _datasets(name)
+    _installed(name)
 
 
 def row_groups(name: str, source: HuggingFaceSource) -> Iterator[tuple[str, Iterator[Row]]]:
@@ -49,95 +71,81 @@ def row_groups(name: str, source: HuggingFaceSource) -> Iterator[tuple[str, Iter
     yield "huggingface", _rows(name, source)
 
 
-def _saved(path: str) -> bool:
-    """A folder written by ``save_to_disk`` (a Dataset or a DatasetDict)."""
-    return any(
-        os.path.isfile(os.path.join(path, marker)) for marker in ("state.json", "dataset_dict.json")
-    )
-
-
-def _load(name: str, source: HuggingFaceSource) -> Any:
-    datasets = _datasets(name)
+def _split(name: str, source: HuggingFaceSource) -> LocalSplit | None:
+    """The split's schema, batches and features; None for a split without rows."""
+    _installed(name)
     where = f"data source {name!r} ({source.path})"
-    try:
-        if _saved(os.path.expanduser(source.path)):
-            found = datasets.load_from_disk(os.path.expanduser(source.path))
-            for option in ("name", "revision"):
-                if getattr(source, option) is not None:
-                    raise DataSourceError(
-                        f"{where}: a folder saved by save_to_disk has no {option}; leave "
-                        f"{option}: out"
-                    )
-            if not isinstance(found, datasets.DatasetDict):
-                own = str(found.split) if found.split is not None else "train"
-                if source.split != own:
-                    raise DataSourceError(
-                        f"{where}: no split {source.split!r} (a saved Dataset has one split: {own})"
-                    )
-            if isinstance(found, datasets.DatasetDict):
-                if source.split not in found:
-                    raise DataSourceError(
-                        f"{where}: no split {source.split!r} (its splits: {', '.join(found)})"
-                    )
-                found = found[source.split]
-            return found.to_iterable_dataset() if source.streaming else found
-        return datasets.load_dataset(
+    folder = os.path.expanduser(source.path)
+    if hf_local.saved_kind(folder) is not None:
+        if source.streaming:
+            return hf_local.saved_split(where, folder, source)
+        split_folder = hf_local.saved_split_folder(where, folder, source)
+        return _through_library(name, where, lambda ds: ds.load_from_disk(split_folder))
+    patterns = hf_local.local_parquet_files(source)
+    if patterns is not None and source.streaming:
+        return hf_local.parquet_split(where, patterns, source.split)
+    return _through_library(
+        name,
+        where,
+        lambda ds: ds.load_dataset(
             source.path,
             source.name,
             split=source.split,
             revision=source.revision,
             data_files=source.data_files,
             streaming=source.streaming,
-        )
-    except DataSourceError:
-        raise
-    except ConnectionError as exc:  # the Hub (or a URL) could not be reached
-        raise SourceUnavailableError(f"{where}: cannot reach it ({exc})") from None
-    except (ValueError, FileNotFoundError, OSError) as exc:  # a bad split, name or file
-        message = " ".join(str(exc).split())
-        raise DataSourceError(f"{where}: {message}") from None
+        ),
+    )
 
 
-def _media_columns(dataset: Any) -> list[str]:
-    features = getattr(dataset, "features", None) or {}
-    return [key for key, kind in features.items() if type(kind).__name__ in _MEDIA]
+def _library_error(where: str, exc: Exception) -> DataSourceError | SourceUnavailableError:
+    if isinstance(exc, ConnectionError):  # the Hub (or a URL) could not be reached
+        return SourceUnavailableError(f"{where}: cannot reach it ({exc})")
+    return DataSourceError(f"{where}: {' '.join(str(exc).split())}")  # a bad split, name, file
 
 
-def _media_bytes(value: Any, location: str) -> Any:
-    """An image or audio cell (``{bytes, path}``) as its bytes."""
-    if not isinstance(value, dict):
-        return value
-    if value.get("bytes") is not None:
-        return value["bytes"]
-    path = value.get("path")
-    if path is None:
-        return None
+_LIBRARY_ERRORS = (ValueError, OSError)  # FileNotFoundError and ConnectionError included
+
+
+def _through_library(name: str, where: str, load: Callable[[Any], Any]) -> LocalSplit | None:
+    """A split the ``datasets`` library loads (``load`` is given the module)."""
+    datasets = _datasets(name)
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise DataSourceError(f"{location}: cannot read its file {path} ({exc})") from None
+        dataset = load(datasets)
+        batches = iter(dataset.with_format("arrow").iter(batch_size=BATCH_ROWS))
+        first = next(batches, None)
+    except _LIBRARY_ERRORS as exc:
+        raise _library_error(where, exc) from None
+    if first is None:
+        return None
+    features = getattr(dataset, "features", None)
+    found = features.to_dict() if features is not None else schema_features(first.schema)
+    return LocalSplit(first.schema, _guarded(where, itertools.chain([first], batches)), found)
+
+
+def _guarded(where: str, batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches``, a failure of the library while reading them as one error naming the
+    source (a connection lost to the Hub: SourceUnavailableError)."""
+    while True:
+        try:
+            batch = next(batches, None)
+        except _LIBRARY_ERRORS as exc:
+            raise _library_error(where, exc) from None
+        if batch is None:
+            return
+        yield batch
 
 
 def _rows(name: str, source: HuggingFaceSource) -> Iterator[Row]:
     from buttermilk.flows.parquet import iter_arrow
 
-    dataset = _load(name, source)
-    media = _media_columns(dataset)
-    shown = source.path + (f"[{source.name}]" if source.name else "") + f"/{source.split}"
-    batches = iter(dataset.with_format("arrow").iter(batch_size=BATCH_ROWS))
-    try:
-        first = next(batches, None)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise DataSourceError(f"data source {name!r}: {' '.join(str(exc).split())}") from None
-    if first is None:
+    split = _split(name, source)
+    if split is None:
         return
-
-    def tables() -> Iterator[Any]:
-        yield first
-        yield from batches
-
-    for location, row in iter_arrow(shown, first.schema, tables()):
-        for column in media:
-            row[column] = _media_bytes(row.get(column), location)
-        yield location, row
+    shown = source.path + (f"[{source.name}]" if source.name else "") + f"/{source.split}"
+    features = RowFeatures.of(split.features, source.class_labels)
+    exact = hf_json.checker(f"data source {name!r} ({source.path})", source)
+    for location, row in iter_arrow(shown, split.schema, split.batches):
+        if exact is not None:
+            exact(row)
+        yield location, features.apply(row, location)

@@ -191,6 +191,11 @@ class HuggingFaceSource(SourceBase):
     streaming: bool = Field(
         default=True, description="Read rows as they come (no copy into the cache first)."
     )
+    class_labels: Literal["ids", "names"] = Field(
+        default="ids",
+        description="ClassLabel features: ids keeps the integer the dataset stores; names "
+        "gives each its class name (-1, no label, as null), for ground_truth and where.",
+    )
 
 
 class BatchSource(SourceBase):

@@ -2,19 +2,18 @@
 
 A row is ``{record_id: PATH, content: TEXT, uri: NAME}``: the path relative to the glob's
 fixed folder (``corpus/**/*.txt`` -> ``a/b.txt``), the file's whole text, and its path
-or URL. Bytes the encoding cannot read are refused, naming the file and the byte offset;
-a byte-order mark of the encoding is dropped.
+or URL. Bytes the encoding cannot read are refused, naming the file and the line; a
+byte-order mark of the encoding is dropped.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator
 
-from buttermilk.errors import DataSourceError
 from buttermilk.flows.locations import Location, resolve
-from buttermilk.flows.readers import Row, check_start, drop_bom
+from buttermilk.flows.readers import Row
 from buttermilk.flows.source_models import TextSource
+from buttermilk.flows.text_codecs import check_start, drop_bom, encoding_error, text_encoding
 
 
 def row_groups(name: str, source: TextSource) -> Iterator[tuple[str, Iterator[Row]]]:
@@ -35,18 +34,13 @@ def _rows(locations: list[Location], encoding: str) -> Iterator[Row]:
 
 
 def read_text(location: Location, encoding: str) -> str:
-    """The whole file as text; DataSourceError naming the file and the first bad byte."""
+    """The whole file as text. Raises DataSourceError naming the file and the line of the
+    first byte ``encoding`` cannot read (``PATH:LINE: not valid ...``)."""
     with location.open() as fh:
         check_start(fh, location.name, encoding)
+        raw = fh.read()  # a failure to read is named by Location.open
         try:
-            raw = fh.read()
-        except OSError as exc:
-            raise DataSourceError(f"{location.name}: cannot read it ({exc})") from None
-    try:
-        text = raw.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
-    except UnicodeDecodeError as exc:
-        raise DataSourceError(
-            f"{location.name}: not valid {encoding} at byte offset {exc.start} "
-            f"(byte 0x{raw[exc.start]:02x}); set encoding: in the data source"
-        ) from None
+            text = raw.decode(text_encoding(encoding))
+        except UnicodeDecodeError as exc:
+            raise encoding_error(fh, location.name, encoding, exc, universal=True) from None
     return drop_bom(text, encoding)

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from buttermilk import values
-from buttermilk.errors import DataSourceError
-from buttermilk.flows.locations import is_url
+from buttermilk.errors import DataSourceError, SourceUnavailableError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.readers import Row
 from buttermilk.flows.source_models import (
@@ -35,6 +34,7 @@ from buttermilk.records import Record
 
 if TYPE_CHECKING:
     from buttermilk.store.store import Store
+
 # Without a column mapping, a record's id comes from "record_id" or "id", its content from
 # "content" or "text" (see iter_source); a row with neither an id nor a content field is
 # refused (a CSV with another delimiter reads as one such column).
@@ -217,8 +217,8 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
             # cursor or connection is let go now, not when the garbage collector comes.
             with closed_after(group), closed_after(rows):
                 yield from _mapped(rows, fields, fmt)
-    except DataSourceError as exc:
-        raise _named(name, source, exc) from None
+    except (DataSourceError, SourceUnavailableError) as exc:
+        raise _named(name, exc) from None
     missing = sorted(set(source.where) - found) if filtered else []
     if missing:
         raise DataSourceError(
@@ -227,14 +227,13 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
         )
 
 
-def _named(name: str, source: DataSource, exc: DataSourceError) -> DataSourceError:
-    """``exc`` named by its source when its location does not tell it: a text source's
-    file (its record), a file source's URL. A local file's ``PATH:LINE`` stands alone."""
+def _named(
+    name: str, exc: DataSourceError | SourceUnavailableError
+) -> DataSourceError | SourceUnavailableError:
+    """``exc`` named by its source (``data source 'NAME': PATH:LINE: ...``), unless its
+    message already starts so."""
     prefix = f"data source {name!r}"
-    located = isinstance(source, TextSource) or (
-        isinstance(source, FileSource) and is_url(source.path)
-    )
-    if not located or str(exc).startswith(prefix):
+    if str(exc).startswith(prefix):
         return exc
     return type(exc)(f"{prefix}: {exc}")
 
