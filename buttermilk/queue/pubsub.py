@@ -37,6 +37,7 @@ from google.pubsub_v1 import (
     PublisherAsyncClient,
     PublishRequest,
     PubsubMessage,
+    PullResponse,
     RetryPolicy,
     SubscriberAsyncClient,
     Subscription,
@@ -351,8 +352,10 @@ class PubSubQueue(Queue):
         except gexc.GoogleAPICallError as exc:
             raise QueueError(f"pulling from {path} failed: {_one_line(exc)}") from exc
         deliveries = []
-        for received in response.received_messages:
-            body = bytes(received.message.data)
+        # The raw protobuf: each field read through the proto-plus wrapper costs more
+        # than decoding the body itself.
+        for received in PullResponse.pb(response).received_messages:
+            body = received.message.data
             message, problem = parse_body(body)
             deliveries.append(
                 Delivery(
