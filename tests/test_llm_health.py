@@ -208,6 +208,10 @@ def test_the_api_answers_503_naming_the_endpoint_and_creates_nothing(
     error = refused.json()["error"]
     assert error["code"] == "unavailable"
     assert error["message"].startswith(f"LLM endpoint {fake_openai.base_url} (agent judge) ")
+    assert error["message"].endswith(
+        '(through this API: a base_url axis is the create body\'s variants, {"AGENT.base_url": '
+        "[URL]}; the check is the server's batch.check_endpoints option)"
+    )
     assert created.status_code == 201, created.text
     assert len(setup.store.list_batches()) == 1
 

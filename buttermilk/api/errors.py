@@ -46,6 +46,12 @@ STATUS_OF_ERROR: tuple[tuple[type[ButtermilkError], int, str], ...] = (
     (SourceUnavailableError, 503, "unavailable"),
 )
 
+# The endpoint check's hint names command-line options; through the API they are these.
+API_ENDPOINT_HINT = (
+    " (through this API: a base_url axis is the create body's variants, "
+    '{"AGENT.base_url": [URL]}; the check is the server\'s batch.check_endpoints option)'
+)
+
 # Codes that must not change with Python's HTTP phrases (413 was renamed in 3.13).
 CODE_OF_STATUS = {413: "payload_too_large"}
 
@@ -160,7 +166,10 @@ async def _buttermilk_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             if status >= 500:  # the server's own trouble (a service down): its log says so
                 log.error("%s %s failed: %s", request.method, request.url.path, exc)
-            return error_response(status, code, str(exc))
+            message = str(exc)
+            if isinstance(exc, EndpointUnreachableError):
+                message += API_ENDPOINT_HINT
+            return error_response(status, code, message)
     log.error("%s %s failed: %s", request.method, request.url.path, exc)
     return error_response(500, "internal_error", str(exc))
 
