@@ -10,31 +10,38 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from buttermilk.batch.creating import (
-    Created,
-    check_record_sizes,
-    create_batch,
-    new_batch_id,
-    unreachable,
-)
-from buttermilk.batch.export import export_jobs
-from buttermilk.batch.grid import Grid, grid_for
 from buttermilk.batch.publishing import PUBLISH_CHUNK
-from buttermilk.batch.reports import batch_record_agreements, batch_report
-from buttermilk.batch.requeue import retry_batch
 from buttermilk.batch.summaries import batch_summary, list_summaries
 from buttermilk.domain import BatchInfo, BatchRequest, BatchStatus, BatchSummary
-from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
-from buttermilk.evaluation.spec import check_request_evaluate
 from buttermilk.flows.catalog import FlowCatalog
-from buttermilk.flows.models import FlowConfig
 from buttermilk.queue.base import Queue
 from buttermilk.store.store import Store
 
+# What only create, retry, export and report need (the planner, the sources, the flow
+# models, the statistics' inputs) is imported where they are called: list and status, the
+# commands a person waits on, start without it.
+if TYPE_CHECKING:
+    from buttermilk.batch.creating import Created, check_record_sizes, new_batch_id
+    from buttermilk.batch.grid import Grid
+    from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
+    from buttermilk.flows.models import FlowConfig
+
+_FROM_CREATING = ("Created", "check_record_sizes", "new_batch_id")
+
 __all__ = ["PUBLISH_CHUNK", "BatchService", "Created", "check_record_sizes", "new_batch_id"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Created``, ``check_record_sizes`` and ``new_batch_id``, from ``creating`` on first use."""
+    if name in _FROM_CREATING:
+        from buttermilk.batch import creating
+
+        return getattr(creating, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BatchService:
@@ -50,6 +57,8 @@ class BatchService:
     async def check_evaluate(self, request: BatchRequest) -> None:
         """Create's check of ``request.evaluate`` alone (estimate makes it too): raises
         UnknownFlowError, or EvaluationError when its label names no agent of the flow."""
+
+        from buttermilk.evaluation.spec import check_request_evaluate
 
         def check() -> None:
             check_request_evaluate(request, self.flows.get(request.flow))
@@ -67,6 +76,8 @@ class BatchService:
         workers drop them). If this process dies while publishing, the batch stays
         unpublished and ``retry`` finishes it.
         """
+        from buttermilk.batch.creating import create_batch
+
         return await create_batch(
             self.store, self.queue, self.flows, request, check_endpoints=check_endpoints
         )
@@ -75,6 +86,9 @@ class BatchService:
         """What is wrong with each LLM endpoint the batch ``request`` would use that cannot be
         reached or refuses its key (one line each, naming it and how to point elsewhere);
         empty when all answer. Raises what create raises for an unusable flow or axes."""
+
+        from buttermilk.batch.creating import unreachable
+        from buttermilk.batch.grid import grid_for
 
         def prepare() -> tuple[FlowConfig, Grid]:
             flow = self.flows.get(request.flow)
@@ -122,6 +136,8 @@ class BatchService:
         agent of the flow, the batches are of different flows, or the labels cannot be
         scored as the kind says; StoreError when the store cannot be read.
         """
+        from buttermilk.batch.reports import batch_report
+
         ids = builtins.list(batch_ids)
         return await anyio.to_thread.run_sync(batch_report, self.store, ids, evaluate)
 
@@ -131,6 +147,8 @@ class BatchService:
         """Each record of the batch (``batch_id`` may be a prefix) with its majority
         answer, its stability across combinations and repeats and whether some answer
         disagrees with its truth, in planned order. Raises as :meth:`report` does."""
+        from buttermilk.batch.reports import batch_record_agreements
+
         return await anyio.to_thread.run_sync(
             batch_record_agreements, self.store, batch_id, evaluate
         )
@@ -149,9 +167,13 @@ class BatchService:
         did not complete; returns how many. Raises VariantError for a key the batch lacks
         (naming it as ``option``, the caller's name for it), BatchStateError when there is
         nothing to retry."""
+        from buttermilk.batch.requeue import retry_batch
+
         return await retry_batch(self.store, self.queue, batch_id, variant=variant, option=option)
 
     async def export(self, batch_id: str, path: Path) -> int:
         """Write the batch's jobs (results and errors) to ``path``; returns the row count."""
+        from buttermilk.batch.export import export_jobs
+
         full_id = await anyio.to_thread.run_sync(self.store.resolve_id, batch_id)
         return await anyio.to_thread.run_sync(export_jobs, self.store, full_id, path)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from buttermilk.errors import UnknownFlowError
-from buttermilk.flows.models import FlowConfig
+
+if TYPE_CHECKING:  # the models of flows and sources: imported by whoever loads a flow
+    from buttermilk.flows.models import FlowConfig
 
 
 class FlowCatalog(Protocol):

@@ -7,7 +7,6 @@ import logging
 
 import anyio
 
-from buttermilk.batch.export import check_output
 from buttermilk.domain import BatchStatus
 from buttermilk.errors import UnknownFlowError, UsageError
 from buttermilk.runner import render
@@ -24,6 +23,8 @@ async def create(app: App) -> int:
         raise UnknownFlowError(None, app.service.flows.names())
     request = settings.batch.to_request(flow)
     if settings.batch.output is not None:
+        from buttermilk.batch.export import check_output  # the writers: only with an output
+
         check_output(settings.batch.output)
     wait_console = settings.batch.wait and request.interactive
     if wait_console:
@@ -91,6 +92,8 @@ async def export(app: App) -> int:
     batch_id = batch_id_given(app, "export")
     if app.settings.batch.output is None:
         raise UsageError("batch.command=export needs batch.output=PATH (.jsonl, .csv or .parquet)")
+    from buttermilk.batch.export import check_output  # the writers
+
     check_output(app.settings.batch.output)
     await export_output(app, batch_id)
     return EXIT_OK

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
@@ -15,9 +15,11 @@ from omegaconf import OmegaConf
 from pydantic import ValidationError
 
 from buttermilk.errors import UnknownFlowError, UsageError
-from buttermilk.flows.models import FlowConfig
 from buttermilk.runner.config_sources import config_files, yaml_error_line
 from buttermilk.runner.settings import describe_validation_error
+
+if TYPE_CHECKING:
+    from buttermilk.flows.models import FlowConfig
 
 FLOWS_GROUP = "flows"
 CONFIG_NAME = "config"
@@ -65,6 +67,8 @@ class HydraFlowCatalog:
             return self._get(name)
 
     def _get(self, name: str) -> FlowConfig:
+        from buttermilk.flows.models import FlowConfig  # the flow and source models: not for list
+
         known = self._names()
         if name not in known:
             raise UnknownFlowError(name, known)
