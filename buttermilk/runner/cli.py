@@ -13,13 +13,13 @@ import traceback
 import warnings
 
 import anyio
-import hydra
 from omegaconf import DictConfig
 
 from buttermilk.errors import ButtermilkError, UsageError
 from buttermilk.runner.command_line import hydra_argv, hydra_start_error
 from buttermilk.runner.config_sources import check_chosen_configs, check_config_folders
 from buttermilk.runner.hydra_flows import CONFIG_NAME, HydraFlowCatalog, register_resolvers
+from buttermilk.runner.hydra_main import run_hydra
 from buttermilk.runner.process_exit import exit_process
 from buttermilk.runner.settings import AppSettings, settings_from_config
 
@@ -84,8 +84,8 @@ def run_cli(cfg: DictConfig) -> int:
         return EXIT_INTERRUPTED
 
 
-@hydra.main(version_base=None, config_path="pkg://buttermilk.conf", config_name=CONFIG_NAME)
-def _hydra_main(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> None:
+    """What Hydra runs with the composed config."""
     global _task_started
     _task_started = True
     _restore_full_error()
@@ -121,7 +121,7 @@ def main() -> None:
     _user_full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _hydra_main()
+        run_hydra(_task, config_path="pkg://buttermilk.conf", config_name=CONFIG_NAME)
     except SystemExit as exc:
         if not _task_started and exc.code not in (0, None):
             sys.exit(EXIT_USAGE)  # Hydra refused the command line
