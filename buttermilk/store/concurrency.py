@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from buttermilk.domain.concurrency import START_LEVEL, ConcurrencyLevel, next_level, share_of
 from buttermilk.store.schema import llm_concurrency, llm_concurrency_workers
@@ -82,6 +81,8 @@ def sync(store: Store, worker: str, reports: Sequence[Report]) -> dict[str, Seen
     if not reports:
         return {}
     scopes = sorted({r.scope for r in reports})
+    from sqlalchemy.dialects import postgresql, sqlite  # workers only: not for status
+
     insert = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
     with store.transaction(write=True) as conn:
         now = _now(conn)

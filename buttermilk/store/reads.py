@@ -18,7 +18,6 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from buttermilk.domain import ErrorCount, JobInfo, JobKey, JobStatus
 from buttermilk.errors import UnknownBatchError
@@ -42,6 +41,8 @@ class JobReads(StoreBase):
                 func.json_each(ids)
             )
             return jobs.c.record_id.in_(listed.scalar_subquery())
+        from sqlalchemy.dialects.postgresql import ARRAY  # only a PostgreSQL store needs it
+
         array = bindparam("among_ids", sorted(record_ids), type_=ARRAY(String))
         return jobs.c.record_id == any_(array)
 

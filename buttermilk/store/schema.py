@@ -7,6 +7,8 @@ Money is USD (floats). A store made by an older version gets the columns added s
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,12 +23,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     false,
     inspect,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateColumn
+from sqlalchemy.types import TypeEngine
 
 # 1: batches and jobs. 2: cost and tokens per job and per batch, max_cost; llm_budget,
 # llm_cache. 3: jobs.last_try and jobs.lost (a job whose worker died on its last try fails).
@@ -36,8 +40,26 @@ from sqlalchemy.schema import CreateColumn
 # 7: batches.schema_retry_input_tokens, schema_retry_output_tokens and schema_retry_cost.
 SCHEMA_VERSION = 7
 
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSON, kept as JSONB on PostgreSQL: ``JSON().with_variant(JSONB(), "postgresql")``,
+    with PostgreSQL's dialect imported only by a store that uses it (importing it costs
+    the CLI's ``list`` on SQLite a few percent of its start-up)."""
+
+    impl = JSON
+    cache_ok = True
+    should_evaluate_none = True  # as JSON's: a Python None is stored as JSON null
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return JSONB()
+        return self.impl_instance
+
+
 metadata = MetaData()
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSONDocument()
 
 meta = Table(
     "buttermilk_meta",

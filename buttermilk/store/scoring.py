@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, bindparam, cast, select, type_coerce
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from buttermilk import values
 from buttermilk.domain import JobStatus
@@ -88,6 +87,8 @@ class ScoringReads(StoreBase):
         source = jobs.c[column]
         if self._is_sqlite:
             return type_coerce(source, Text).op("->")(_sqlite_path(keys))
+        from sqlalchemy.dialects.postgresql import ARRAY  # only a PostgreSQL store needs it
+
         path = bindparam(None, list(keys), type_=ARRAY(Text))
         return cast(source.op("#>")(path), Text)
 
