@@ -1,0 +1,87 @@
+"""``list`` and ``status``, the commands a person waits on, start without the heavy packages
+other commands need (issue 13: they answer in 0.4 s or less). An import added on their path
+by a module-level import somewhere fails here, naming the package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from buttermilk.domain import BatchRequest
+from buttermilk.records import Record
+from buttermilk.store.store import Store
+
+# What create, run, export, report or the API need, and list and status never do.
+HEAVY = (
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "openai",
+    "aiohttp",
+    "httpx",
+    "google.cloud.pubsub",
+    "grpc",
+    "fastapi",
+    "uvicorn",
+    "jinja2",
+    "jsonschema",
+    "PIL",
+    "scipy",
+    "statsmodels",
+    "sklearn",
+    "plotly",
+    "sqlalchemy.dialects.postgresql",  # a SQLite store needs SQLite's dialect only
+    "buttermilk.batch.planner",  # the sources, the planner and the worker: create and run
+    "buttermilk.flows.sources",
+    "buttermilk.batch.worker",
+)
+
+# Both commands in one interpreter, as the CLI runs them; then every module it holds.
+DRIVER = """
+import json, sys
+from buttermilk.runner import cli
+
+out = sys.argv.pop(1)  # where to write what was run and imported
+codes = []
+for command in ("list", "status"):
+    sys.argv[1:] = ["ui=batch", f"batch.command={command}"]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        codes.append(exc.code)
+with open(out, "w") as f:
+    json.dump({"codes": codes, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def test_list_and_status_on_the_embedded_default_import_no_heavy_package(tmp_path: Path) -> None:
+    Store(f"sqlite:///{tmp_path}/batches.db").create_batch(
+        batch_id="kstart000000",
+        request=BatchRequest(flow="f"),
+        flow_snapshot={"name": "f"},
+        seed=1,
+        records=[Record(record_id="r1", content="a review")],
+    )
+    found = tmp_path / "modules.json"
+    env = {**os.environ, "BUTTERMILK_HOME": str(tmp_path)}
+
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(found)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(found.read_text())
+    assert result["codes"] == [0, 0], proc.stderr
+    assert proc.stdout.count("kstart000000") == 2  # listed, then shown by status
+    modules = set(result["modules"])
+    assert {"sqlalchemy", "rich", "buttermilk.store.store"} <= modules  # what they do need
+    imported = [name for name in HEAVY if name in modules]
+    assert imported == [], f"list/status imported {imported}"
