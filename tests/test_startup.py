@@ -1,6 +1,7 @@
 """``list`` and ``status``, the commands a person waits on, start without the heavy packages
-other commands need (issue 13: they answer in 0.4 s or less). An import added on their path
-by a module-level import somewhere fails here, naming the package."""
+other commands need (issue 13: they answer in 0.4 s or less), on the embedded default and
+with ``queue=pubsub`` (they never open the queue). An import added on their path by a
+module-level import somewhere fails here, naming the package."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ HEAVY = (
     "aiohttp",
     "httpx",
     "google.cloud.pubsub",
+    "google.pubsub_v1",
     "grpc",
     "fastapi",
     "uvicorn",
@@ -39,15 +41,20 @@ HEAVY = (
     "buttermilk.batch.worker",
 )
 
-# Both commands in one interpreter, as the CLI runs them; then every module it holds.
+# The commands in one interpreter, each as the CLI runs it; then every module it holds.
+COMMANDS = (
+    ["batch.command=list"],
+    ["batch.command=status"],
+    ["batch.command=status", "queue=pubsub", "queue.project=p"],  # nothing sent to Pub/Sub
+)
 DRIVER = """
 import json, sys
 from buttermilk.runner import cli
 
-out = sys.argv.pop(1)  # where to write what was run and imported
+out, commands = sys.argv[1], json.loads(sys.argv[2])
 codes = []
-for command in ("list", "status"):
-    sys.argv[1:] = ["ui=batch", f"batch.command={command}"]
+for command in commands:
+    sys.argv[1:] = ["ui=batch", *command]
     try:
         cli.main()
     except SystemExit as exc:
@@ -69,7 +76,7 @@ def test_list_and_status_on_the_embedded_default_import_no_heavy_package(tmp_pat
     env = {**os.environ, "BUTTERMILK_HOME": str(tmp_path)}
 
     proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(found)],
+        [sys.executable, "-c", DRIVER, str(found), json.dumps(COMMANDS)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -79,9 +86,10 @@ def test_list_and_status_on_the_embedded_default_import_no_heavy_package(tmp_pat
 
     assert proc.returncode == 0, proc.stderr
     result = json.loads(found.read_text())
-    assert result["codes"] == [0, 0], proc.stderr
-    assert proc.stdout.count("kstart000000") == 2  # listed, then shown by status
+    assert result["codes"] == [0, 0, 0], proc.stderr
+    assert proc.stdout.count("kstart000000") == 3  # listed, then shown by status twice
     modules = set(result["modules"])
     assert {"sqlalchemy", "rich", "buttermilk.store.store"} <= modules  # what they do need
     imported = [name for name in HEAVY if name in modules]
     assert imported == [], f"list/status imported {imported}"
+    assert not any(name.startswith("google") for name in modules)

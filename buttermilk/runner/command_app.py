@@ -4,16 +4,16 @@ the exit codes, and the helpers commands share to name a batch and show it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from buttermilk.batch.service import BatchService
 from buttermilk.domain import BatchSummary
-from buttermilk.errors import UsageError
+from buttermilk.errors import QueueError, UsageError
 from buttermilk.flows.catalog import FlowCatalog
-from buttermilk.queue import Queue, open_queue
+from buttermilk.queue import Delivery, JobMessage, Queue, open_queue
 from buttermilk.runner import render
 from buttermilk.runner.settings import AppSettings
 from buttermilk.store import open_store
@@ -41,12 +41,57 @@ class App:
         return self.settings.batch.format == "json"
 
 
+class NoQueue(Queue):
+    """The queue of a command that reads and changes the store only (:data:`STORE_ONLY`):
+    none is opened, so its transport is never imported (Pub/Sub's client alone costs
+    ``list`` more than everything else it does). Any use of it is a bug, and raises."""
+
+    name = "none"
+    lease_seconds = 0.0
+
+    def _unused(self) -> NoReturn:
+        raise QueueError("this command opened no queue")
+
+    async def publish(self, messages: Sequence[JobMessage]) -> None:
+        self._unused()
+
+    async def receive(
+        self,
+        max_messages: int,
+        *,
+        interactive: bool = False,
+        batch_id: str | None = None,
+        wait: float = 1.0,
+    ) -> list[Delivery]:
+        self._unused()
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._unused()
+
+    async def nack(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        self._unused()
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        self._unused()
+
+
+# The commands that read and change the store only: they never open the queue.
+STORE_ONLY = frozenset({"list", "status", "cancel", "export", "report", "estimate"})
+
+
 @asynccontextmanager
-async def open_app(settings: AppSettings, flows: FlowCatalog) -> AsyncIterator[App]:
+async def open_app(
+    settings: AppSettings, flows: FlowCatalog, *, queue: bool = True
+) -> AsyncIterator[App]:
+    """The store, queue and service of ``settings``, closed on leaving; with
+    ``queue=False`` (a command of :data:`STORE_ONLY`), no queue: :class:`NoQueue`."""
     store = open_store(settings.store)
+    opening: AbstractAsyncContextManager[Queue] = (
+        open_queue(settings.queue) if queue else nullcontext(NoQueue())
+    )
     try:
-        async with open_queue(settings.queue) as queue:
-            yield App(settings, store, queue, BatchService(store, queue, flows))
+        async with opening as opened:
+            yield App(settings, store, opened, BatchService(store, opened, flows))
     finally:
         store.close()
 

@@ -22,6 +22,7 @@ from buttermilk.runner.command_app import (
     EXIT_INTERRUPTED,
     EXIT_JOBS_FAILED,
     EXIT_OK,
+    STORE_ONLY,
     App,
     batch_or_newest,
     open_app,
@@ -80,7 +81,7 @@ async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     check_variant_use(command, settings.batch)
     check_report_options(command, settings.batch)
     try:
-        async with open_app(settings, flows) as app:
+        async with open_app(settings, flows, queue=command not in STORE_ONLY) as app:
             return await COMMANDS[command](app)
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
