@@ -53,8 +53,9 @@ from google.pubsub_v1 import SubscriberAsyncClient
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 from omegaconf import OmegaConf
 
+from buttermilk.batch.creating import new_batch_id
 from buttermilk.batch.planner import plan_records
-from buttermilk.batch.service import BatchService, new_batch_id
+from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions, WorkerStats
 from buttermilk.devservices import (
     ServiceError,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -25,23 +25,12 @@ from buttermilk.store.store import Store
 # models, the statistics' inputs) is imported where they are called: list and status, the
 # commands a person waits on, start without it.
 if TYPE_CHECKING:
-    from buttermilk.batch.creating import Created, check_record_sizes, new_batch_id
+    from buttermilk.batch.creating import Created
     from buttermilk.batch.grid import Grid
     from buttermilk.domain.evaluation import EvaluationSpec, RecordAgreement, Report
     from buttermilk.flows.models import FlowConfig
 
-_FROM_CREATING = ("Created", "check_record_sizes", "new_batch_id")
-
-__all__ = ["PUBLISH_CHUNK", "BatchService", "Created", "check_record_sizes", "new_batch_id"]
-
-
-def __getattr__(name: str) -> Any:
-    """``Created``, ``check_record_sizes`` and ``new_batch_id``, from ``creating`` on first use."""
-    if name in _FROM_CREATING:
-        from buttermilk.batch import creating
-
-        return getattr(creating, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["PUBLISH_CHUNK", "BatchService"]
 
 
 class BatchService:
