@@ -14,6 +14,7 @@ from scipy.stats import chisquare
 
 from buttermilk.batch.planner import plan_records
 from buttermilk.batch.strata import quotas, stratified_sample
+from buttermilk.domain.requests import StratifyMode
 from buttermilk.errors import DataSourceError, InvalidOptionError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import SourceRow
@@ -45,15 +46,36 @@ def labels_of(plan_records_: list[object]) -> collections.Counter[str]:
 
 
 def test_quotas_add_up_proportionally_or_equally() -> None:
-    assert quotas({"a": 6000, "b": 3000, "c": 1000}, 1000, "proportional") == {
+    rng = random.Random(0)
+    assert quotas({"a": 6000, "b": 3000, "c": 1000}, 1000, "proportional", rng) == {
         "a": 600,
         "b": 300,
         "c": 100,
     }
-    assert quotas({"a": 2, "b": 2, "c": 3}, 4, "proportional") == {"a": 1, "b": 1, "c": 2}
-    assert quotas({"a": 6000, "b": 3000, "c": 10}, 1000, "equal") == {"a": 495, "b": 495, "c": 10}
-    assert quotas({"a": 50, "b": 50, "c": 50}, 100, "equal") == {"a": 34, "b": 33, "c": 33}
-    assert quotas({"a": 5, "b": 1}, 100, "equal") == {"a": 5, "b": 1}  # fewer than asked
+    assert quotas({"a": 2, "b": 2, "c": 3}, 4, "proportional", rng) == {"a": 1, "b": 1, "c": 2}
+    equal = quotas({"a": 6000, "b": 3000, "c": 10}, 1000, "equal", rng)
+    assert equal == {"a": 495, "b": 495, "c": 10}
+    assert sorted(quotas({"a": 50, "b": 50, "c": 50}, 100, "equal", rng).values()) == [33, 33, 34]
+    assert quotas({"a": 5, "b": 1}, 100, "equal", rng) == {"a": 5, "b": 1}  # fewer than asked
+
+
+@pytest.mark.parametrize("mode", ["proportional", "equal"])
+def test_tied_groups_share_the_places_left_by_the_seed_not_by_source_order(
+    mode: StratifyMode,
+) -> None:
+    # 30 groups of one row each, 12 places: every group must have the same chance (12/30),
+    # the last one seen as much as the first; one seed always gives the same sample.
+    sizes = {f"g{i:02}": 1 for i in range(30)}
+    drawn = collections.Counter(
+        key
+        for seed in range(600)
+        for key, n in quotas(sizes, 12, mode, random.Random(seed)).items()
+        if n
+    )
+    assert sum(drawn.values()) == 600 * 12
+    assert chisquare([drawn[key] for key in sizes]).pvalue > 0.001  # uniform over groups
+    once, again = (quotas(sizes, 12, mode, random.Random(7)) for _ in range(2))
+    assert once == again
 
 
 @pytest.mark.parametrize(
@@ -73,7 +95,7 @@ def test_a_plan_has_exact_group_sizes_and_repeats_with_its_seed(
         max_records=1000,
         seed=5,
         stratify="ground_truth",
-        stratify_mode=mode,  # type: ignore[arg-type]
+        stratify_mode=mode,
     )
     assert labels_of(plan.records) == expected
     assert plan.strata == expected and plan.rows_read == 10_000
@@ -83,7 +105,7 @@ def test_a_plan_has_exact_group_sizes_and_repeats_with_its_seed(
         max_records=1000,
         seed=5,
         stratify="label",
-        stratify_mode=mode,  # type: ignore[arg-type]
+        stratify_mode=mode,
     )
     assert [r.record_id for r in again.records] == [r.record_id for r in plan.records]
     other = plan_records(
@@ -92,7 +114,7 @@ def test_a_plan_has_exact_group_sizes_and_repeats_with_its_seed(
         max_records=1000,
         seed=6,
         stratify="label",
-        stratify_mode=mode,  # type: ignore[arg-type]
+        stratify_mode=mode,
     )
     assert {r.record_id for r in other.records} != {r.record_id for r in plan.records}
 

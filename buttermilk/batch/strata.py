@@ -4,11 +4,12 @@ Modes (``batch.stratify_mode``):
 
 - ``proportional``: each group gets its share of ``max_records`` (n_g / N), rounded by
   the largest-remainder (Hamilton) method so that the shares add up to ``max_records``
-  (ties go to the group seen first);
+  (ties drawn by the batch's seeded random generator, so no group is favoured for where
+  it comes in the source);
 - ``equal``: every group the same number, ``q``, the largest such that the groups'
   ``min(n_g, q)`` add up to at most ``max_records`` (a smaller group gives all it has);
-  what is left (fewer than one per group) goes one each to the largest groups, then the
-  groups seen first.
+  what is left (fewer than one per group) goes one each to the largest groups, ties
+  drawn as above.
 
 Within a group the rows are a uniform sample (a reservoir per group, Algorithm R, drawn
 from the batch's seeded random generator), so a seed repeats the sample. Memory: at most
@@ -76,16 +77,20 @@ def group_key(value: Any) -> str:
     return values.dumps_text(value)
 
 
-def quotas(sizes: dict[str, int], max_records: int, mode: StratifyMode) -> dict[str, int]:
-    """How many rows each group gives (groups in the order they were first seen)."""
+def quotas(
+    sizes: dict[str, int], max_records: int, mode: StratifyMode, rng: random.Random
+) -> dict[str, int]:
+    """How many rows each group gives (``sizes``: rows per group, in the order first seen;
+    ``rng`` draws the ties, see the module's doc)."""
     total = sum(sizes.values())
     if total <= max_records:
         return dict(sizes)
+    draw = {key: rng.random() for key in sizes}  # one per group, in a fixed order
     if mode == "proportional":
         exact = {key: size * max_records / total for key, size in sizes.items()}
         chosen = {key: int(share) for key, share in exact.items()}
         left = max_records - sum(chosen.values())
-        order = sorted(sizes, key=lambda key: -(exact[key] - chosen[key]))  # stable: ties
+        order = sorted(sizes, key=lambda key: (chosen[key] - exact[key], draw[key]))
         for key in order[:left]:
             chosen[key] += 1
         return chosen
@@ -94,7 +99,7 @@ def quotas(sizes: dict[str, int], max_records: int, mode: StratifyMode) -> dict[
         level += 1
     chosen = {key: min(size, level) for key, size in sizes.items()}
     left = max_records - sum(chosen.values())
-    for key in sorted(sizes, key=lambda key: -sizes[key]):  # stable: first seen on ties
+    for key in sorted(sizes, key=lambda key: (-sizes[key], draw[key])):
         if left and chosen[key] < sizes[key]:
             chosen[key] += 1
             left -= 1
@@ -146,7 +151,7 @@ def stratified_sample(
             f"batch.stratify={field}: no record has this field (a record field such as "
             "ground_truth, a source field, or NAME.KEY into an object)"
         )
-    wanted = quotas(sizes, max_records, mode)
+    wanted = quotas(sizes, max_records, mode, rng)
     chosen: list[tuple[int, SourceRow]] = []
     for key, kept in reservoirs.items():
         # A reservoir is a uniform sample of its group; n drawn from it are one too (its
