@@ -191,6 +191,15 @@ def test_create_answers_201_with_the_batch_or_422_naming_the_api_field_of_a_bad_
     assert request["evaluate"]["label"] == "check.failed"
     # The CLI sees the batch the API created: one store, one service.
     assert env.status(batch["batch_id"])["total"] == 5
+    # A seed in the body repeats a shuffled sample: the same records twice.
+    seeded = {"flow_name": "t_work", "max_records": 4, "seed": 5, "flow_parameters": {"sleep": 0}}
+    samples = []
+    for _ in range(2):
+        made = api.client.post("/api/batches", json=seeded)
+        assert made.status_code == 201 and made.json()["request"]["seed"] == 5, made.text
+        jobs = api.client.get(f"/api/batches/{made.json()['batch_id']}/jobs").json()["items"]
+        samples.append(sorted(job["record_id"] for job in jobs))
+    assert samples[0] == samples[1] and len(samples[0]) == 4
 
 
 def test_batches_are_listed_newest_first_found_by_id_prefix_and_cancelled_idempotently(

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from buttermilk import values
 from buttermilk.domain import BatchRequest, ErrorPolicy, JobStatus, Usd
-from buttermilk.option_types import Count
+from buttermilk.option_types import Count, Int64
 
 # API body field -> BatchRequest field, where the names differ.
 API_TO_REQUEST = {"flow_name": "flow", "flow_parameters": "parameters"}
@@ -113,6 +113,12 @@ class CreateBatch(BaseModel):
         default=None,
         description="proportional: each group its share of max_records; equal: the same "
         "number for every group.",
+        json_schema_extra=_not_null,
+    )
+    seed: Int64 | None = Field(
+        default=None,
+        description="Seed of the shuffle and of stratified samples: the same seed, source "
+        "and options plan the same records (left out: the server's batch.seed).",
         json_schema_extra=_not_null,
     )
 
