@@ -179,7 +179,12 @@ def test_where_keeps_rows_by_equality_inclusion_and_nested_paths(tmp_path: Path)
     assert ids("s", {"path": str(path), "where": {"lang": ["en", "de"]}}) == ["a1", "a3"]
     assert ids("s", {"path": str(path), "where": {"meta.kind": "post"}}) == ["a1", "a3"]
     assert ids("s", {"path": str(path), "where": {"flag": True}}) == ["a4"]
-    assert ids("s", {"path": str(path), "where": {"flag": 1}}) == []  # True is not 1
+    with pytest.raises(DataSourceError) as none_kept:  # True is not 1
+        ids("s", {"path": str(path), "where": {"flag": 1}})
+    assert str(none_kept.value) == (
+        "data source 's': where {'flag': 1} kept none of its 4 rows (values are compared with "
+        "their type: the text '1' is not the number 1, and a CSV field is text)"
+    )
     with pytest.raises(DataSourceError) as missing:
         ids("s", {"path": str(path), "where": {"langauge": "en"}})
     assert str(missing.value) == (

@@ -29,7 +29,7 @@ from buttermilk.flows.source_models import (
     SqlSource,
     TextSource,
 )
-from buttermilk.flows.where import closed_after, kept_rows
+from buttermilk.flows.where import WhereTally, closed_after, kept_rows
 from buttermilk.records import Record
 
 if TYPE_CHECKING:
@@ -208,22 +208,28 @@ def iter_source(name: str, source: DataSource, store: Store | None = None) -> It
     row holds (once every row was read).
     """
     fields = FieldMap.for_source(source)
-    found: set[str] = set()
+    tally = WhereTally()
     filtered = bool(source.where) and not isinstance(source, BatchSource)
     try:
         for fmt, group in _row_groups(name, source, store):
-            rows = kept_rows(source, group, found) if filtered else group
+            rows = kept_rows(source, group, tally) if filtered else group
             # Closed when left early (a planned sample that needs no more rows): a file,
             # cursor or connection is let go now, not when the garbage collector comes.
             with closed_after(group), closed_after(rows):
                 yield from _mapped(rows, fields, fmt)
     except (DataSourceError, SourceUnavailableError) as exc:
         raise _named(name, exc) from None
-    missing = sorted(set(source.where) - found) if filtered else []
+    missing = sorted(set(source.where) - tally.found) if filtered else []
     if missing:
         raise DataSourceError(
             f"data source {name!r}: where: no row has the field {missing[0]!r} "
             "(a field name, or NAME.KEY into an object)"
+        )
+    if filtered and tally.read and not tally.kept:
+        raise DataSourceError(
+            f"data source {name!r}: where {dict(source.where)!r} kept none of its "
+            f"{tally.read:,} rows (values are compared with their type: the text '1' is not "
+            "the number 1, and a CSV field is text)"
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from buttermilk.flows.readers import Row
@@ -53,10 +54,21 @@ def matches(value: Any, wanted: Any) -> bool:
     return same(value, wanted)
 
 
-def kept_rows(source: DataSource, rows: Iterator[Row], found: set[str]) -> Iterator[Row]:
-    """The rows ``source.where`` keeps; the where fields seen in some row go into ``found``."""
+@dataclass
+class WhereTally:
+    """What a source's ``where`` saw: the where fields some row has, rows read and kept."""
+
+    found: set[str] = field(default_factory=set)
+    read: int = 0
+    kept: int = 0
+
+
+def kept_rows(source: DataSource, rows: Iterator[Row], tally: WhereTally) -> Iterator[Row]:
+    """The rows ``source.where`` keeps, counted in ``tally``."""
     where = source.where
+    found = tally.found
     for location, row in rows:
+        tally.read += 1
         keep = True
         for key, wanted in where.items():
             value = field_at(row, key) if isinstance(row, dict) else MISSING
@@ -66,4 +78,5 @@ def kept_rows(source: DataSource, rows: Iterator[Row], found: set[str]) -> Itera
             found.add(key)
             keep = keep and matches(value, wanted)
         if keep:
+            tally.kept += 1
             yield location, row
