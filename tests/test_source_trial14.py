@@ -1,0 +1,172 @@
+"""What issue 14's trial of the data sources found: a large file from a server without
+range requests, error lines that named neither source nor URL, SQL ids and writes,
+Hugging Face splits and folders, one form for a missing file."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
+from buttermilk.flows.locations import Location, resolve
+from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.sources import iter_source
+
+BLOCK = AbstractBufferedFile.DEFAULT_BLOCK_SIZE  # fsspec's default, 5 MB
+
+
+def flow_over(**source: Any) -> FlowConfig:
+    return FlowConfig.model_validate(
+        {
+            "name": "f",
+            "data": {"s": source},
+            "agents": [{"name": "echo", "_target_": "buttermilk.agents.testing.echo"}],
+        }
+    )
+
+
+def read(**source: Any) -> list[str]:
+    flow = flow_over(**source)
+    return [row.record_id for row in iter_source("s", flow.data["s"])]
+
+
+def refusal(**source: Any) -> DataSourceError | SourceUnavailableError:
+    with pytest.raises((DataSourceError, SourceUnavailableError)) as caught:
+        read(**source)
+    assert isinstance(caught.value, DataSourceError | SourceUnavailableError)
+    return caught.value
+
+
+def big_jsonl() -> bytes:
+    """Just over one fsspec block of JSONL, in rows of about 64 KB (few rows: quick)."""
+    rows, size, index = [], 0, 0
+    while size <= BLOCK:
+        line = json.dumps({"id": f"r{index}", "text": "x" * 65_000}).encode() + b"\n"
+        rows.append(line)
+        size += len(line)
+        index += 1
+    return b"".join(rows)
+
+
+class NoRanges(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` whole to every GET, whatever its Range header asks (as
+    ``python -m http.server`` does)."""
+
+    body = b""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.do_HEAD()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client stopped
+            self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def no_ranges() -> Iterator[tuple[str, type[NoRanges]]]:
+    handler = type("Handler", (NoRanges,), {"body": big_jsonl()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_file_over_a_block_from_a_server_without_ranges_is_read_as_a_stream(
+    no_ranges: tuple[str, type[NoRanges]],
+) -> None:
+    base, handler = no_ranges
+    count = handler.body.count(b"\n")
+    assert len(handler.body) > BLOCK
+    ids = read(path=f"{base}/big.jsonl")
+    assert ids == [f"r{i}" for i in range(count)]
+    text = read(type="text", path=f"{base}/big.txt")
+    assert text == ["big.txt"]
+
+
+class Failing(AbstractFileSystem):
+    """A filesystem whose files fail to give their bytes with an error no one expects."""
+
+    protocol = "failing"
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return {"name": path, "size": 10, "type": "file"}
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> AbstractBufferedFile:
+        return FailingFile(self, path, mode, size=10)
+
+
+class FailingFile(AbstractBufferedFile):
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        raise RuntimeError("the library tripped\n  over itself " + "x" * 1_000)
+
+
+def test_an_unexpected_failure_of_reading_names_the_file_on_one_short_line() -> None:
+    location = Location(name="failing://a/b.jsonl", relative="b.jsonl", fs=Failing(), path="a")
+    with pytest.raises(DataSourceError) as caught, location.open() as fh:
+        fh.read()
+    message = str(caught.value)
+    assert message.startswith("failing://a/b.jsonl: cannot read it (the library tripped over")
+    assert "\n" not in message and len(message) < 400
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "says"),
+    [
+        (
+            "ftp://127.0.0.1:1/x.jsonl",
+            SourceUnavailableError,
+            "ftp://127.0.0.1:1/x.jsonl: cannot reach its host ([Errno 111] Connection refused)",
+        ),
+        ("hdfs://x/y.jsonl", DataSourceError, "hdfs://x/y.jsonl: cannot open it ("),
+        (
+            "az://c/x.jsonl",
+            MissingPackageError,
+            "az://c/x.jsonl needs a package that is not installed: pip install adlfs",
+        ),
+        (
+            "http://127.0.0.1:1/x.jsonl",
+            SourceUnavailableError,
+            "http://127.0.0.1:1/x.jsonl: cannot reach its host (Cannot connect to host "
+            "127.0.0.1:1 [",
+        ),
+    ],
+)
+def test_a_url_that_cannot_be_opened_is_one_short_line_naming_source_and_url(
+    path: str, kind: type[Exception], says: str
+) -> None:
+    error = refusal(path=path, timeout=5)
+    message = str(error)
+    assert type(error) is kind
+    assert message.startswith(f"data source 's': {says}"), message
+    assert "\n" not in message and len(message) < 420
+    assert "ssl:" not in message
+    if kind is MissingPackageError:
+        assert message.count("adlfs") == 1
+
+
+def test_a_missing_file_reads_alike_as_a_path_and_as_a_url(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert str(refusal(path=str(missing))) == f"data source 's': {missing}: file not found"
+    url = missing.as_uri()
+    assert str(refusal(path=url)) == f"data source 's': {url}: file not found"
+    with pytest.raises(DataSourceError, match=r"nope\.jsonl: file not found"):
+        resolve("s", str(missing))
