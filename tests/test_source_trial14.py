@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
 from buttermilk.flows.locations import Location, resolve
 from buttermilk.flows.models import FlowConfig
+from buttermilk.flows.source_sql import READS_ONLY
 from buttermilk.flows.sources import iter_source
 
 BLOCK = AbstractBufferedFile.DEFAULT_BLOCK_SIZE  # fsspec's default, 5 MB
@@ -170,3 +172,50 @@ def test_a_missing_file_reads_alike_as_a_path_and_as_a_url(tmp_path: Path) -> No
     assert str(refusal(path=url)) == f"data source 's': {url}: file not found"
     with pytest.raises(DataSourceError, match=r"nope\.jsonl: file not found"):
         resolve("s", str(missing))
+
+
+def sql(url: str, query: str) -> list[str]:
+    return read(type="sql", url=url, query=query)
+
+
+def test_a_numeric_id_without_fraction_is_an_integer_id_and_a_fraction_is_refused_with_the_url(
+    postgres_url: str,
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table posts (id numeric(40, 0), cut numeric(6, 2))"))
+        conn.execute(
+            sa.text("insert into posts values (1234567890123456789012345678901234567890, 1.5)")
+        )
+    engine.dispose()
+    assert sql(postgres_url, "select id, 'x' as text from posts") == [
+        "1234567890123456789012345678901234567890"
+    ]
+    error = refusal(type="sql", url=postgres_url, query="select cut as id, 'x' as text from posts")
+    shown = sa.make_url(postgres_url).render_as_string(hide_password=True)
+    assert str(error).startswith(
+        f"data source 's' ({shown}) row 1: the record id in field 'id' is Decimal '1.50'"
+    )
+
+
+def test_a_query_that_writes_or_returns_no_rows_is_refused_and_changes_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 'posts.db'}"
+    for url in (sqlite_url, postgres_url):
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("create table posts (id integer, body text)"))
+            conn.execute(sa.text("insert into posts values (1, 'a')"))
+        for query in (
+            "delete from posts",
+            "update posts set body = 'b' returning id, body as text",
+            "drop table posts",
+        ):
+            error = refusal(type="sql", url=url, query=query)
+            assert str(error).endswith(f"; {READS_ONLY}"), (url, query, str(error))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select id, body from posts")).all() == [(1, "a")]
+        engine.dispose()
+    error = refusal(type="sql", url=sqlite_url, query="pragma query_only = on")
+    assert str(error) == f"data source 's' ({sqlite_url}): the query returns no rows; {READS_ONLY}"
