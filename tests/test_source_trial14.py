@@ -219,3 +219,46 @@ def test_a_query_that_writes_or_returns_no_rows_is_refused_and_changes_nothing(
         engine.dispose()
     error = refusal(type="sql", url=sqlite_url, query="pragma query_only = on")
     assert str(error) == f"data source 's' ({sqlite_url}): the query returns no rows; {READS_ONLY}"
+
+
+def test_slices_need_streaming_false_and_unknown_splits_read_alike(tmp_path: Path) -> None:
+    import datasets
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": f"r{i}", "text": "x"}) + "\n" for i in range(8)))
+    one = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(8)], "text": ["x"] * 8})
+    one.save_to_disk(str(tmp_path / "single"))
+    datasets.DatasetDict({"train": one, "test": one}).save_to_disk(str(tmp_path / "dict"))
+    kinds = {
+        "json": ({"path": "json", "data_files": str(rows)}, "train"),
+        "single": ({"path": str(tmp_path / "single")}, "train"),
+        "dict": ({"path": str(tmp_path / "dict")}, "train, test"),
+    }
+    for source, splits in kinds.values():
+        where = f"data source 's' ({source['path']})"
+        for streaming in (True, False):
+            given = {"type": "huggingface", **source, "streaming": streaming}
+            assert str(refusal(**given, split="nope")) == (
+                f"{where}: no split 'nope' (its splits: {splits})"
+            )
+            if streaming:
+                assert str(refusal(**given, split="train[:5]")) == (
+                    f"{where}: split 'train[:5]' is a slice; slices need streaming: false"
+                )
+            else:
+                assert read(**given, split="train[2:5]") == ["r2", "r3", "r4"]
+
+
+def test_a_missing_local_folder_is_no_such_folder_and_hub_names_are_left_to_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buttermilk.flows.sources import check_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hf").mkdir()
+    for path in ("hf/nothing_here", "./nothing_here", "../nothing_here", "a/b/c"):
+        error = refusal(type="huggingface", path=path)
+        assert type(error) is DataSourceError
+        assert str(error) == f"data source 's' ({path}): no such folder: {path}"
+    for hub in ("stanfordnlp/imdb", "tweet_eval"):  # checked without asking the Hub
+        check_source("s", flow_over(type="huggingface", path=hub).data["s"])
