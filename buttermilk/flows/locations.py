@@ -11,7 +11,10 @@ as ``***`` in messages, records' ``uri`` and snapshots.
 An http(s) server gets ``timeout`` seconds to connect and to send each part of its
 answer. What a server answered decides the error: 404 is "file not found" and 401/403
 "access refused" (a DataSourceError, exit 2); a 5xx answer, a failed TLS handshake, no
-answer in time or an unreachable host is a SourceUnavailableError (exit 1).
+answer in time or an unreachable host is a SourceUnavailableError (exit 1). A file over
+one fsspec block from a server that ignores ``Range`` (``python -m http.server``) is read
+as a stream; any other failure of a library to open or read a file is one DataSourceError
+naming the source and the URL (:mod:`buttermilk.flows.location_errors`).
 """
 
 from __future__ import annotations

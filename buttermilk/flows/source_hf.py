@@ -12,6 +12,10 @@ files then stream through pyarrow alone (:mod:`buttermilk.flows.hf_local`), with
 importing the library. The library is an optional extra:
 ``pip install 'buttermilk-batch[hf]'``.
 
+A slice of a split (``train[:5]``) needs ``streaming: false``: a stream cannot be cut.
+A ``path`` that can only be a folder (``./x``, ``a/b/c``) and is not there is refused as
+such, not asked of the Hub.
+
 Location of a row: ``PATH[NAME]/SPLIT[index]`` (0-based).
 """
 
