@@ -6,6 +6,8 @@ names, missing files): the CLI prints their message on one line and exits with c
 
 from __future__ import annotations
 
+import re
+
 
 class ButtermilkError(Exception):
     """Raised for any failure Buttermilk detects itself (the root of this hierarchy)."""
@@ -111,3 +113,21 @@ class PermanentError(AgentError):
 
 class JobTimeoutError(AgentError, TimeoutError):
     """Raised when a job runs longer than its batch's ``job_timeout``."""
+
+
+# What says nothing to a reader: aiohttp's note of the default TLS setting in a failed
+# connection ("Cannot connect to host h:1 ssl:default [...]"), and the traceback a server
+# (llama-cpp-python's) puts in its error message after the error itself.
+_NOISE = (
+    re.compile(r" ssl:(?:default|None|True|False)\b"),
+    re.compile(r" ?(?:Traceback \(most|File \").*"),
+)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A library's message ``text`` for one of ours: on one line, without the noise above,
+    cut to ``limit`` characters (``...`` at the end when cut)."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    for noise in _NOISE:
+        flat = noise.sub("", flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

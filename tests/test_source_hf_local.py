@@ -139,9 +139,7 @@ def test_the_parquet_builder_over_local_files_streams_as_the_library_reads_it(
 
     with pytest.raises(DataSourceError) as split:
         without_library(monkeypatch, **source, split="test")
-    assert str(split.value) == (
-        "data source 'hf' (parquet): Bad split: test. Available splits: ['train']"
-    )
+    assert str(split.value) == ("data source 'hf' (parquet): no split 'test' (its splits: train)")
     with pytest.raises(DataSourceError) as none:
         without_library(monkeypatch, path="parquet", data_files=f"{folder}/*.pq")
     assert str(none.value) == f"data source 'hf' (parquet): no file matches '{folder}/*.pq'"

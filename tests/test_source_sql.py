@@ -62,15 +62,13 @@ def test_a_query_maps_to_records_and_where_filters_its_rows(tmp_path: Path) -> N
 
 
 def test_duplicate_ids_of_a_query_are_named_by_row(tmp_path: Path) -> None:
-    flow = flow_over(
-        posts_sqlite(tmp_path / "posts.db"),
-        "select label as id, body as text from posts order by id",
-    )
+    url = posts_sqlite(tmp_path / "posts.db")
+    flow = flow_over(url, "select label as id, body as text from posts order by id")
     with pytest.raises(DuplicateRecordIdError) as twice:
         plan_records(flow, shuffle=True, max_records=None, seed=1)
     assert str(twice.value).startswith(
-        "duplicate record ids: data source 'db' row 1 and data source 'db' row 2 share the "
-        "record id 'ok'"
+        f"duplicate record ids: data source 'db' ({url}) row 1 and data source 'db' ({url}) "
+        "row 2 share the record id 'ok'"
     )
 
 

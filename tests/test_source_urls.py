@@ -145,7 +145,7 @@ def test_an_unreachable_host_is_a_service_error_and_a_missing_protocol_names_its
     with pytest.raises(MissingPackageError) as missing:
         check_sources(flow_over(s={"path": "gs://my-bucket/posts/*.jsonl"}))
     assert str(missing.value) == (
-        "data source 's': gs:// needs a package that is not installed: "
+        "data source 's': gs://my-bucket/posts/*.jsonl needs a package that is not installed: "
         "pip install 'buttermilk-batch[gcs]'"
     )
     with pytest.raises(DataSourceError, match="Protocol not known: nope"):

@@ -40,6 +40,26 @@ class LocalSplit:
     features: dict[str, Any]
 
 
+def no_split(where: str, split: str, splits: list[str]) -> DataSourceError:
+    """The one form of an unknown split, whoever found it (the library or this module)."""
+    return DataSourceError(f"{where}: no split {split!r} (its splits: {', '.join(splits)})")
+
+
+def is_slice(split: str) -> bool:
+    """Whether ``split`` is a split expression (``train[:5]``, ``train[10%:]``,
+    ``train+test``) rather than a split's name."""
+    return "[" in split or "+" in split
+
+
+def slice_needs_copy(where: str, split: str) -> DataSourceError:
+    return DataSourceError(f"{where}: split {split!r} is a slice; slices need streaming: false")
+
+
+def split_name(split: str) -> str:
+    """The split a single slice cuts (``train[:5]`` -> ``train``)."""
+    return split.split("[", 1)[0].strip()
+
+
 def saved_kind(path: str) -> str | None:
     """``dataset`` or ``dict`` for a folder written by ``save_to_disk``; None otherwise."""
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
@@ -65,18 +85,22 @@ def saved_split_folder(where: str, folder: str, source: HuggingFaceSource) -> st
             raise DataSourceError(
                 f"{where}: a folder saved by save_to_disk has no {option}; leave {option}: out"
             )
+    if is_slice(source.split) and (source.streaming or "+" in source.split):
+        if source.streaming:
+            raise slice_needs_copy(where, source.split)
+        raise DataSourceError(
+            f"{where}: a folder saved by save_to_disk takes one split or one split's slice "
+            f"(train[:5]), not {source.split!r}"
+        )
+    name = split_name(source.split)
     if saved_kind(folder) == "dict":
         splits = _json(where, os.path.join(folder, "dataset_dict.json")).get("splits") or []
-        if source.split not in splits:
-            raise DataSourceError(
-                f"{where}: no split {source.split!r} (its splits: {', '.join(splits)})"
-            )
-        return os.path.join(folder, source.split)
+        if name not in splits:
+            raise no_split(where, name, splits)
+        return os.path.join(folder, name)
     own = _json(where, os.path.join(folder, "state.json")).get("_split") or "train"
-    if source.split != own:
-        raise DataSourceError(
-            f"{where}: no split {source.split!r} (a saved Dataset has one split: {own})"
-        )
+    if name != own:
+        raise no_split(where, name, [own])
     return folder
 
 
@@ -174,8 +198,8 @@ def parquet_split(where: str, patterns: list[str], split: str) -> LocalSplit:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if split != "train":  # as the library says it: data_files without splits are train
-        raise DataSourceError(f"{where}: Bad split: {split}. Available splits: ['train']")
+    if split != "train":  # data_files without splits are train, as the library reads them
+        raise no_split(where, split, ["train"])
     paths = _resolved(where, patterns)
 
     def opened(path: str) -> Any:

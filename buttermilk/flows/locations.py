@@ -11,7 +11,10 @@ as ``***`` in messages, records' ``uri`` and snapshots.
 An http(s) server gets ``timeout`` seconds to connect and to send each part of its
 answer. What a server answered decides the error: 404 is "file not found" and 401/403
 "access refused" (a DataSourceError, exit 2); a 5xx answer, a failed TLS handshake, no
-answer in time or an unreachable host is a SourceUnavailableError (exit 1).
+answer in time or an unreachable host is a SourceUnavailableError (exit 1). A file over
+one fsspec block from a server that ignores ``Range`` (``python -m http.server``) is read
+as a stream; any other failure of a library to open or read a file is one DataSourceError
+naming the source and the URL (:mod:`buttermilk.flows.location_errors`).
 """
 
 from __future__ import annotations
@@ -27,38 +30,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
+from buttermilk.errors import (
+    ButtermilkError,
+    DataSourceError,
+    MissingPackageError,
+    one_line,
+)
+from buttermilk.flows.location_errors import (
+    from_transport,
+    is_read_failure,
+    opening_error,
+    read_error,
+    scrub,
+    shown_url,
+)
 from buttermilk.flows.source_models import DEFAULT_TIMEOUT
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
-"""Protocol -> the extra of buttermilk-batch that installs its package."""
 SPOOL_BYTES = 16 * 1024 * 1024
-_CONNECTION_ERRORS = ("ClientConnectorError", "ClientConnectorDNSError", "ConnectionError")
-_TLS_ERRORS = ("ClientConnectorCertificateError", "ClientConnectorSSLError", "ClientSSLError")
-_RECEIVED = re.compile(r"received \d+ of \d+ bytes")  # in aiohttp's ContentLengthError
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@:]*):([^/@]*)@")
 
 
 def is_url(path: str) -> bool:
     return _URL.match(path) is not None
-
-
-def _password(url: str) -> str | None:
-    found = _USERINFO.match(url)
-    return found.group(3) if found and found.group(3) else None
-
-
-def shown_url(url: str) -> str:
-    """``url`` with its password (``USER:PASSWORD@``) as ``***``; any other text as it is."""
-    return _USERINFO.sub(r"\1\2:***@", url, count=1) if _password(url) else url
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` (a message) without the password of ``url``."""
-    password = _password(url)
-    text = text.replace(url, shown_url(url))
-    return text.replace(password, "***") if password else text
 
 
 @dataclass(frozen=True)
@@ -82,12 +75,12 @@ class Location:
             fh: IO[bytes] = (
                 open(self.path, "rb")  # noqa: SIM115 (closed below, after the yield)
                 if self.fs is None
-                else self.fs.open(self.path)
+                else _without_ranges(self.fs, self.path, self.fs.open(self.path))
             )
-        except Exception as exc:
-            if not is_read_failure(exc):
-                raise
-            raise _read_error(self.name, exc, self.timeout, self.path) from None
+        except ButtermilkError:
+            raise
+        except Exception as exc:  # any library's failure to open it: one line naming it
+            raise read_error(self.name, exc, self.timeout, self.path) from None
         with fh:
             try:
                 head, rewound = _rewind(fh)
@@ -103,28 +96,29 @@ class Location:
                     spool.seek(0)
                     yield spool
             except Exception as exc:  # raised here, or by the caller reading the file
-                if not is_read_failure(exc):
+                if not (is_read_failure(exc) or from_transport(exc)):
                     raise
-                raise _read_error(self.name, exc, self.timeout, self.path) from None
+                raise read_error(self.name, exc, self.timeout, self.path) from None
 
 
-def is_read_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failure to get a file's bytes: an OSError (a local disk, a
-    timeout) or an HTTP client's error (aiohttp's are not OSErrors: a connection cut
-    before the file's end, a 5xx answer to a range request)."""
-    return isinstance(exc, OSError) or any("ClientError" in _names(cause) for cause in _causes(exc))
-
-
-def is_transport_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failure of the connection to a file's server (as opposed to
-    bad bytes in the file): a reader lets it pass for :meth:`Location.open` to name."""
-    for cause in _causes(exc):
-        names = _names(cause)
-        if "ClientError" in names or "ConnectionError" in names:
-            return True
-        if isinstance(cause, TimeoutError) or "ServerTimeoutError" in names:
-            return True
-    return False
+def _without_ranges(fs: Any, path: str, fh: Any) -> Any:
+    """``fh``, or the file opened again as a stream (read once from its start) when it is
+    fsspec's HTTP file over one block from a server that ignores ``Range`` (as
+    ``python -m http.server`` does): read by blocks, its second block would fail."""
+    fetch = getattr(fh, "_fetch_range", None)
+    size, block = getattr(fh, "size", None), getattr(fh, "blocksize", None)
+    if type(fh).__name__ != "HTTPFile" or fetch is None or not size or not block:
+        return fh
+    if size <= block:
+        return fh
+    try:
+        fetch(1, 2)  # the file's second byte: a server with ranges sends that alone
+    except ValueError as exc:
+        if "range requests" not in str(exc):
+            raise
+        fh.close()
+        return fs.open(path, block_size=0)
+    return fh
 
 
 def _rewind(fh: IO[bytes]) -> tuple[bytes, bool]:
@@ -139,60 +133,6 @@ def _rewind(fh: IO[bytes]) -> tuple[bytes, bool]:
     except (OSError, ValueError):
         return head, False
     return b"", True
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it was raised from, in turn."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _names(exc: BaseException) -> set[str]:
-    return {kind.__name__ for kind in type(exc).__mro__}
-
-
-def _read_error(
-    name: str, exc: BaseException, timeout: float = DEFAULT_TIMEOUT, url: str = ""
-) -> DataSourceError | SourceUnavailableError:
-    """One error for ``exc``, told apart by what the server answered (see the module)."""
-    for cause in _causes(exc):
-        names = _names(cause)
-        said = scrub(" ".join(str(cause).split()), url) if url else " ".join(str(cause).split())
-        if names & set(_TLS_ERRORS) or "SSLError" in names:
-            return SourceUnavailableError(f"{name}: TLS failed ({said})")
-        status = getattr(cause, "status", None)
-        if "ClientResponseError" in names and isinstance(status, int):
-            if status == 404:
-                return DataSourceError(f"{name}: file not found")
-            if status in (401, 403):
-                return DataSourceError(
-                    f"{name}: access refused (HTTP {status}); check the URL's credentials"
-                )
-            if status >= 500:
-                return SourceUnavailableError(f"{name}: the server answered {status}")
-            return DataSourceError(f"{name}: the server answered {status}")
-        if isinstance(cause, TimeoutError) or "ServerTimeoutError" in names:
-            return SourceUnavailableError(
-                f"{name}: no answer within {timeout:g} s (the source's timeout)"
-            )
-        if names & set(_CONNECTION_ERRORS) and cause is not exc:
-            return SourceUnavailableError(f"{name}: cannot reach its host ({said})")
-        if "ClientPayloadError" in names:  # fewer bytes came than the server announced
-            counted = _RECEIVED.search(said)
-            return SourceUnavailableError(
-                f"{name}: the connection broke before the whole file arrived "
-                f"({counted.group(0) if counted else said})"
-            )
-        if "ClientError" in names:  # aiohttp's others: a connection reset or closed
-            return SourceUnavailableError(f"{name}: the connection failed ({said})")
-    if isinstance(exc, FileNotFoundError):
-        return DataSourceError(f"{name}: file not found")
-    said = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-    return DataSourceError(f"{name}: cannot read it ({scrub(said, url) if url else said})")
 
 
 def fixed_part(pattern: str) -> str:
@@ -235,16 +175,12 @@ def filesystem(name: str, url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[A
         }
     try:
         return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
-    except ImportError as exc:
-        extra = EXTRAS.get(scheme)
-        how = f"pip install 'buttermilk-batch[{extra}]'" if extra else str(exc)
-        raise MissingPackageError(
-            f"data source {name!r}: {scheme}:// needs a package that is not installed: {how}"
-        ) from None
-    except ValueError as exc:
+    except ValueError as exc:  # an unknown protocol, a URL its filesystem cannot parse
         raise DataSourceError(
-            f"data source {name!r}: {shown_url(url)!r}: {scrub(str(exc), url)}"
+            f"data source {name!r}: {shown_url(url)!r}: {scrub(one_line(str(exc)), url)}"
         ) from None
+    except Exception as exc:  # a package missing; a host refusing; a library not loading
+        raise opening_error(name, url, exc, timeout) from None
 
 
 def resolve(name: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> list[Location]:
@@ -263,7 +199,7 @@ def resolve(name: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> list[Loca
             fs.info(inner)  # raises for a file that is not there
             found = [inner]
     except OSError as exc:
-        raise _read_error(f"data source {name!r}: {shown_url(path)}", exc, timeout, path) from None
+        raise read_error(f"data source {name!r}: {shown_url(path)}", exc, timeout, path) from None
     names = [path] if found == [inner] else [fs.unstrip_protocol(p) for p in found]
     return [
         Location(
@@ -283,7 +219,7 @@ def _local(name: str, path: str) -> list[Location]:
     else:
         paths = [Path(pattern)]
         if not paths[0].is_file():
-            raise DataSourceError(f"data source {name!r}: file not found: {path}")
+            raise DataSourceError(f"data source {name!r}: {path}: file not found")
     return [
         Location(
             name=str(p),

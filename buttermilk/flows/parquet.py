@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from buttermilk.errors import DataSourceError
-from buttermilk.flows.locations import is_transport_failure
+from buttermilk.flows.location_errors import is_transport_failure
 from buttermilk.values import NonFiniteFloat
 
 Row = tuple[str, Any]  # (location, the parsed row)

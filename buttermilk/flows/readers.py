@@ -27,7 +27,7 @@ from typing import IO, Any
 import orjson
 
 from buttermilk.errors import DataSourceError
-from buttermilk.flows.locations import is_transport_failure
+from buttermilk.flows.location_errors import is_transport_failure
 from buttermilk.flows.parquet import iter_parquet
 from buttermilk.flows.text_codecs import (
     UTF8_HINT,

@@ -106,7 +106,7 @@ class PathSource(SourceBase):
     @field_serializer("path")
     def _no_password(self, path: str) -> str:
         """A batch's flow snapshot keeps a URL without its password."""
-        from buttermilk.flows.locations import shown_url
+        from buttermilk.flows.location_errors import shown_url
 
         return shown_url(path)
 

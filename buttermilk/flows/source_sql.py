@@ -7,6 +7,11 @@ the driver's values (decimals, dates, bytes kept; see :mod:`buttermilk.values`),
 location ``data source 'NAME' row N`` (1-based). BigQuery works through its dialect
 (``bigquery://PROJECT/DATASET``, ``pip install 'buttermilk-batch[bigquery]'``).
 
+A source never writes: the query runs in a transaction that is rolled back, read-only
+where the dialect has it (PostgreSQL's ``READ ONLY``, SQLite's ``query_only``); on other
+dialects a statement that starts with a writing keyword (``delete``, ``drop``, ...) is
+refused before it runs. A query that returns no rows is refused (it must be a SELECT).
+
 Errors are one line naming the source, with the database's own message (not the
 cursor's ``DECLARE``) and the URL without its password: a bad URL or query, a missing
 driver, a SQLite file that does not exist (never created) or a server that refuses the
@@ -37,6 +42,23 @@ _REFUSED = re.compile(
     r"FATAL: (database \S+ does not exist|role \S+ does not exist|password authentication "
     r"failed|no pg_hba\.conf entry|permission denied)"
 )
+
+
+# The database refused a write in the read-only transaction a source's query runs in
+# (SQLite's query_only, PostgreSQL's READ ONLY); PostgreSQL's cursor (DECLARE ... FOR)
+# takes no INSERT/UPDATE/DELETE at all, calling it a syntax error at its first word.
+_WRITE_REFUSED = re.compile(
+    r"attempt to write a readonly database|in a read-only transaction|syntax error at or near "
+    r'"(insert|update|delete|merge|drop|create|alter|truncate|grant|revoke|call|copy)"',
+    re.IGNORECASE,
+)
+# A statement that writes, refused before it runs on a dialect without read-only transactions
+_WRITES = re.compile(
+    r"^\s*(insert|update|delete|merge|drop|create|alter|truncate|replace|grant|revoke|call|"
+    r"exec|execute|copy|upsert)\b",
+    re.IGNORECASE,
+)
+READS_ONLY = "a source only reads: its query must return rows (a SELECT); nothing was changed"
 
 
 def shown_url(url: str) -> str:
@@ -132,8 +154,46 @@ def _engine(name: str, source: SqlSource) -> Any:
         ) from None
 
 
-def _rows(name: str, source: SqlSource) -> Iterator[Row]:
+def _read_only(conn: Any) -> Any:
+    """``conn`` in a transaction that cannot write where the dialect allows it
+    (PostgreSQL's ``READ ONLY``, SQLite's ``query_only``); every dialect's is rolled back."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return conn.execution_options(postgresql_readonly=True)
+    if dialect == "sqlite":
+        conn.exec_driver_sql("PRAGMA query_only = ON")  # the engine is this read's alone
+    return conn
+
+
+def _query_rows(conn: Any, where: str, source: SqlSource) -> Iterator[Row]:
+    """The query's rows, in a transaction rolled back at the end: a source never writes."""
     from sqlalchemy import text
+
+    conn = _read_only(conn)
+    if conn.dialect.name not in ("postgresql", "sqlite") and _WRITES.match(source.query):
+        raise DataSourceError(f"{where}: the query writes; {READS_ONLY}")
+    try:
+        result = conn.execution_options(stream_results=True, yield_per=YIELD_PER).execute(
+            text(source.query)
+        )
+        with contextlib.closing(result):  # its server-side cursor, however left
+            if not result.returns_rows:
+                raise DataSourceError(f"{where}: the query returns no rows; {READS_ONLY}")
+            names = list(result.keys())
+            if len(set(names)) != len(names):
+                twice = sorted({n for n in names if names.count(n) > 1})
+                raise DataSourceError(
+                    f"{where}: the query names column(s) {twice} twice; give each a "
+                    "name of its own (AS ...)"
+                )
+            for index, row in enumerate(result, start=1):
+                yield f"{where} row {index}", dict(zip(names, row, strict=True))
+    finally:
+        if not conn.invalidated:
+            conn.rollback()
+
+
+def _rows(name: str, source: SqlSource) -> Iterator[Row]:
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     engine = _engine(name, source)
@@ -149,27 +209,14 @@ def _rows(name: str, source: SqlSource) -> Iterator[Row]:
             raise SourceUnavailableError(message) from None
         with conn:
             try:
-                result = conn.execution_options(stream_results=True, yield_per=YIELD_PER).execute(
-                    text(source.query)
-                )
-                with contextlib.closing(result):  # its server-side cursor, however left
-                    names = list(result.keys())
-                    if len(set(names)) != len(names):
-                        twice = sorted({n for n in names if names.count(n) > 1})
-                        raise DataSourceError(
-                            f"{where}: the query names column(s) {twice} twice; give each a "
-                            "name of its own (AS ...)"
-                        )
-                    for index, row in enumerate(result, start=1):
-                        location = f"data source {name!r} row {index}"
-                        yield location, dict(zip(names, row, strict=True))
+                yield from _query_rows(conn, where, source)
             except (DBAPIError, SQLAlchemyError) as exc:
                 if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                     raise SourceUnavailableError(
                         f"{where}: the connection was lost: {_message(exc, source.url)}"
                     ) from None
-                raise DataSourceError(
-                    f"{where}: the query failed: {_message(exc, source.url)}"
-                ) from None
+                said = _message(exc, source.url)
+                hint = f"; {READS_ONLY}" if _WRITE_REFUSED.search(said) else ""
+                raise DataSourceError(f"{where}: the query failed: {said}{hint}") from None
     finally:
         engine.dispose()

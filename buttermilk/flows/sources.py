@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from buttermilk import values
@@ -96,9 +97,12 @@ MAX_ID_LENGTH = 512  # the store's record_id column
 
 
 def _record_id(raw: Any, field: str, location: str) -> str:
-    """A record id as text: from text or an integer, exactly as written."""
+    """A record id as text: from text or an integer, exactly as written (a decimal without
+    a fractional part, as a SQL ``numeric(40,0)`` column gives, is the integer it is)."""
     if raw is None or raw == "":
         raise DataSourceError(f"{location}: empty record id in field {field!r}")
+    if isinstance(raw, Decimal) and raw.is_finite() and raw == raw.to_integral_value():
+        raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise DataSourceError(
             f"{location}: the record id in field {field!r} is {type(raw).__name__} "

@@ -13,7 +13,7 @@ import codecs
 from typing import IO
 
 from buttermilk.errors import DataSourceError
-from buttermilk.flows.locations import is_transport_failure
+from buttermilk.flows.location_errors import is_transport_failure
 
 UTF8_HINT = "set encoding: in the data source (e.g. encoding: cp1252) or save the file as UTF-8"
 _BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's

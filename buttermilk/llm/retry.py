@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import random
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from buttermilk.errors import AgentError, PermanentError
+from buttermilk.errors import AgentError, PermanentError, one_line
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -79,7 +78,7 @@ def classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, aiohttp.ClientError | OSError):
         return Failure(
             True,
-            f"connection failed ({_one_line(str(exc) or type(exc).__name__, 200)})",
+            f"connection failed ({one_line(str(exc) or type(exc).__name__, 200)})",
             connection=True,
         )
     return None
@@ -133,24 +132,8 @@ def _server_message(body: Any) -> str:
         if isinstance(error, Mapping):
             message = error.get("message") or error.get("detail")
             if message:
-                return _one_line(str(message), 300)
+                return one_line(str(message), 300)
         elif error:
-            return _one_line(str(error), 300)
+            return one_line(str(error), 300)
         return ""
-    return _one_line(str(body), 300) if body else ""
-
-
-# What says nothing to a reader: aiohttp's note of the default TLS setting in a failed
-# connection ("Cannot connect to host h:1 ssl:default [...]"), and the traceback a server
-# (llama-cpp-python's) puts in its error message after the error itself.
-_NOISE = (
-    re.compile(r" ssl:(?:default|None|True|False)\b"),
-    re.compile(r" ?(?:Traceback \(most|File \").*"),
-)
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = re.sub(r"\s+", " ", text).strip()
-    for noise in _NOISE:
-        flat = noise.sub("", flat)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return one_line(str(body), 300) if body else ""
