@@ -22,6 +22,8 @@ import contextlib
 import os
 import ssl
 import threading
+import urllib.parse
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -44,6 +46,17 @@ ORGANIZATION_HEADERS = {
     "OPENAI_PROJECT_ID": "OpenAI-Project",
 }
 """Headers OpenAI's own clients send from these environment variables, when set."""
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy to send requests to ``url`` through: ``HTTPS_PROXY``/``HTTP_PROXY`` (or
+    ``ALL_PROXY``) by its scheme, unless ``NO_PROXY`` exempts its host; None for none.
+    What the ``openai`` client honours, read with the standard library's rules."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    if not proxies or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _certificates() -> ssl.SSLContext:
@@ -91,6 +104,7 @@ class LoopClients:
         self.api_key = api_key
         self.timeout = timeout
         self._lock = threading.Lock()
+        self._proxy: str | None = None  # read with each new session
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
@@ -101,10 +115,12 @@ class LoopClients:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        self._proxy = proxy_for(self.base_url)
         return aiohttp.ClientSession(
             headers=headers,
-            # HTTP(S)_PROXY and NO_PROXY are honoured, as by the openai client.
-            trust_env=True,
+            # Not trust_env: aiohttp would then look up the proxy (and read ~/.netrc) in a
+            # thread on every request; proxy_for has done that once for this endpoint.
+            trust_env=False,
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=_certificates()),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API call has no use for cookies
@@ -147,7 +163,9 @@ class LoopClients:
             # Keys that are not text (YAML's logit_bias: {50256: -100}) are sent as text.
             data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
             url = self.base_url + path
-            async with session.post(url, data=data, headers=self._headers()) as response:
+            async with session.post(
+                url, data=data, headers=self._headers(), proxy=self._proxy
+            ) as response:
                 answer = await response.read()
                 if response.status < 300:
                     return Posted(answer)
@@ -164,7 +182,7 @@ class LoopClients:
         session = await self.get()
         try:
             url = self.base_url + path
-            async with session.get(url, headers=self._headers()) as response:
+            async with session.get(url, headers=self._headers(), proxy=self._proxy) as response:
                 answer = await response.read()
                 if response.status < 300:
                     return Posted(answer)
