@@ -379,3 +379,19 @@ def test_a_failed_run_still_says_what_its_calls_spent(fake_openai: FakeOpenAI) -
         "schema_retry_cost": pytest.approx(220 * 2 / 1_000_000),
     }
     assert spent_by(ValueError("spent nothing")) is None
+
+
+def test_the_proxy_is_read_from_the_environment_once_per_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from buttermilk.llm.clients import proxy_for
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert proxy_for("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert proxy_for("https://api.openai.com/v1") == "http://proxy.example:3128"
+    assert proxy_for("http://127.0.0.1:8000/v1") is None  # exempt, and no HTTP_PROXY
+    assert proxy_for("https://localhost:8443/v1") is None
