@@ -242,7 +242,18 @@ def kill_one_of_three_workers(env: Env, batch_id: str, *, after: int, held: int)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
 
-        wait_until(lambda: env.batch_status(batch_id) == "completed", 120, "batch completed")
+        try:
+            wait_until(lambda: env.batch_status(batch_id) == "completed", 120, "batch completed")
+        except pytest.fail.Exception:
+            logs = {
+                name: (env.home / f"{name}.log").read_text()[-2000:]
+                for name in ("doomed", "survivor1", "survivor2")
+                if (env.home / f"{name}.log").exists()
+            }
+            pytest.fail(
+                f"batch not completed after 120 s: {env.counts(batch_id)}; the workers' logs "
+                f"end: {logs}"
+            )
         for survivor in survivors:
             survivor.send_signal(signal.SIGTERM)
         codes = [survivor.wait(timeout=30) for survivor in survivors]

@@ -68,7 +68,7 @@ def free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server`` on one port; started by :meth:`start`."""
 
-    def __init__(self, model: Path, log: Path, threads: int = 2) -> None:
+    def __init__(self, model: Path, log: Path, threads: int = 1) -> None:
         self.port = free_port()
         self.log = log
         self.command = [

@@ -12,7 +12,7 @@ from conftest import Env, write_records
 from buttermilk.domain import BatchRequest
 from buttermilk.errors import InvalidOptionError
 from buttermilk.records import Record
-from buttermilk.runner.commands import check_output_use, check_variant_use
+from buttermilk.runner.commands import check_batch_id_use, check_output_use, check_variant_use
 from buttermilk.runner.settings import BatchSettings, Command
 
 BAD_CREATES = [
@@ -206,6 +206,30 @@ def test_a_variant_is_refused_by_every_command_but_retry(command: Command) -> No
 
     assert str(caught.value).startswith("batch.variant='strict+0.1' is not allowed: ")
     assert f"batch.command={command} works on every combination" in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["create", "run", "list", "estimate"])
+def test_a_batch_id_is_refused_by_every_command_that_would_ignore_it(command: Command) -> None:
+    batch = BatchSettings(batch_id="k3f9")
+    for taking in ("status", "cancel", "retry", "export", "report"):
+        check_batch_id_use(taking, batch)  # type: ignore[arg-type]
+
+    with pytest.raises(InvalidOptionError) as caught:
+        check_batch_id_use(command, batch)
+
+    assert str(caught.value).startswith("batch.batch_id='k3f9' is not allowed: ")
+    assert f"batch.command={command} does not work on one given batch" in str(caught.value)
+
+
+@pytest.mark.backends("local")  # decided before the queue or store is used
+def test_a_worker_given_a_batch_id_is_refused_in_one_line_not_left_to_run_every_batch(
+    env: Env,
+) -> None:
+    assert_one_line_error(
+        env,
+        ["batch.command=run", "batch.batch_id=k3f9"],
+        ["batch.batch_id='k3f9'", "batch.command=run", "batch.wait=true"],
+    )
 
 
 @pytest.mark.parametrize("command", ["export", "report"])

@@ -26,7 +26,8 @@ from test_api import api_server, create
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TOKEN = "dashboard-test-token"
-RECORDS = 120  # at 0.2 s each, two at a time: about 12 s of work
+RECORDS = 120  # at 0.5 s each, two at a time: about 30 s of work, so that the batch is
+# still running when the test cancels it on a slow, loaded machine
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -102,7 +103,7 @@ def test_dashboard_shows_a_running_batch_progress_and_cancels_it(
     worker = env.popen("batch.command=run", "batch.idle_timeout=null", log_name="worker")
     try:
         with api_server(env, f"api.token={TOKEN}", token=TOKEN) as api:
-            batch_id = create(api, concurrency=2, flow_parameters={"sleep": 0.2})["batch_id"]
+            batch_id = create(api, concurrency=2, flow_parameters={"sleep": 0.5})["batch_id"]
 
             # The server has a token: the page asks for it once, then uses it for every call.
             browser.get(f"{api.url}/")

@@ -22,7 +22,9 @@ class WorkerOptions:
     interactive: bool = False
     """Take jobs of interactive batches (and only those)."""
     batch_id: str | None = None
-    """Work only this batch, and stop when it ends."""
+    """Stop when this batch ends (``batch.wait=true``'s worker). A queue that filters by
+    batch (the embedded one) gives this worker only its jobs; a Pub/Sub subscription
+    carries every batch's, and the worker runs whatever it receives meanwhile."""
     grace_period: float = 30.0
     """On stop, how long running jobs may take before they are released."""
     hold_timeout: float = 5.0

@@ -8,6 +8,7 @@ from buttermilk.runner.settings import BatchSettings, Command
 WRITES_OUTPUT = ("export", "report")
 WRITES_OUTPUT_WHEN_WAITING = ("create", "retry")
 TAKES_EVALUATE = ("report", "create", "estimate")
+TAKES_BATCH_ID = ("status", "cancel", "retry", "export", "report")
 
 
 def check_output_use(command: Command, batch: BatchSettings) -> None:
@@ -65,4 +66,18 @@ def check_variant_use(command: Command, batch: BatchSettings) -> None:
             batch.variant,
             f"batch.command={command} works on every combination of a batch; batch.variant "
             "is for retry (retry one combination's jobs)",
+        )
+
+
+def check_batch_id_use(command: Command, batch: BatchSettings) -> None:
+    """Refuse ``batch.batch_id`` for a command that would ignore it: ``run`` takes the
+    jobs of every batch its queue carries, ``create`` and ``estimate`` make a new one,
+    ``list`` shows them all."""
+    if batch.batch_id is not None and command not in TAKES_BATCH_ID:
+        uses = ", ".join(TAKES_BATCH_ID)
+        raise InvalidOptionError(
+            "batch.batch_id",
+            batch.batch_id,
+            f"batch.command={command} does not work on one given batch; batch.batch_id is "
+            f"for {uses} (to work one batch to its end: create it with batch.wait=true)",
         )

@@ -28,6 +28,7 @@ from buttermilk.runner.command_app import (
     open_app,
 )
 from buttermilk.runner.command_options import (
+    check_batch_id_use,
     check_output_use,
     check_report_options,
     check_variant_use,
@@ -45,6 +46,7 @@ __all__ = [
     "EXIT_OK",
     "App",
     "batch_or_newest",
+    "check_batch_id_use",
     "check_output_use",
     "check_report_options",
     "check_variant_use",
@@ -80,6 +82,7 @@ async def dispatch(settings: AppSettings, flows: FlowCatalog) -> int:
     check_output_use(command, settings.batch)
     check_variant_use(command, settings.batch)
     check_report_options(command, settings.batch)
+    check_batch_id_use(command, settings.batch)
     try:
         async with open_app(settings, flows, queue=command not in STORE_ONLY) as app:
             return await COMMANDS[command](app)
