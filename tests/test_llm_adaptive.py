@@ -25,7 +25,7 @@ from rich.console import Console
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchRequest, JobStatus
-from buttermilk.domain.concurrency import START_LEVEL, next_level, share_of
+from buttermilk.domain.concurrency import START_LEVEL, next_level, share_of, start_level
 from buttermilk.flows.catalog import StaticFlowCatalog
 from buttermilk.flows.models import FlowConfig
 from buttermilk.llm import adaptive
@@ -323,3 +323,7 @@ def test_two_workers_share_the_level_and_the_batch_completes(
     early = [calls for at, calls in crowded.arrivals if at < first + 0.1]
     assert max(early) <= START_LEVEL + 4, crowded.arrivals[:30]
     assert max(level for _, level, _ in sampler.samples) <= 16  # 8 per worker
+
+
+def test_a_scope_starts_at_a_quarter_of_its_ceiling_at_least_8_and_at_most_the_ceiling() -> None:
+    assert [start_level(c) for c in (1, 4, 8, 20, 32, 100, 400)] == [1, 4, 8, 8, 8, 25, 100]

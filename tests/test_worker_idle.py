@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 from conftest import write_records
 
+from buttermilk.batch import worker as worker_module
 from buttermilk.batch.service import BatchService
 from buttermilk.batch.worker import Worker, WorkerOptions
 from buttermilk.domain import BatchRequest, JobStatus
@@ -67,4 +69,30 @@ def test_idle_timeout_0_on_an_empty_queue_looks_once_then_stops(tmp_path: Path) 
 
     assert (looks, stats.claimed) == (1, 0)
     assert time.monotonic() - started < 10
+    store.close()
+
+
+def test_a_worker_told_to_stop_while_it_waits_on_an_empty_queue_stops_without_waiting_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batch.wait=true`` stops its worker as soon as the batch ends: the embedded queue's
+    wait for messages (60 s here, a slow poll) is cut short, not waited out."""
+    monkeypatch.setattr(worker_module, "RECEIVE_WAIT", 60.0)
+    store = Store(f"sqlite:///{tmp_path}/batches.db")
+    queue = LocalQueue(tmp_path / "queue.db", lease_seconds=5, poll_interval=30)
+    worker = Worker(store, queue, WorkerOptions(idle_timeout=None))
+    stopped_after: list[float] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await anyio.sleep(0.3)  # its first look found nothing: it waits on the queue
+            started = time.monotonic()
+            worker.stop()
+        stopped_after.append(time.monotonic() - started)
+
+    anyio.run(main)
+
+    assert stopped_after[0] < 10, stopped_after  # not the 60 s the wait had left
+    assert worker.stats.claimed == 0
     store.close()

@@ -99,6 +99,7 @@ class Worker:
         self._held: set[Delivery] = set()
         self._running: dict[tuple[str, JobKey], _Running] = {}
         self._waiting: dict[Delivery, anyio.CancelScope] = {}
+        self._receiving: anyio.CancelScope | None = None  # the receive waiting now, if any
         self._batches: dict[str, BatchContext] = {}
         self._batch_locks: dict[str, anyio.Lock] = {}
         self._missing: dict[str, float] = {}  # batch id -> when a read last found none
@@ -136,6 +137,8 @@ class Worker:
                     len(self._running),
                 )
             self._stopping.set()
+            if self._receiving is not None and self.queue.receive_cancellable:
+                self._receiving.cancel()  # stop now, not once the wait ran out
             for waiting in self._waiting.values():
                 waiting.cancel()
             self._store_down.stop_waiting()
@@ -212,13 +215,19 @@ class Worker:
                     await self._freed.wait()
                 self._freed = anyio.Event()
                 continue
+            deliveries: list[Delivery] = []
             try:
-                deliveries = await self.queue.receive(
-                    min(free, self.queue.receive_limit),
-                    interactive=self.options.interactive,
-                    batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
-                    wait=RECEIVE_WAIT,
-                )
+                with anyio.CancelScope() as receiving:
+                    self._receiving = receiving
+                    deliveries = await self.queue.receive(
+                        min(free, self.queue.receive_limit),
+                        interactive=self.options.interactive,
+                        batch_id=self.options.batch_id if self.queue.filters_by_batch else None,
+                        wait=RECEIVE_WAIT,
+                    )
+                self._receiving = None
+                if receiving.cancelled_caught:
+                    continue  # stopped while waiting (it took nothing)
             except ButtermilkError as exc:
                 self._queue_down.failed(exc)
                 with anyio.move_on_after(self._queue_down.until_next_try):

@@ -1,18 +1,19 @@
 """Adaptive concurrency: how many calls go at once to one model at one endpoint.
 
 Per *scope* (a model at a base URL) there is a level, the calls in flight allowed to all the
-workers of a batch store together. It starts modest (:data:`~buttermilk.domain.concurrency.
-START_LEVEL`, 8, or the ceiling when lower), is multiplied by 0.5 when calls are answered
-429 (once per overload: not again for calls that started before the last cut) and grows back
-additively on success, one call per level's worth of answered calls: AIMD, the congestion
-avoidance of TCP (Chiu and Jain 1989; Jacobson 1988), as Inspect adapts its connections to a
-provider. Until the first 429 it grows as TCP's slow start does, one call per success (so it
-doubles every round trip): an endpoint that takes the batch's whole concurrency gets it
-within a few round trips, and a worker grows its own share at each success, not only at
-its syncs. Its ceiling is the sum of the sharing workers' concurrency for their batches, and
-``requests_per_minute`` when set (the token buckets of :mod:`buttermilk.llm.shared` still
-pace every call: a slot is taken after the rate budget). A 429 with ``Retry-After`` holds
-back every new call to the whole endpoint (all its models) until then.
+workers of a batch store together. It starts modest (:func:`~buttermilk.domain.concurrency.
+start_level`: a quarter of its ceiling, at least 8, or the ceiling when lower), is
+multiplied by 0.5 when calls are answered 429 (once per overload: not again for calls that
+started before the last cut) and grows back additively on success, one call per level's
+worth of answered calls: AIMD, the congestion avoidance of TCP (Chiu and Jain 1989; Jacobson
+1988), as Inspect adapts its connections to a provider. Until the first 429 it grows as
+TCP's slow start does, one call per success (so it doubles every round trip): an endpoint
+that takes the batch's whole concurrency gets it within a few round trips, and a worker
+grows its own share at each success, not only at its syncs. Its ceiling is the sum of the
+sharing workers' concurrency for their batches, and ``requests_per_minute`` when set (the
+token buckets of :mod:`buttermilk.llm.shared` still pace every call: a slot is taken after
+the rate budget). A 429 with ``Retry-After`` holds back every new call to the whole endpoint
+(all its models) until then.
 
 Sharing. The level lives in the store (:mod:`buttermilk.store.concurrency`). Each worker
 keeps its share in memory and syncs at most every :data:`SYNC_INTERVAL` seconds while it
@@ -47,7 +48,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 
-from buttermilk.domain.concurrency import START_LEVEL, next_level
+from buttermilk.domain.concurrency import next_level, start_level
 from buttermilk.flows.agents import current_job
 from buttermilk.llm.endpoints import Endpoint
 from buttermilk.llm.limits import Limits
@@ -213,7 +214,7 @@ class Concurrency:
         """The level kept in memory: the store is not there (or not reachable now)."""
         state = self.scopes[report.scope]
         ceiling = max(1, min(state.concurrency, state.cap or state.concurrency))
-        level = state.level or min(START_LEVEL, float(ceiling))
+        level = state.level or start_level(float(ceiling))
         if store:
             level, state.level_cut_at = next_level(
                 level, state.level_cut_at, ceiling=ceiling,

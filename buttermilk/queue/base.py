@@ -143,6 +143,9 @@ class Queue(ABC):
     publishes_while_storing: bool = False
     #: Largest record (JSON bytes) a job of this transport may hold (None: no limit).
     max_record_bytes: int | None = None
+    #: Whether a ``receive`` waiting for messages may be cancelled (a worker told to stop
+    #: does so) without losing any it took: it never drops messages leased to it.
+    receive_cancellable: bool = False
 
     async def prepare(self, *, interactive: bool) -> None:  # noqa: B027 - optional hook
         """Create whatever the transport needs before publishing (topics, tables)."""

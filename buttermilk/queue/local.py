@@ -48,6 +48,7 @@ class LocalQueue(Queue):
 
     name = "local"
     filters_by_batch = True
+    receive_cancellable = True
 
     def __init__(
         self, path: str | Path, *, lease_seconds: float = 30.0, poll_interval: float = 0.2
@@ -161,7 +162,10 @@ class LocalQueue(Queue):
         deadline = time.monotonic() + wait
         pause = MIN_POLL
         while True:
-            found = await anyio.to_thread.run_sync(self._take, max_messages, channel, batch_id)
+            # Shielded: a cancellation lands in the wait below, never between leasing
+            # messages and handing them over (see receive_cancellable).
+            with anyio.CancelScope(shield=True):
+                found = await anyio.to_thread.run_sync(self._take, max_messages, channel, batch_id)
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found

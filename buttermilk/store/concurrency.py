@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from buttermilk.domain.concurrency import START_LEVEL, ConcurrencyLevel, next_level, share_of
+from buttermilk.domain.concurrency import ConcurrencyLevel, next_level, share_of, start_level
 from buttermilk.store.schema import llm_concurrency, llm_concurrency_workers
 from buttermilk.store.store import Store
 
@@ -179,7 +179,7 @@ def _fresh(report: Report, ceiling: int, now: float) -> dict[str, object]:
         "scope": report.scope,
         "endpoint": report.endpoint,
         "model": report.model,
-        "level": min(START_LEVEL, float(ceiling)),
+        "level": start_level(float(ceiling)),
         "ceiling": ceiling,
         "cut_at": 0.0,
         "paused_until": 0.0,
