@@ -52,6 +52,7 @@ import json, sys
 from buttermilk.runner import cli
 
 out, commands = sys.argv[1], json.loads(sys.argv[2])
+cli.exit_process = sys.exit  # one interpreter runs them all: each ends with SystemExit
 codes = []
 for command in commands:
     sys.argv[1:] = ["ui=batch", *command]
@@ -93,3 +94,24 @@ def test_list_and_status_on_the_embedded_default_import_no_heavy_package(tmp_pat
     imported = [name for name in HEAVY if name in modules]
     assert imported == [], f"list/status imported {imported}"
     assert not any(name.startswith("google") for name in modules)
+
+
+def test_the_cli_ends_without_the_interpreters_teardown_but_runs_exit_handlers_and_flushes(
+    tmp_path: Path,
+) -> None:
+    """exit_process ends with os._exit: the exit code stands, output still buffered is
+    written (stdout to a pipe is block-buffered), and atexit handlers run."""
+    code = (
+        "import atexit, sys\n"
+        "from buttermilk.runner.process_exit import exit_process\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "print('buffered output', end='')\n"
+        "exit_process(3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered output"
+    assert proc.stderr == "handler ran\n"

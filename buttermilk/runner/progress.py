@@ -35,9 +35,13 @@ POLL_LAST = 0.05  # near the end: no job pending, and jobs ending between two lo
 
 
 def _pause(summary: BatchSummary, before: BatchSummary | None) -> float:
-    """Seconds until the next look at a batch: short once no job is pending and jobs are
-    still ending, so the command returns soon after the batch ends rather than up to
-    POLL later (slow jobs that end seldom are looked at every POLL, as before)."""
+    """Seconds until the next look at a batch: POLL, or sooner (but not under POLL_LAST)
+    when its rate says it ends before then, or once no job is pending and jobs are still
+    ending; so the command returns soon after the batch ends rather than up to POLL later
+    (slow jobs that end seldom are looked at every POLL, as before)."""
+    eta = summary.eta
+    if eta is not None and eta < POLL:
+        return max(POLL_LAST, eta)
     ending = before is not None and summary.done > before.done
     return POLL_LAST if ending and not summary.counts.get(JobStatus.PENDING) else POLL
 

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
@@ -81,9 +82,11 @@ def sync(store: Store, worker: str, reports: Sequence[Report]) -> dict[str, Seen
     if not reports:
         return {}
     scopes = sorted({r.scope for r in reports})
-    from sqlalchemy.dialects import postgresql, sqlite  # workers only: not for status
-
-    insert = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
+    insert: Any
+    if store.engine.dialect.name == "postgresql":  # its dialect: only there, and for workers
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     with store.transaction(write=True) as conn:
         now = _now(conn)
         mine = [

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from buttermilk.llm.limits import Take, refill_and_take
 from buttermilk.store.schema import llm_budget, llm_cache
@@ -40,8 +39,13 @@ _PG_NOW = text("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
 
 def _insert(conn: Connection, table: Any) -> Any:
     """An INSERT that skips rows whose key exists already (as another writer made them)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "postgresql":  # its dialect: only a PostgreSQL store imports it
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _now(conn: Connection) -> float:
