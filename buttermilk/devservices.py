@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -45,17 +46,19 @@ def emulator_ready(host: str) -> bool:
         return False
 
 
-def start_emulator(port: int) -> subprocess.Popen[bytes]:
-    """Start the Pub/Sub emulator on ``port`` in its own process group; wait until ready."""
+def start_emulator(port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the Pub/Sub emulator on ``port`` in its own process group (its output to
+    ``log``, when given); wait until ready."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         raise ServiceError("the Pub/Sub emulator needs gcloud on PATH")
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # gcloud starts a Java child: stop the group as a whole
-    )
+    with open(log, "ab") if log is not None else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # gcloud starts a Java child: stop the group as a whole
+        )
     deadline = time.monotonic() + EMULATOR_START_TIMEOUT
     while not emulator_ready(f"127.0.0.1:{port}"):
         if proc.poll() is not None or time.monotonic() > deadline:
