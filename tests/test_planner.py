@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from conftest import write_records
 
-from buttermilk.batch.planner import plan_records, raise_for_duplicates, sample_rows
+from buttermilk.batch import planner
+from buttermilk.batch.planner import IdHashes, plan_records, raise_for_duplicates, sample_rows
 from buttermilk.errors import DataSourceError, DuplicateRecordIdError
 from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.sources import SourceRow
@@ -367,3 +368,17 @@ def test_a_hash_shared_by_two_different_ids_is_not_a_duplicate() -> None:
             iter([*stream(), SourceRow("a", {"id": "a"}, None, None, None, "id", "mem:a2")]),
             {hash("a")},
         )
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_id_hashes_find_the_repeated_ids_by_a_set_or_by_a_sort_alike(
+    small: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to SMALL_ID_COUNT ids a set finds the repeats (no numpy import); beyond, a sort."""
+    ids = [f"r{i}" for i in range(500)] + ["r7", "r42", "r7"]
+    monkeypatch.setattr(planner, "SMALL_ID_COUNT", 10_000 if small else 10)
+    hashes = IdHashes()
+    for record_id in ids:
+        hashes.add(record_id)
+
+    assert hashes.repeated() == {hash("r7"), hash("r42")}

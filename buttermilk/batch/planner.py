@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from buttermilk.store.store import Store
 
 MAX_NAMED_DUPLICATES = 5
+SMALL_ID_COUNT = 100_000  # ids checked for duplicates with a set (more: a numpy sort)
 
 
 def _ignore(_record_id: str) -> None:
@@ -59,8 +60,17 @@ class IdHashes:
         self._hashes.append(hash(record_id))  # stable within this process, all we need
 
     def repeated(self) -> set[int]:
+        """The hashes seen more than once: by a set up to SMALL_ID_COUNT ids (numpy's import
+        alone takes ~50 ms), by a sort of the packed hashes beyond (a set of a million
+        ints would take ~60 MB of the planning's memory)."""
         if len(self._hashes) < 2:
             return set()
+        if len(self._hashes) <= SMALL_ID_COUNT:
+            seen: set[int] = set()
+            twice: set[int] = set()
+            for value in self._hashes:
+                (twice if value in seen else seen).add(value)
+            return twice
         import numpy as np
 
         values = np.frombuffer(self._hashes, dtype=np.int64).copy()
