@@ -3,6 +3,8 @@ nothing half-created."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
 from typing import get_args
 
@@ -343,3 +345,22 @@ def test_a_corrupt_queue_file_blocks_only_the_commands_that_use_the_queue(env: E
     assert worker.stderr.strip().splitlines()[-1] == (
         f"error: cannot open the local queue at {env.home / 'queue.db'}: file is not a database"
     )
+
+
+@pytest.mark.backends("local")
+def test_output_into_a_pipe_its_reader_closed_ends_quietly_with_141(env: Env) -> None:
+    """``bm ... | head`` that stopped reading (here ``true``, which reads nothing): no
+    ``error:`` line for the broken pipe, exit 128 + SIGPIPE as a shell expects."""
+    command = " ".join(
+        shlex.quote(arg) for arg in env.args("batch.command=list", "batch.format=json")
+    )
+    proc = subprocess.run(
+        ["bash", "-c", f'{command} | true; echo "exit ${{PIPESTATUS[0]}}" >&2'],
+        env=env.environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.stderr.strip().splitlines()[-1] == "exit 141", proc.stderr
+    assert "error:" not in proc.stderr and "Traceback" not in proc.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -25,6 +26,7 @@ from buttermilk.runner.settings import AppSettings, settings_from_config
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
 EXIT_INTERRUPTED = 130  # as command_app.EXIT_INTERRUPTED, without importing the commands
 
 _task_started = False
@@ -77,11 +79,30 @@ def run_cli(cfg: DictConfig) -> int:
     except ButtermilkError as exc:
         say_error(exc)
         return EXIT_FAILURE
+    except BrokenPipeError as exc:
+        if not stdout_reader_gone():
+            say_error(exc)
+            return EXIT_FAILURE
+        # `| head` read what it wanted: nothing more can be shown. End as a writer whose
+        # pipe closed does in a shell (128 + SIGPIPE), without a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     except OSError as exc:  # a file or socket the code did not expect to fail
         say_error(exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end was closed (poll reports POLLERR on the
+    writing end of such a pipe, Linux and macOS alike)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return False
 
 
 def _task(cfg: DictConfig) -> None:
