@@ -9,7 +9,6 @@ import http.server
 import io
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import Env
+from http_serving import serving
 
 from buttermilk.batch.service import BatchService
 from buttermilk.domain import BatchRequest
@@ -104,17 +104,10 @@ class BreakingHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def site() -> Iterator[Site]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BreakingHandler)
-    held = Site(base=f"http://127.0.0.1:{server.server_address[1]}")
-    server.site = held  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(BreakingHandler) as server:
+        held = Site(base=f"http://127.0.0.1:{server.server_address[1]}")
+        server.site = held  # type: ignore[attr-defined]
         yield held
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def service_over(tmp_path: Path, source: dict[str, Any]) -> tuple[BatchService, Store]:

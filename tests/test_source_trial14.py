@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,29 +14,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from http_serving import serving
+from test_source_trial import flow_over, read
 
 from buttermilk.errors import DataSourceError, MissingPackageError, SourceUnavailableError
 from buttermilk.flows.locations import Location, resolve
-from buttermilk.flows.models import FlowConfig
 from buttermilk.flows.source_sql import READS_ONLY
-from buttermilk.flows.sources import iter_source
 
 BLOCK = AbstractBufferedFile.DEFAULT_BLOCK_SIZE  # fsspec's default, 5 MB
-
-
-def flow_over(**source: Any) -> FlowConfig:
-    return FlowConfig.model_validate(
-        {
-            "name": "f",
-            "data": {"s": source},
-            "agents": [{"name": "echo", "_target_": "buttermilk.agents.testing.echo"}],
-        }
-    )
-
-
-def read(**source: Any) -> list[str]:
-    flow = flow_over(**source)
-    return [row.record_id for row in iter_source("s", flow.data["s"])]
 
 
 def refusal(**source: Any) -> DataSourceError | SourceUnavailableError:
@@ -81,15 +65,8 @@ class NoRanges(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def no_ranges() -> Iterator[tuple[str, type[NoRanges]]]:
     handler = type("Handler", (NoRanges,), {"body": big_jsonl()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_a_file_over_a_block_from_a_server_without_ranges_is_read_as_a_stream(
